@@ -1,0 +1,168 @@
+"""Network architectures, by name, so that ``model.json`` can rebuild them.
+
+Every architecture is a :class:`ClassifierNet`: a backbone that returns a
+feature map and one linear head on its global average. That shape is what
+makes class-activation maps exact (the head's weights applied to the feature
+map) and what lets fine-tuning swap the head for a new task.
+
+Builders never download weights; pretrained weights come from a checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+ArchBuilder = Callable[..., "ClassifierNet"]
+_ARCHITECTURES: dict[str, ArchBuilder] = {}
+
+
+def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
+    """Decorator: make a builder ``f(in_channels, num_classes, **kwargs)`` known by name."""
+
+    def wrap(fn: ArchBuilder) -> ArchBuilder:
+        _ARCHITECTURES[name] = fn
+        return fn
+
+    return wrap
+
+
+def available_archs() -> list[str]:
+    return sorted(_ARCHITECTURES)
+
+
+def build_model(
+    arch: str, in_channels: int, num_classes: int, **kwargs: Any
+) -> ClassifierNet:
+    """Build an untrained model of a registered architecture."""
+    try:
+        builder = _ARCHITECTURES[arch]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {arch!r}; known: {', '.join(available_archs())}"
+        ) from None
+    return builder(in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+class ClassifierNet(nn.Module):
+    """Backbone -> global average pool -> dropout -> linear head."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, dropout: float = 0.2):
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = num_features
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(num_features, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map (B, F, h, w)."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.features(x).mean(dim=(2, 3))
+        return self.head(self.dropout(pooled))
+
+    def forward_with_cam(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, K) and class-activation maps (B, K, h, w) in one pass.
+
+        The head is linear on the mean of the feature map, so the mean of each
+        CAM equals that class's logit: the maps are an exact decomposition.
+        """
+        fmap = self.features(x)
+        cam = torch.einsum("bfhw,kf->bkhw", fmap, self.head.weight) + self.head.bias[None, :, None, None]
+        logits = cam.mean(dim=(2, 3))
+        return logits, cam
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the head, e.g. when fine-tuning onto another task."""
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+@register_arch("small_cnn")
+def small_cnn(in_channels: int, num_classes: int, width: int = 16, depth: int = 4, dropout: float = 0.1) -> ClassifierNet:
+    """A small VGG-like CNN that trains in minutes on two CPU cores.
+
+    Each stage doubles the width and halves the resolution; ``depth`` stages.
+    """
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for i in range(depth):
+        cout = width * 2 ** min(i, 3)
+        layers += [_conv_bn_relu(cin, cout, stride=2 if i else 1), _conv_bn_relu(cout, cout)]
+        if i == 0:
+            layers.append(nn.MaxPool2d(2))
+        cin = cout
+    return ClassifierNet(nn.Sequential(*layers), cin, num_classes, dropout)
+
+
+def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` that reads ``in_channels`` channels.
+
+    Pretrained RGB filters are kept for the first three channels; extra
+    channels get the mean of the RGB filters, and a single channel gets their
+    sum, so that a gray image gives the same response as the same gray RGB one.
+    """
+    if conv.in_channels == in_channels:
+        return conv
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        conv.bias is not None,
+    )
+    with torch.no_grad():
+        w = conv.weight
+        if in_channels == 1:
+            new.weight.copy_(w.sum(dim=1, keepdim=True))
+        else:
+            mean = w.mean(dim=1, keepdim=True)
+            for c in range(in_channels):
+                new.weight[:, c : c + 1] = w[:, c : c + 1] if c < w.shape[1] else mean
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+@register_arch("resnet18")
+def resnet18(in_channels: int, num_classes: int, dropout: float = 0.2) -> ClassifierNet:
+    """torchvision ResNet-18 (random init here; pretrained weights come from a checkpoint)."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None)
+    net.conv1 = adapt_first_conv(net.conv1, in_channels)
+    backbone = nn.Sequential(
+        net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
+    )
+    return ClassifierNet(backbone, 512, num_classes, dropout)
+
+
+@register_arch("mobilenet_v3_small")
+def mobilenet_v3_small(in_channels: int, num_classes: int, dropout: float = 0.2) -> ClassifierNet:
+    """torchvision MobileNetV3-Small feature extractor."""
+    from torchvision.models import mobilenet_v3_small as tv_mnv3
+
+    net = tv_mnv3(weights=None)
+    first = net.features[0][0]
+    net.features[0][0] = adapt_first_conv(first, in_channels)
+    return ClassifierNet(net.features, 576, num_classes, dropout)

@@ -1,0 +1,155 @@
+"""Find models: the bundled ones and the user's own.
+
+Bundled models ship inside the package (the repository's ``models/`` folder is
+installed as ``napari_hpa.bundled_models``); the user's models live in
+``$NAPARI_HPA_HOME/models`` or the platform's user data folder. A model is
+named ``name`` (the newest version) or ``name@version``, or given by its path.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_data_dir
+
+from .checkpoint import META_FILE, CheckpointError, ModelSpec, read_spec
+
+Source = Literal["bundled", "user", "path"]
+HOME_ENV = "NAPARI_HPA_HOME"
+#: Preferred default per task: the bundled real-data model comes first.
+DEFAULT_MODEL_NAMES = ("hpa28-efficientnet_lite0", "hpa28-synthetic-tiny")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model version found on disk (metadata only; load it with ``checkpoint.load_model``)."""
+
+    spec: ModelSpec
+    path: Path
+    source: Source
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> int:
+        return self.spec.version
+
+
+def user_home() -> Path:
+    """The user's napari-hpa folder (models, jobs); ``$NAPARI_HPA_HOME`` overrides it."""
+    env = os.environ.get(HOME_ENV)
+    return Path(env).expanduser() if env else Path(user_data_dir("napari-hpa", appauthor=False))
+
+
+def user_models_dir() -> Path:
+    return user_home() / "models"
+
+
+def _package_resource_dir(package: str, fallback: str) -> Path:
+    try:
+        path = Path(str(resources.files(package)))
+        if path.is_dir():
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[2] / fallback
+
+
+def bundled_models_dir() -> Path:
+    """Folder of the models shipped with napari-hpa (works installed or from a checkout)."""
+    return _package_resource_dir("napari_hpa.bundled_models", "models")
+
+
+def sample_data_dir() -> Path:
+    """Folder of the generated sample images shipped with napari-hpa."""
+    return _package_resource_dir("napari_hpa.bundled_samples", "sample_data")
+
+
+def _scan(root: Path, source: Source) -> list[ModelEntry]:
+    entries: list[ModelEntry] = []
+    if not root.is_dir():
+        return entries
+    candidates = [root] if (root / META_FILE).is_file() else []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith((".", "_")) or not child.is_dir():
+            continue
+        if (child / META_FILE).is_file():
+            candidates.append(child)
+        else:
+            candidates += [g for g in sorted(child.iterdir()) if (g / META_FILE).is_file()]
+    for folder in candidates:
+        try:
+            entries.append(ModelEntry(read_spec(folder), folder, source))
+        except CheckpointError as exc:
+            warnings.warn(f"skipping model folder: {exc}", stacklevel=3)
+    return entries
+
+
+def list_models(extra_roots: tuple[Path, ...] = ()) -> list[ModelEntry]:
+    """All models, bundled first, each name's versions in ascending order."""
+    entries = _scan(bundled_models_dir(), "bundled") + _scan(user_models_dir(), "user")
+    for root in extra_roots:
+        entries += _scan(Path(root), "path")
+    seen: dict[tuple[str, int], ModelEntry] = {}
+    for entry in entries:
+        seen.setdefault((entry.name, entry.version), entry)
+    return sorted(seen.values(), key=lambda e: (e.source != "bundled", e.name, e.version))
+
+
+def resolve_model(ref: str | Path | None = None) -> ModelEntry:
+    """Resolve ``name``, ``name@version`` or a folder path to a model.
+
+    ``None`` gives the default model (the bundled HPA model).
+    """
+    if ref is None or str(ref) == "":
+        return default_model()
+    path = Path(str(ref)).expanduser()
+    if (path / META_FILE).is_file():
+        return ModelEntry(read_spec(path), path, "path")
+    name, _, version = str(ref).partition("@")
+    matches = [e for e in list_models() if e.name == name]
+    if not matches:
+        known = ", ".join(sorted({e.name for e in list_models()})) or "none"
+        raise LookupError(f"no model named {name!r} (available: {known})")
+    if version:
+        try:
+            wanted = int(version.lstrip("v"))
+        except ValueError:
+            raise LookupError(f"bad model version {version!r} in {ref!r}") from None
+        for entry in matches:
+            if entry.version == wanted:
+                return entry
+        have = ", ".join(str(e.version) for e in matches)
+        raise LookupError(f"model {name!r} has no version {wanted} (versions: {have})")
+    return max(matches, key=lambda e: e.version)
+
+
+def default_model() -> ModelEntry:
+    """The model a new user gets: the bundled HPA model, else any model."""
+    models = list_models()
+    for name in DEFAULT_MODEL_NAMES:
+        named = [e for e in models if e.name == name]
+        if named:
+            return max(named, key=lambda e: e.version)
+    if not models:
+        raise LookupError(
+            f"no models found (bundled: {bundled_models_dir()}, user: {user_models_dir()})"
+        )
+    return models[0]
+
+
+def next_version(name: str) -> int:
+    """The version number a new model called ``name`` gets."""
+    versions = [e.version for e in list_models() if e.name == name]
+    return max(versions, default=0) + 1
