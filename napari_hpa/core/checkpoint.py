@@ -51,7 +51,10 @@ class InputSpec:
     ``None`` means the whole image is resized to one ``size`` tile.
     ``normalize`` is ``"none"`` (values stay in [0, 1]) or ``"percentile"``
     (per-channel 1st-99.8th percentile stretch, for images of any brightness).
-    ``mean``/``std`` are applied after that, per channel.
+    ``mean``/``std`` are applied after that, per channel. ``invert`` flips
+    intensities (1 - x) first, for dark objects on a bright background;
+    ``pad_square`` pads the image to a square with its border's median before
+    resizing, so objects keep their aspect ratio.
     """
 
     channels: list[str]
@@ -61,6 +64,8 @@ class InputSpec:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
     normalize: str = "none"
+    invert: bool = False
+    pad_square: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -83,6 +88,8 @@ class InputSpec:
             mean=[float(v) for v in data.get("mean", [])],
             std=[float(v) for v in data.get("std", [])],
             normalize=str(data.get("normalize", "none")),
+            invert=bool(data.get("invert", False)),
+            pad_square=bool(data.get("pad_square", False)),
         )
 
 

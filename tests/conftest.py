@@ -1,0 +1,36 @@
+"""Shared fixtures: an isolated user folder, the real-data location, small threads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("NAPARI_HPA_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own $NAPARI_HPA_HOME, so user models never leak between tests."""
+    home = tmp_path_factory.mktemp("napari_hpa_home")
+    monkeypatch.setenv("NAPARI_HPA_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_threads() -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    except ImportError:
+        pass
+
+
+def shared_data(name: str) -> Path:
+    """Path of a real data set in ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data set {name!r} not found at {path} (../shared/data is absent)")
+    return path
