@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -57,12 +57,15 @@ def user_models_dir() -> Path:
 
 
 def _package_resource_dir(package: str, fallback: str) -> Path:
+    """The folder of a data-only package (no ``__init__.py``), installed or editable."""
     try:
-        path = Path(str(resources.files(package)))
-        if path.is_dir():
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
+        spec = importlib.util.find_spec(package)
+    except (ModuleNotFoundError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            if Path(location).is_dir():
+                return Path(location)
     return Path(__file__).resolve().parents[2] / fallback
 
 
