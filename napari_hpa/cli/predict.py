@@ -68,11 +68,21 @@ def _save_cams(pred: Prediction, folder: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"{args.out}: --out must end in .csv or .json")
-    missing = [p for p in args.paths if not Path(p).exists() and not find_images([p])]
-    errors: list[str] = [f"{p}: no such file, folder or HPA image id" for p in missing]
-    sources = find_images([p for p in args.paths if p not in missing])
-    if not sources and not errors:
-        raise UserError(f"no images found in {' '.join(args.paths)}")
+    errors: list[str] = []
+    sources: list[str] = []
+    for path in args.paths:
+        try:
+            found = find_images([path])
+        except ImageReadError as exc:
+            errors.append(str(exc))
+            continue
+        if not found:
+            errors.append(f"{path}: no images found here")
+        sources += [s for s in found if s not in sources]
+    for message in errors:
+        print(f"napari-hpa predict: error: {message}", file=sys.stderr)
+    if not sources:
+        return 2
     try:
         predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)
     except (LookupError, CheckpointError, ValueError) as exc:
@@ -101,6 +111,4 @@ def run(args: argparse.Namespace) -> int:
         else:
             write_json(predictions, args.out, errors)
         print(f"wrote {len(predictions)} result(s) with {predictor.model_id} to {args.out}")
-    for message in errors[: len(missing)]:
-        print(f"napari-hpa predict: error: {message}", file=sys.stderr)
     return 2 if errors else 0
