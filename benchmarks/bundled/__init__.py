@@ -1,0 +1,1 @@
+"""Recipes that rebuild the bundled models from the shared data (see train_bundled.py)."""

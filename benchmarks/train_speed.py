@@ -1,0 +1,107 @@
+"""Training throughput (images/s) of the small CNN and a torchvision backbone, side by side.
+
+Two numbers per architecture:
+
+* ``engine``: images/s of the real training loop (``core.train.fit``: cached
+  synthetic HPA images, random crops, D4 + jitter, AdamW, AMP on CUDA),
+  training part of each epoch only (validation excluded), first epoch skipped
+  as warm-up;
+* ``model``: forward + backward + step on random tensors of the same shape,
+  the ceiling the input pipeline could reach.
+
+Usage::
+
+    python benchmarks/train_speed.py [--size 128] [--images 192] [--epochs 3]
+        [--batch-size 32] [--archs small_cnn,mobilenet_v3_small] [--device auto]
+        [--threads N] [--workers 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def model_only(arch: str, size: int, batch: int, device: torch.device, steps: int = 8) -> float:
+    from napari_hpa.core.architectures import build_model
+
+    net = build_model(arch, 4, 28).to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    x = torch.randn(batch, 4, size, size, device=device)
+    y = (torch.rand(batch, 28, device=device) < 0.1).float()
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            out = net(x)
+        loss = loss_fn(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    step()
+    step()
+    if amp:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if amp:
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def engine(arch: str, data, args: argparse.Namespace) -> tuple[float, int]:
+    from napari_hpa.core.train import TrainConfig, fit
+
+    cfg = TrainConfig(name=f"speed-{arch}", arch=arch, size=args.size, epochs=args.epochs,
+                      batch_size=args.batch_size, val_fraction=0.1, patience=0,
+                      workers=args.workers, device=args.device)  # fmt: skip
+    result = fit(cfg, data)
+    timed = result.history[1:] or result.history
+    seconds = sum(h["train_seconds"] for h in timed)
+    n_params = sum(p.numel() for p in result.net.parameters())
+    return result.n_train * len(timed) / seconds, n_params
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--images", type=int, default=192)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--archs", default="small_cnn,mobilenet_v3_small")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--workers", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from napari_hpa.core.data import load_csv
+    from napari_hpa.core.predict import choose_device
+    from napari_hpa.core.synth import write_samples
+
+    device = choose_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_samples(Path(tmp), n=args.images, size=args.size, seed=1)
+        data = load_csv(folder, folder / "labels.csv", "hpa28")
+        print(f"device={device} threads={torch.get_num_threads()} size={args.size} "
+              f"batch={args.batch_size} images={args.images} workers={args.workers}")  # fmt: skip
+        print(f"{'arch':<22}{'params':>10}{'engine img/s':>15}{'model img/s':>14}")
+        for arch in args.archs.split(","):
+            rate, n_params = engine(arch, data, args)
+            ceiling = model_only(arch, args.size, args.batch_size, device)
+            print(f"{arch:<22}{n_params:>10,}{rate:>15.1f}{ceiling:>14.1f}")
+            print(f"train_images_per_s[{arch}]={rate:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""npe2 reader: HPA channel sets, (OME-)TIFF, PNG and JPEG, through ``core.io.read_image``.
+
+An HPA set (``<id>_red.png`` ... ``_yellow.png``; any member file, the
+``<folder>/<id>`` name or a folder holding sets) opens as four image layers,
+microtubules red, protein green, nucleus blue and ER yellow, blended
+additively. RGB files open as red/green/blue channel layers (what Predict
+needs), gray files as one layer. A file that cannot be read gives a napari
+notification naming the file and the problem, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .core.io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    find_images,
+    is_hpa_source,
+    read_image,
+    split_hpa_name,
+)
+
+PathLike = str | os.PathLike
+ReaderFunction = Callable[[Any], list[tuple]]
+#: What a reader returns to say "handled, nothing to add" (napari's null-layer sentinel).
+NOTHING: list[tuple] = [(None,)]
+
+
+def _supported_file(p: Path) -> bool:
+    return p.name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _source_for(path: PathLike) -> tuple[str | None, str]:
+    """The source to open for ``path`` and a note for the user ('' if none)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        try:
+            sources = find_images(p, recursive=False)
+        except ImageReadError:
+            return None, ""
+        if not sources:
+            return None, ""
+        note = ""
+        if len(sources) > 1:
+            note = (f"{p}: {len(sources)} images; opened {Path(sources[0]).name}. "
+                    "Use Next image in the Annotate panel to walk through the others.")
+        return sources[0], note
+    if p.is_file():
+        return (str(p), "") if _supported_file(p) else (None, "")
+    if is_hpa_source(p):  # <folder>/<id> of an HPA channel set
+        return str(p), ""
+    return None, ""
+
+
+def openable_path(path: PathLike) -> str:
+    """A path ``viewer.open`` accepts: an HPA ``<folder>/<id>`` becomes its first channel file."""
+    p = Path(path).expanduser()
+    if not p.exists() and is_hpa_source(p):
+        members = sorted(p.parent.glob(f"{p.name}_*"))
+        hit = next((m for m in members if split_hpa_name(m)), None)
+        if hit is not None:
+            return str(hit)
+    return str(p)
+
+
+def get_reader(path: PathLike | list[PathLike]) -> ReaderFunction | None:
+    """Return a reader for ``path`` if napari-hpa can open it, else None.
+
+    Parameters
+    ----------
+    path
+        A file, a folder, an HPA ``<folder>/<id>``, or a list of them (each one is
+        opened; members of the same HPA set open the set once).
+    """
+    paths = path if isinstance(path, list) else [path]
+    if not paths or any(_source_for(p)[0] is None for p in paths):
+        return None
+    return read
+
+
+def read(path: PathLike | list[PathLike]) -> list[tuple]:
+    """Read ``path`` (or several) into layer data tuples; notify on failure."""
+    from .widgets._layers import image_layer_data
+
+    paths = path if isinstance(path, list) else [path]
+    out: list[tuple] = []
+    seen: set[str] = set()
+    for p in paths:
+        source, note = _source_for(p)
+        if source is None:
+            _notify("warning", f"{p}: not an image napari-hpa can read")
+            continue
+        try:
+            image = read_image(source)
+        except ImageReadError as exc:
+            _notify("error", f"Cannot open {exc.path}: {exc.reason}")
+            continue
+        except MemoryError:
+            _notify("error", f"Cannot open {source}: not enough memory")
+            continue
+        if image.source in seen or _already_open(image.source, p):
+            continue
+        seen.add(image.source)
+        if note:
+            _notify("info", note)
+        out += image_layer_data(image)
+    return out or NOTHING
+
+
+def _already_open(source: str, path: PathLike) -> bool:
+    """True when ``path`` is one member of an HPA set whose layers are all open already.
+
+    Dropping the four files of a set makes napari call the reader once per file;
+    the first call opens the whole set, the others do nothing.
+    """
+    if split_hpa_name(path) is None:
+        return False
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # noqa: BLE001 - no viewer, no duplicates
+        return False
+    if viewer is None:
+        return False
+    from .widgets._layers import meta
+
+    ours = [meta(lyr) for lyr in viewer.layers]
+    channels = {m.get("channel") for m in ours if m.get("source") == source}
+    return len(channels - {None}) >= 4
+
+
+def _notify(severity: str, message: str) -> None:
+    """A napari notification (a toast in the viewer, a log line without one)."""
+    from napari.utils.notifications import show_error, show_info, show_warning
+
+    {"error": show_error, "warning": show_warning}.get(severity, show_info)(message)

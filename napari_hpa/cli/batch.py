@@ -1,0 +1,176 @@
+"""``napari-hpa batch``: classify a whole screen into a resumable CSV or Parquet table.
+
+Bad images do not stop the run: each gets an error row, and the exit code is 0
+when the run finished (the number of errors and the first messages are printed
+at the end). A bad folder or output is a user error: one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..core.batch import BatchError, BatchProgress, BatchSummary, run_batch
+from . import UserError
+
+#: Error messages printed at the end of a run.
+SHOW_ERRORS = 5
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="classify every image in a folder into a CSV/Parquet table (resumable)",
+        description="Classify every image under FOLDER (recursively; HPA channel files are "
+        "grouped into sets) and append one row per image to --out. Re-running with the same "
+        "--out skips the images already there, so an interrupted run just continues. "
+        "Images that cannot be read get a row with status 'error' and the run goes on.",
+    )
+    p.add_argument("folder", nargs="+", metavar="FOLDER", help="folder(s) or image files")
+    p.add_argument(
+        "--out", type=Path, required=True, help="results table: FILE.csv or FILE.parquet"
+    )
+    p.add_argument(
+        "--model", default=None, help="model name, name@version or folder (default: bundled)"
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="tiles per forward pass (default: 4 on the CPU, 32 on a GPU)",
+    )
+    p.add_argument(
+        "--infer",
+        choices=["auto", "main", "workers"],
+        default="auto",
+        help="where the model runs: in each decode worker (auto on a CPU) or in the main "
+        "process (auto on a GPU)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of the model on the CPU (default: tuned while running)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="decode processes (0 = decode in the main process; default: by CPU count and device); "
+        "with --dask local: Dask workers",
+    )
+    p.add_argument(
+        "--glob",
+        default=None,
+        metavar="PATTERN",
+        help="only files whose name matches, e.g. '*.tif'",
+    )
+    p.add_argument("--no-recursive", action="store_true", help="do not walk subfolders")
+    p.add_argument("--cells", action="store_true", help="segment cells and write one row per cell")
+    p.add_argument(
+        "--cam",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write a TIFF of the predicted classes' activation maps per image to DIR",
+    )
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDR",
+        help="run on a Dask cluster, e.g. tcp://host:8786",
+    )
+    scale.add_argument(
+        "--dask", choices=["local"], default=None, help="run on a Dask LocalCluster on this machine"
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=None, help="images per Dask task (default: automatic)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+class _Bar:
+    """tqdm on stderr fed by the core progress callback (images/s and ETA come from tqdm)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.shown = 0
+
+    def __call__(self, p: BatchProgress) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=p.total - p.skipped,
+                unit="img",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                desc="batch",
+                smoothing=0.1,
+            )
+        self.bar.update(p.done - self.shown)
+        self.shown = p.done
+        if p.errors:
+            self.bar.set_postfix(errors=p.errors, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _report(s: BatchSummary) -> None:
+    rate = f"{s.rate:.1f} img/s" if s.done else "-"
+    state = "cancelled" if s.cancelled else "finished"
+    print(
+        f"{state}: {s.done} image(s) in {s.elapsed:.1f} s ({rate}): {s.ok} ok, "
+        f"{s.errors} error(s); {s.skipped} already in {s.path} (skipped); model {s.model}"
+    )
+    if s.errors:
+        print(f"{s.errors} image(s) could not be classified; first messages:", file=sys.stderr)
+        for msg in s.error_messages[:SHOW_ERRORS]:
+            print(f"  {msg}", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    for folder in args.folder:
+        if not Path(folder).exists() and not Path(folder).parent.is_dir():
+            raise UserError(f"{folder}: no such folder or image")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        raise UserError("--workers must be 0 or more")
+    scheduler = args.scheduler or ("local" if args.dask else None)
+    bar = _Bar(args.quiet)
+    try:
+        summary = run_batch(
+            args.folder,
+            args.out,
+            args.model,
+            device=args.device,
+            batch_size=args.batch_size,
+            threads=args.threads,
+            infer=args.infer,
+            workers=args.workers,
+            cells=args.cells,
+            cam_dir=args.cam,
+            glob=args.glob,
+            recursive=not args.no_recursive,
+            scheduler=scheduler,
+            chunk_size=args.chunk_size,
+            progress=bar,
+        )
+    except BatchError as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        bar.close()
+    _report(summary)
+    return 0

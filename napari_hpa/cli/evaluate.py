@@ -1,0 +1,125 @@
+"""``napari-hpa evaluate``: score a model on labelled images.
+
+Predictions go through :class:`~napari_hpa.core.predict.Predictor` (the same
+path as ``predict``) with the model's stored thresholds. Prints a metrics JSON,
+then ``top1_accuracy=...``/``top3_accuracy=...`` when every image has one label,
+and ``macro_f1=<value>`` as the last line, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.channels import ChannelMismatchError
+from ..core.checkpoint import CheckpointError
+from ..core.data import DataError, load_csv, load_folder_per_class, targets_matrix
+from ..core.io import ImageReadError, read_image
+from ..core.metrics import evaluate
+from ..core.tasks import BUILTIN_TASKS
+from . import UserError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model on labelled images (macro F1, AUROC, top-k, confusion)",
+        description="Evaluate a model on a folder of images with a Kaggle CSV (Id,Target; Id = "
+        "HPA id or file stem) or a folder per class. The last printed line is macro_f1=<value>.",
+    )
+    p.add_argument(
+        "--model", default=None, help="model name, name@version or folder (default: bundled)"
+    )
+    p.add_argument("--data", type=Path, required=True, help="folder of images")
+    p.add_argument("--labels", type=Path, help="Kaggle CSV: Id,Target")
+    p.add_argument(
+        "--folder-per-class", action="store_true", help="--data holds one sub-folder per class"
+    )
+    p.add_argument(
+        "--label-task",
+        choices=sorted(BUILTIN_TASKS),
+        help="numeric labels are ids of this built-in task (default: the model's classes)",
+    )
+    p.add_argument(
+        "--out", type=Path, help="folder for metrics.json, confusion.png, predictions.csv"
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(run=run)
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in metrics.items() if k not in ("confusion", "per_class")}
+    out["per_class_f1"] = {
+        r["class"]: r["f1"] for r in metrics.get("per_class", []) if r["f1"] is not None
+    }
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.predict import Predictor
+    from ..core.report import write_metrics_report
+    from ..core.tasks import get_task
+
+    try:
+        predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)
+    except (LookupError, CheckpointError, ValueError) as exc:
+        raise UserError(
+            str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
+        ) from None
+    spec = predictor.spec
+    task = spec.task
+    try:
+        if args.folder_per_class:
+            data = load_folder_per_class(args.data, task)
+        elif args.labels is None:
+            raise UserError("give --labels CSV (Id,Target), or --folder-per-class")
+        else:
+            namespace = get_task(args.label_task).classes if args.label_task else None
+            data = load_csv(args.data, args.labels, task, label_classes=namespace)
+    except (DataError, ImageReadError) as exc:
+        raise UserError(str(exc)) from None
+    for w in data.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    kept, probs = [], []
+    chunk = max(1, args.batch_size)
+    for start in range(0, len(data.samples), chunk):
+        images = []
+        for s in data.samples[start : start + chunk]:
+            try:
+                images.append((s, read_image(s.source)))
+            except ImageReadError as exc:
+                print(f"warning: skipping {exc}", file=sys.stderr)
+        try:
+            preds = predictor.predict([im for _, im in images])
+        except ChannelMismatchError as exc:
+            raise UserError(f"{args.data}: {exc}") from None
+        kept += [s for s, _ in images]
+        probs += [p.probabilities for p in preds]
+    if not kept:
+        raise UserError(f"{args.data}: no readable labelled image")
+    y = targets_matrix(kept, task.num_classes)
+    p = np.stack(probs)
+    metrics = evaluate(task.kind, y, p, spec.thresholds, task.classes)
+    metrics = {"model": spec.id, "data": data.origin, **metrics}
+    if args.out is not None:
+        write_metrics_report(args.out, metrics, task.classes, f"{spec.id} on {args.data.name}")
+        with open(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["image", "true", *task.classes])
+            for s, row in zip(kept, p, strict=True):
+                writer.writerow(
+                    [s.source, " ".join(map(str, s.targets)), *(f"{v:.6f}" for v in row)]
+                )
+    print(json.dumps(_summary(metrics), indent=2))
+    for k in ("top1_accuracy", "top3_accuracy"):
+        if metrics.get(k) is not None:
+            print(f"{k}={metrics[k]:.4f}")
+    print(f"macro_f1={metrics['macro_f1']:.4f}")
+    return 0

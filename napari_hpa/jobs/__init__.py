@@ -1,0 +1,41 @@
+"""Background jobs (training, comparison) in their own processes; no Qt.
+
+* :mod:`.runner`: :class:`Job` and :class:`JobManager`, the generic part
+  (a subprocess per job, its folder, states, progress events, cancel, locks, recovery);
+* :mod:`.retrain`: one-click retraining on corrected labels and the
+  parent-vs-new comparison;
+* :mod:`.compare`: the comparison itself (also ``python -m napari_hpa.jobs.compare``);
+* :mod:`.settings`: ``settings.json`` (the preferred model).
+"""
+
+from __future__ import annotations
+
+from .runner import (
+    CANCEL_LIMIT_S,
+    FINAL_STATES,
+    STATES,
+    Job,
+    JobError,
+    JobLockedError,
+    JobManager,
+    JobRecord,
+    Progress,
+    epoch_metrics,
+    event_kind,
+    python_command,
+)
+
+__all__ = [
+    "CANCEL_LIMIT_S",
+    "FINAL_STATES",
+    "STATES",
+    "Job",
+    "JobError",
+    "JobLockedError",
+    "JobManager",
+    "JobRecord",
+    "Progress",
+    "epoch_metrics",
+    "event_kind",
+    "python_command",
+]

