@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from napari_hpa.core.architectures import build_model
-from napari_hpa.core.batch import BatchSummary, default_batch_size, run_batch
+from napari_hpa.core.batch import BatchProgress, BatchSummary, default_batch_size, run_batch
 from napari_hpa.core.checkpoint import InputSpec, ModelSpec, load_model, save_model
 from napari_hpa.core.io import find_images, read_image
 from napari_hpa.core.predict import Predictor
@@ -91,6 +91,24 @@ def bench_model(root: Path, ref: str | None) -> Path:
         f"model: small_cnn width=16 depth=4, input 4x224x224 (whole image resized), "
         f"{n_params / 1e3:.0f} k parameters (no bundled HPA model found)"
     )
+    return save_model(net, spec, root)
+
+
+def rss_model(root: Path, ref: str | None) -> Path:
+    """A light model for the memory part (its cost is not the point there): ``ref``, the
+    bundled ``hpa28-synthetic-tiny`` if present, else a small_cnn of width 8."""
+    with contextlib.suppress(LookupError):
+        return resolve_model(ref or "hpa28-synthetic-tiny").path
+    task = get_task("hpa28")
+    spec = ModelSpec(
+        name="bench-rss-small_cnn",
+        version=1,
+        arch="small_cnn",
+        arch_kwargs={"width": 8, "depth": 3},
+        task=task,
+        input=InputSpec(channels=list(task.channels), size=128, fit=None, optional_channels=["er"]),
+    )
+    net = build_model(spec.arch, 4, task.num_classes, **spec.arch_kwargs)
     return save_model(net, spec, root)
 
 
@@ -180,19 +198,20 @@ def batch(
         me = None
     out.unlink(missing_ok=True)
     marks: list[tuple[float, int, float]] = []
+
+    def progress(p: BatchProgress) -> None:
+        # sample the tree's CPU at most once a second: scanning /proc costs CPU too
+        now = time.perf_counter()
+        if not marks or now - marks[-1][0] >= 1.0 or p.done == p.total:
+            marks.append((now, p.done, tree_cpu(me)))
+
     start = time.perf_counter()
-    summary = run_batch(
-        folder,
-        out,
-        predictor,
-        workers=workers,
-        progress=lambda p: marks.append((time.perf_counter(), p.done, tree_cpu(me))),
-    )
+    summary = run_batch(folder, out, predictor, workers=workers, progress=progress)
     end = time.perf_counter()
     assert summary.errors == 0, summary.error_messages
     first = next(m for m in marks if m[1] >= max(1, summary.done // 10))
     steady = (summary.done - first[1]) / (end - first[0])
-    last = max((m for m in marks if m[1] < summary.done or m is marks[-1]), key=lambda m: m[2])
+    last = max(marks, key=lambda m: m[2])  # the workers' CPU vanishes when they exit
     cpu = 1000 * (last[2] - first[2]) / max(1, last[1] - first[1])
     return steady, summary.done / (end - start), cpu, summary
 
@@ -289,6 +308,9 @@ def main() -> None:
     parser.add_argument("--rss-small", type=int, default=200)
     parser.add_argument("--rss-large", type=int, default=2000)
     parser.add_argument("--rss-size", type=int, default=128)
+    parser.add_argument(
+        "--rss-model", default=None, help="model of the memory part (default: a light one)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="decode workers (default: auto)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: run_batch's")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
@@ -371,12 +393,14 @@ def main() -> None:
     small = work / f"rss{args.rss_size}"
     if not any(small.glob("*_red.png")):
         write_samples(small, n=min(50, args.rss_small), size=args.rss_size, seed=1)
+    light = rss_model(work / "rss-models", args.rss_model)
+    print(f"memory part: model {light.name}, {args.rss_size} px images")
     rss = {}
     for n in (args.rss_small, args.rss_large):
         folder = copies(small, work / f"rss_{n}", n)
         target = work / f"rss_{n}.csv"
         target.unlink(missing_ok=True)
-        rss[n], seconds = peak_rss_of_cli(folder, target, model, args.workers)
+        rss[n], seconds = peak_rss_of_cli(folder, target, light, args.workers)
         print(
             f"peak RSS of the process tree, {n} images of {args.rss_size} px: "
             f"{rss[n] / 2**20:.0f} MiB ({n / seconds:.1f} img/s incl. start-up)",

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     db, sources = _setup(tmp, args.images, args.size)
 
     import napari
-    from qtpy.QtCore import QTimer
+    from qtpy.QtCore import Qt, QTimer
     from qtpy.QtWidgets import QApplication
 
     from napari_hpa.core.io import read_image
@@ -82,9 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     from napari_hpa.widgets.predict import PredictWidget
 
     # Predict is docked too: it lists the new version when the run ends.
-    viewer.window.add_dock_widget(PredictWidget(viewer), name="Predict", area="right")
+    predict = viewer.window.add_dock_widget(PredictWidget(viewer), name="Predict", area="right")
     widget = RetrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Retrain", area="right")
+    dock = viewer.window.add_dock_widget(widget, name="Retrain", area="right")
+    viewer.window._qt_window.tabifyDockWidget(predict, dock)
+    dock.raise_()
+    viewer.window._qt_window.resizeDocks([dock], [500], Qt.Horizontal)
     app = QApplication.instance()
 
     def pump_until(cond, timeout: float) -> bool:

@@ -123,11 +123,13 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
                     timeout=30_000)
     second = widget.state.job
     qtbot.waitUntil(lambda: bool(second.events), timeout=TRAIN_MS)
+    assert widget.cancel_button.isEnabled()
     t0 = time.monotonic()
     widget.cancel_button.click()
-    qtbot.waitUntil(lambda: not pid_alive(second.pid), timeout=10_000)
+    qtbot.waitUntil(lambda: not pid_alive(second.pid) or "failed" in widget.status.text(),
+                    timeout=10_000)
     took = time.monotonic() - t0
-    assert took < CANCEL_LIMIT_S, (took, second.record, second.log_text()[-2000:])
+    assert took < CANCEL_LIMIT_S, (took, widget.status.text(), second.record)
     qtbot.waitUntil(lambda: second.state == "cancelled", timeout=5_000)
     assert not _group_alive(second.pid)
     assert sorted(p.name for p in models.iterdir()) == ["tiny-v1", "tiny-v2"]

@@ -166,6 +166,8 @@ def _setup_model(config: TrainConfig, task: Task) -> tuple[ClassifierNet, ModelS
         inp = copy.deepcopy(ps.input)
         if config.size:
             inp.size = int(config.size)
+        if config.fit:
+            inp.fit = int(config.fit)
         info = {"parent": ps.id, "parent_task": ps.task.name, "new_head": not same}
         spec = ModelSpec(
             config.name,

@@ -30,7 +30,7 @@ def render_history(
     history: Sequence[dict[str, Any]],
     epochs: int | None = None,
     parent_f1: float | None = None,
-    size: tuple[int, int] = (340, 210),
+    size: tuple[int, int] = (340, 230),
     message: str = "",
     dpi: int = 100,
 ) -> tuple[bytes, int, int]:
@@ -43,47 +43,47 @@ def render_history(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    w, h = max(120, int(size[0])), max(90, int(size[1]))
+    w, h = max(160, int(size[0])), max(120, int(size[1]))
     fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi, facecolor=_BG)
     canvas = FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.15, right=0.85, bottom=0.2, top=0.84)
-    ax = fig.add_subplot(111)
-    ax_f1 = ax.twinx()
-    for a in (ax, ax_f1):
+    # Fixed margins in pixels, so the axes do not jump when the numbers change.
+    fig.subplots_adjust(left=46 / w, right=1 - 10 / w, bottom=30 / h, top=1 - 8 / h,
+                        hspace=0.12)
+    ax_loss, ax_f1 = fig.subplots(2, 1, sharex=True)
+    for a in (ax_loss, ax_f1):
         a.set_facecolor(_BG)
-        a.tick_params(colors=_FG, labelsize=7)
+        a.tick_params(colors=_FG, labelsize=7, length=2, pad=2)
+        a.grid(color="#3a3d45", linewidth=0.6)
         for spine in a.spines.values():
-            spine.set_color("#8a8a8a")
-    ax.set_xlabel("epoch", color=_FG, fontsize=8, labelpad=1)
-    ax.set_ylabel("loss", color=_FG, fontsize=8)
-    ax_f1.set_ylabel("val macro F1", color=_F1, fontsize=8)
+            spine.set_color("#6a6a6a")
+    ax_loss.set_ylabel("loss", color=_FG, fontsize=8, labelpad=2)
+    ax_f1.set_ylabel("val F1", color=_FG, fontsize=8, labelpad=2)
+    ax_f1.set_xlabel("epoch", color=_FG, fontsize=8, labelpad=1)
     ax_f1.set_ylim(0, 1)
     xs = [int(r["epoch"]) if r.get("epoch") is not None else i + 1 for i, r in enumerate(history)]
-    lines = []
     for key, label, color, axis in (
-        ("train_loss", "train loss", _TRAIN, ax),
-        ("val_loss", "val loss", _VAL, ax),
-        ("val_macro_f1", "val F1", _F1, ax_f1),
+        ("train_loss", "train", _TRAIN, ax_loss),
+        ("val_loss", "validation", _VAL, ax_loss),
+        ("val_macro_f1", "new model", _F1, ax_f1),
     ):
         pts = [(x, float(r[key])) for x, r in zip(xs, history, strict=True)
                if r.get(key) is not None]
         if pts:
-            (line,) = axis.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=color,
-                                label=label, markersize=3, linewidth=1.4)
-            lines.append(line)
+            axis.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=color, label=label,
+                      markersize=3, linewidth=1.4)
     if parent_f1 is not None:
-        lines.append(ax_f1.axhline(parent_f1, color=_F1, linestyle=":", linewidth=1,
-                                   label="parent F1"))
+        ax_f1.axhline(parent_f1, color="#b0b0b0", linestyle=":", linewidth=1.2,
+                      label="parent (held out)")
     right = max(epochs or 0, max(xs, default=1))
-    ax.set_xlim(0.5, right + 0.5)
-    ax.set_xticks(range(1, right + 1, max(1, right // 8)))
-    if lines:
-        fig.legend(handles=lines, loc="upper center", fontsize=7, ncol=len(lines), frameon=False,
-                   labelcolor=_FG, handlelength=1.2, columnspacing=0.8,
-                   bbox_to_anchor=(0.5, 1.0))
+    ax_f1.set_xlim(0.5, right + 0.5)
+    ax_f1.set_xticks(range(1, right + 1, max(1, right // 8)))
+    for a in (ax_loss, ax_f1):
+        if a.get_legend_handles_labels()[0]:
+            a.legend(loc="best", fontsize=7, frameon=False, labelcolor=_FG, handlelength=1.2,
+                     borderaxespad=0.2)
     if message:
-        ax.text(0.5, 0.5, message, ha="center", va="center", color="#a0a0a0", fontsize=8,
-                transform=ax.transAxes)
+        ax_loss.text(0.5, 0.5, message, ha="center", va="center", color="#a0a0a0", fontsize=8,
+                     transform=ax_loss.transAxes)
     canvas.draw()
     buf = canvas.buffer_rgba()
     return bytes(buf), int(buf.shape[1]), int(buf.shape[0])
@@ -100,7 +100,7 @@ class TrainingPlot(QLabel):
         How many bitmaps have been shown (tests wait on it).
     """
 
-    def __init__(self, parent: Any = None, height_px: int = 210) -> None:
+    def __init__(self, parent: Any = None, height_px: int = 230) -> None:
         super().__init__(parent)
         self.setMinimumHeight(height_px)
         self.setMinimumWidth(200)

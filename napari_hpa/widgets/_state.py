@@ -123,15 +123,19 @@ class Session:
         self.cell_selected.emit(cell)
 
 
-_SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+# Keyed by identity: napari viewers compare equal by value (pydantic models), so a
+# WeakKeyDictionary could hand a new viewer the session of an old, equal-looking one.
+_SESSIONS: dict[int, Session] = {}
 
 
 def session_for(viewer: Any) -> Session:
     """The :class:`Session` of ``viewer`` (created on first use, dropped with the viewer)."""
-    session = _SESSIONS.get(viewer)
+    key = id(viewer)
+    session = _SESSIONS.get(key)
     if session is None:
         session = Session()
-        _SESSIONS[viewer] = session
+        _SESSIONS[key] = session
+        weakref.finalize(viewer, _SESSIONS.pop, key, None)
     return session
 
 

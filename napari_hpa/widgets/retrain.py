@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -57,7 +58,7 @@ from ..jobs.retrain import (
     start_retrain,
     summarize,
 )
-from ..jobs.runner import Job, JobManager
+from ..jobs.runner import Job, JobManager, Progress
 from . import _layers as L
 from ._plot import TrainingPlot
 
@@ -124,6 +125,26 @@ def format_eta(seconds: float | None) -> str:
     if s >= 60:
         return f"~{s // 60} min {s % 60:02d} s left"
     return f"~{s} s left"
+
+
+def short_path(path: Path, parts: int = 3) -> str:
+    """The last ``parts`` components of a path, ``…/`` in front if there are more."""
+    tail = Path(*path.parts[-parts:])
+    return str(tail) if len(path.parts) <= parts else f"…/{tail}"
+
+
+def progress_text(p: Progress) -> str:
+    """``Epoch 4 of 6 · val F1 0.512 · ~1 min 05 s left`` (what the status line says)."""
+    if not p.epochs:
+        return "Loading the images and the parent model…"
+    parts = [f"Epoch {max(1, p.epoch, len(p.history))} of {p.epochs}"]
+    f1 = p.last_metrics.get("val_macro_f1")
+    if isinstance(f1, float):
+        parts.append(f"val F1 {f1:.3f}")
+    eta = format_eta(p.eta_s)
+    if eta:
+        parts.append(eta)
+    return " · ".join(parts) + ". You can keep annotating."
 
 
 def image_sources(viewer: Any) -> list[str]:
@@ -204,6 +225,9 @@ class RetrainWidget(QWidget):
     def _build(self) -> None:
         self.db_label = QLabel("Database: none")
         self.db_label.setWordWrap(True)
+        # A long path must not widen the dock: it is shortened, the tooltip has it all.
+        self.db_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.db_label.setMinimumWidth(60)
         self.db_label.setToolTip(tip("db"))
         self.db_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.browse_button = QToolButton()
@@ -230,6 +254,9 @@ class RetrainWidget(QWidget):
 
         self.base_combo = QComboBox()
         self.base_combo.setToolTip(tip("base"))
+        for combo in (self.base_combo,):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(14)
         self.base_combo.currentIndexChanged.connect(self._on_base_changed)
         self.base_combo.activated.connect(self._on_base_picked)
         self.preset_combo = QComboBox()
@@ -403,7 +430,9 @@ class RetrainWidget(QWidget):
         """Find the database again (unless the user chose one) and recount."""
         if not self.state.db_chosen:
             self.state.db = find_db(self.viewer)
-        self.db_label.setText(f"Database: {self.state.db}" if self.state.db else
+        if self.state.db:
+            self.db_label.setToolTip(f"{self.state.db}\n\n{tip('db')}")
+        self.db_label.setText(f"Database: {short_path(self.state.db)}" if self.state.db else
                               "Database: none yet (correct some images in Annotate, or choose one)")
         self.refresh_counts()
 
@@ -475,6 +504,10 @@ class RetrainWidget(QWidget):
 
     def retrain(self, *_: Any) -> None:
         """Start a retrain with the current choices (returns at once)."""
+        with _one_paint(self):
+            self._retrain()
+
+    def _retrain(self) -> None:
         entry = self.base_entry
         if self.running or entry is None:
             return
@@ -486,6 +519,7 @@ class RetrainWidget(QWidget):
             holdout_fraction=self.state.holdout_fraction,
         )
         self.state.history = []
+        self.state.job = None  # the new one arrives in _on_started
         self.state.comparison = None
         self.state.compare_job = None
         self._clear_result()
@@ -534,7 +568,12 @@ class RetrainWidget(QWidget):
                 future.set_exception(exc)
 
         threading.Thread(target=run, name="napari-hpa-cancel", daemon=True).start()
-        self.state.pending.append((future, lambda _r: None))
+        self.state.pending.append((future, self._on_cancelled))
+
+    def _on_cancelled(self, result: str | BaseException) -> None:
+        if isinstance(result, BaseException):
+            self.status.setText(f"Cancel failed: {result}")
+            self._update_buttons()
 
     # -- polling --------------------------------------------------------------------------
     def _submit(self, fn: Callable[..., Any], done: Callable[[Any], None], *args: Any) -> cf.Future:
@@ -553,7 +592,8 @@ class RetrainWidget(QWidget):
             self.state.pending.remove(item)
             future, done = item
             exc = future.exception()
-            done(exc if exc is not None else future.result())
+            with _one_paint(self):
+                done(exc if exc is not None else future.result())
         job = self.state.job
         if job is not None:
             if not job.is_final:
@@ -587,13 +627,11 @@ class RetrainWidget(QWidget):
             current = max(1, p.epoch, len(p.history))
             epoch = f"epoch {current}/{p.epochs}" if p.epochs else "preparing"
             self.progress.setFormat(f"{epoch} · {100 * p.fraction:.0f}%")
-            last = p.last_metrics
-            f1 = last.get("val_macro_f1")
-            score = f" · val F1 {f1:.3f}" if isinstance(f1, float) else ""
-            self.status.setText(f"Training ({p.stage or 'starting'}){score}. {format_eta(p.eta_s)}")
+            self.status.setText(progress_text(p))
             return
-        self._final_shown = job.id
-        self._on_job_finished(job)
+        if self._final_shown != job.id:  # the end of a run is handled once
+            self._final_shown = job.id
+            self._on_job_finished(job)
 
     def _on_job_finished(self, job: Job) -> None:
         self._update_buttons()
