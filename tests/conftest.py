@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(os.environ.get("NAPARI_HPA_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")).resolve()
+SHARED_DATA = Path(
+    os.environ.get(
+        "NAPARI_HPA_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
+).resolve()
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own $NAPARI_HPA_HOME, so user models never leak between tests."""
     home = tmp_path_factory.mktemp("napari_hpa_home")
     monkeypatch.setenv("NAPARI_HPA_HOME", str(home))

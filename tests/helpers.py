@@ -11,7 +11,13 @@ from napari_hpa.core.checkpoint import InputSpec, ModelSpec, save_model
 from napari_hpa.core.tasks import HPA_CHANNELS, Task, get_task
 
 
-def tiny_spec(task: Task | None = None, name: str = "tiny", version: int = 1, size: int = 32, fit: int | None = None) -> ModelSpec:
+def tiny_spec(
+    task: Task | None = None,
+    name: str = "tiny",
+    version: int = 1,
+    size: int = 32,
+    fit: int | None = None,
+) -> ModelSpec:
     task = task or get_task("hpa28")
     return ModelSpec(
         name=name,
@@ -28,9 +34,13 @@ def tiny_spec(task: Task | None = None, name: str = "tiny", version: int = 1, si
     )
 
 
-def write_tiny_model(root: Path, task: Task | None = None, name: str = "tiny", version: int = 1, seed: int = 0, **kw) -> Path:
+def write_tiny_model(
+    root: Path, task: Task | None = None, name: str = "tiny", version: int = 1, seed: int = 0, **kw
+) -> Path:
     """Write a randomly initialised small_cnn model folder and return it."""
     spec = tiny_spec(task, name, version, **kw)
     torch.manual_seed(seed)
-    net = build_model(spec.arch, len(spec.input.channels), spec.task.num_classes, **spec.arch_kwargs)
+    net = build_model(
+        spec.arch, len(spec.input.channels), spec.task.num_classes, **spec.arch_kwargs
+    )
     return save_model(net, spec, root)

@@ -39,7 +39,18 @@ def test_round_trip_preserves_weights_and_metadata(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded.net(x), net(x))
     meta = json.loads((folder / "model.json").read_text())
-    for key in ("schema_version", "arch", "task", "input", "thresholds", "metrics", "data_fingerprint", "parent", "created", "version"):
+    for key in (
+        "schema_version",
+        "arch",
+        "task",
+        "input",
+        "thresholds",
+        "metrics",
+        "data_fingerprint",
+        "parent",
+        "created",
+        "version",
+    ):
         assert key in meta
 
 
@@ -49,7 +60,9 @@ def test_half_precision_storage_is_smaller_and_close(tmp_path: Path) -> None:
     net = build_model(spec.arch, 4, 28, **spec.arch_kwargs).eval()
     full = save_model(net, spec, tmp_path / "a")
     half = save_model(net, spec, tmp_path / "b", half=True)
-    assert (half / "model.safetensors").stat().st_size < 0.6 * (full / "model.safetensors").stat().st_size
+    assert (half / "model.safetensors").stat().st_size < 0.6 * (
+        full / "model.safetensors"
+    ).stat().st_size
     x = torch.rand(1, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(load_model(half).net(x), net(x), atol=2e-2, rtol=2e-2)

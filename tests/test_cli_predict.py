@@ -76,7 +76,9 @@ def test_predict_json_and_cam(tmp_path: Path, tiny_model: str) -> None:
     assert tifffile.imread(cams[0]).shape[-2:] == (96, 96)
 
 
-def test_zero_byte_png_exits_2_naming_the_file(tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_zero_byte_png_exits_2_naming_the_file(
+    tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     samples = tmp_path / "s"
     main(["sample", str(samples), "--n", "1", "--size", "64"])
     bad = tmp_path / "empty.png"
@@ -89,7 +91,9 @@ def test_zero_byte_png_exits_2_naming_the_file(tmp_path: Path, tiny_model: str, 
     assert len(list(csv.DictReader(out.open()))) == 1  # the good image was still predicted
 
 
-def test_bad_paths_and_models_are_one_line_errors(tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_paths_and_models_are_one_line_errors(
+    tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["predict", str(tmp_path / "nope.png"), "--model", tiny_model]) == 2
     assert "nope.png" in capsys.readouterr().err
     img = tmp_path / "s"
@@ -104,13 +108,24 @@ def test_console_script_end_to_end(tmp_path: Path, tiny_model: str) -> None:
     """A real subprocess, as a user runs it (python -m is the console script's target)."""
     samples = tmp_path / "s"
     run = [sys.executable, "-m", "napari_hpa"]
-    subprocess.run([*run, "sample", str(samples), "--n", "2", "--size", "64"], check=True, timeout=120)
+    subprocess.run(
+        [*run, "sample", str(samples), "--n", "2", "--size", "64"], check=True, timeout=120
+    )
     out = tmp_path / "p.csv"
-    proc = subprocess.run([*run, "predict", str(samples), "--model", tiny_model, "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*run, "predict", str(samples), "--model", tiny_model, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(list(csv.DictReader(out.open()))) == 2
     bad = tmp_path / "zero.png"
     bad.write_bytes(b"")
-    proc = subprocess.run([*run, "predict", str(bad), "--model", tiny_model], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*run, "predict", str(bad), "--model", tiny_model],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "zero.png" in proc.stderr and "Traceback" not in proc.stderr

@@ -13,9 +13,18 @@ from napari_hpa.core.predict import Predictor, choose_device, decide
 from napari_hpa.core.tasks import HPA_CHANNELS, get_task
 
 
-def _image(h: int = 96, w: int = 80, channels: tuple[str, ...] = HPA_CHANNELS, seed: int = 0) -> ImageData:
+def _image(
+    h: int = 96, w: int = 80, channels: tuple[str, ...] = HPA_CHANNELS, seed: int = 0
+) -> ImageData:
     data = np.random.default_rng(seed).random((len(channels), h, w)).astype(np.float32)
-    return ImageData(data=data, channel_names=channels, paths=(), image_id=f"img{seed}", source=f"img{seed}", metadata={})
+    return ImageData(
+        data=data,
+        channel_names=channels,
+        paths=(),
+        image_id=f"img{seed}",
+        source=f"img{seed}",
+        metadata={},
+    )
 
 
 def test_choose_device() -> None:

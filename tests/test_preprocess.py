@@ -44,7 +44,9 @@ def test_stitch_maps_returns_original_resolution() -> None:
 def test_mean_std_invert_and_pad_square() -> None:
     data = np.ones((1, 20, 40), np.float32)
     data[0, 5:15, 10:30] = 0.0  # a dark object on a bright background
-    spec = InputSpec(channels=["gray"], size=16, invert=True, pad_square=True, mean=[0.5], std=[0.5])
+    spec = InputSpec(
+        channels=["gray"], size=16, invert=True, pad_square=True, mean=[0.5], std=[0.5]
+    )
     tiles, grid = prepare_tiles(data, ("gray",), spec)
     assert grid.pad == (10, 10, 0, 0)
     t = tiles[0, 0]

@@ -34,7 +34,7 @@ def _widget(make_napari_viewer, folder: Path, out: Path):
     widget.folder_edit.setText(str(folder))
     widget.out_edit.setText(str(out))
     widget.device_combo.setCurrentText("cpu")
-    widget.workers_spin.setValue(0)  # decode in-process: no worker start-up in a GUI test
+    widget.workers_spin.setValue(0)  # decode in-process: no worker start-up
     return viewer, widget
 
 
@@ -44,7 +44,8 @@ def test_run_summary_and_open(make_napari_viewer, qtbot, tmp_path: Path) -> None
     (folder / "corrupt.png").write_bytes(b"")
     out = tmp_path / "results.csv"
     viewer, widget = _widget(make_napari_viewer, folder, out)
-    with qtbot.waitSignal(widget.finished, timeout=60_000) as blocker:
+    widget.workers_spin.setValue(1)  # the real process pool, started from a napari thread
+    with qtbot.waitSignal(widget.finished, timeout=120_000) as blocker:
         widget.run_button.click()
         assert not widget.run_button.isEnabled()  # running in a thread: the GUI is free
     summary = blocker.args[0]

@@ -119,6 +119,7 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
     # 6) a second run, cancelled: gone within 2 s, no partial model.
     qtbot.waitUntil(lambda: widget.retrain_button.isEnabled(), timeout=30_000)
     widget.retrain_button.click()
+    assert not widget.retrain_button.isEnabled()  # no double start while it starts
     qtbot.waitUntil(lambda: widget.state.job is not job and widget.state.job is not None,
                     timeout=30_000)
     second = widget.state.job
@@ -134,6 +135,8 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
     assert not _group_alive(second.pid)
     assert sorted(p.name for p in models.iterdir()) == ["tiny-v1", "tiny-v2"]
     qtbot.waitUntil(lambda: "Cancelled" in widget.progress.format(), timeout=5_000)
+    kinds = [j.record.kind for j in JobManager().list_jobs()]
+    assert kinds.count("compare") == 1 and kinds.count("train") == 2  # each end handled once
     assert widget.retrain_button.isEnabled()
 
 

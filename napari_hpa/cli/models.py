@@ -25,37 +25,44 @@ def _headline_metric(metrics: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     models = list_models()
     if args.json:
-        print(json.dumps([
-            {
-                "id": m.id,
-                "name": m.name,
-                "version": m.version,
-                "task": m.spec.task.name,
-                "kind": m.spec.task.kind,
-                "classes": len(m.spec.task.classes),
-                "channels": list(m.spec.input.channels),
-                "source": m.source,
-                "path": str(m.path),
-                "metrics": m.spec.metrics,
-            }
-            for m in models
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": m.id,
+                        "name": m.name,
+                        "version": m.version,
+                        "task": m.spec.task.name,
+                        "kind": m.spec.task.kind,
+                        "classes": len(m.spec.task.classes),
+                        "channels": list(m.spec.input.channels),
+                        "source": m.source,
+                        "path": str(m.path),
+                        "metrics": m.spec.metrics,
+                    }
+                    for m in models
+                ],
+                indent=2,
+            )
+        )
         return 0
     if not models:
         print(f"no models found in {bundled_models_dir()} or {user_models_dir()}")
         return 1
     rows = [("MODEL", "VERSION", "TASK", "CLASSES", "CHANNELS", "SOURCE", "METRIC")]
     for m in models:
-        rows.append((
-            m.name,
-            str(m.version),
-            f"{m.spec.task.name} ({m.spec.task.kind})",
-            str(m.spec.task.num_classes),
-            ",".join(m.spec.input.channels),
-            m.source,
-            _headline_metric(m.spec.metrics),
-        ))
+        rows.append(
+            (
+                m.name,
+                str(m.version),
+                f"{m.spec.task.name} ({m.spec.task.kind})",
+                str(m.spec.task.num_classes),
+                ",".join(m.spec.input.channels),
+                m.source,
+                _headline_metric(m.spec.metrics),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
     return 0

@@ -24,10 +24,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(<folder>/<id> of <id>_red.png ...) or folders.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, HPA ids or folders")
-    p.add_argument("--model", default=None, help="model name, name@version or folder (default: bundled HPA model)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model name, name@version or folder (default: bundled HPA model)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--out", type=Path, default=None, help="write results to FILE.csv or FILE.json")
-    p.add_argument("--cam", action="store_true", help="also save class-activation maps of the predicted classes as TIFF")
+    p.add_argument(
+        "--cam",
+        action="store_true",
+        help="also save class-activation maps of the predicted classes as TIFF",
+    )
     p.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(run=run)
@@ -40,12 +48,14 @@ def write_csv(predictions: list[Prediction], out: Path) -> None:
         writer = csv.writer(fh)
         writer.writerow(["image", "model", *classes, "predicted"])
         for p in predictions:
-            writer.writerow([
-                p.source,
-                p.model_id,
-                *(f"{v:.6f}" for v in p.probabilities),
-                " ".join(str(i) for i in p.predicted),
-            ])
+            writer.writerow(
+                [
+                    p.source,
+                    p.model_id,
+                    *(f"{v:.6f}" for v in p.probabilities),
+                    " ".join(str(i) for i in p.predicted),
+                ]
+            )
 
 
 def write_json(predictions: list[Prediction], out: Path, errors: list[str]) -> None:

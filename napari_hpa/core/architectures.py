@@ -34,9 +34,7 @@ def available_archs() -> list[str]:
     return sorted(_ARCHITECTURES)
 
 
-def build_model(
-    arch: str, in_channels: int, num_classes: int, **kwargs: Any
-) -> ClassifierNet:
+def build_model(arch: str, in_channels: int, num_classes: int, **kwargs: Any) -> ClassifierNet:
     """Build an untrained model of a registered architecture."""
     try:
         builder = _ARCHITECTURES[arch]
@@ -50,7 +48,9 @@ def build_model(
 class ClassifierNet(nn.Module):
     """Backbone -> global average pool -> dropout -> linear head."""
 
-    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, dropout: float = 0.2):
+    def __init__(
+        self, backbone: nn.Module, num_features: int, num_classes: int, dropout: float = 0.2
+    ):
         super().__init__()
         self.backbone = backbone
         self.num_features = num_features
@@ -72,7 +72,10 @@ class ClassifierNet(nn.Module):
         CAM equals that class's logit: the maps are an exact decomposition.
         """
         fmap = self.features(x)
-        cam = torch.einsum("bfhw,kf->bkhw", fmap, self.head.weight) + self.head.bias[None, :, None, None]
+        cam = (
+            torch.einsum("bfhw,kf->bkhw", fmap, self.head.weight)
+            + self.head.bias[None, :, None, None]
+        )
         logits = cam.mean(dim=(2, 3))
         return logits, cam
 
@@ -96,7 +99,9 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 @register_arch("small_cnn")
-def small_cnn(in_channels: int, num_classes: int, width: int = 16, depth: int = 4, dropout: float = 0.1) -> ClassifierNet:
+def small_cnn(
+    in_channels: int, num_classes: int, width: int = 16, depth: int = 4, dropout: float = 0.1
+) -> ClassifierNet:
     """A small VGG-like CNN that trains in minutes on two CPU cores.
 
     Each stage doubles the width and halves the resolution; ``depth`` stages.

@@ -32,17 +32,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .channels import adapt_channels
 from .checkpoint import InputSpec
 from .io import ImageReadError, read_image
-from .preprocess import percentile_normalize, prepare_tiles, resize
+from .preprocess import pad_to_square, percentile_normalize, prepare_tiles, resize
 
 if TYPE_CHECKING:
     from .data import Sample
 
 Progress = Callable[[dict[str, Any]], None]
 
-try:  # a public name once preprocess exposes it
-    from .preprocess import pad_to_square as _pad_to_square
-except ImportError:  # pragma: no cover - depends on the preprocess version
-    from .preprocess import _pad_to_square
 
 
 @dataclass
@@ -182,7 +178,7 @@ def base_view(
     if spec.invert:
         x = 1.0 - x
     if spec.pad_square:
-        x, _ = _pad_to_square(x)
+        x, _ = pad_to_square(x)
     if spec.normalize == "percentile":
         x = percentile_normalize(x)
     h, w = x.shape[1:]

@@ -75,9 +75,7 @@ def adapt_channels(
         canon = [_canonical(n) for n in img_names]
         if all(c in canon for c in HPA_CHANNELS[:3]):
             return np.stack([data[canon.index(c)] for c in HPA_CHANNELS[:3]]).astype(np.float32)
-        raise ChannelMismatchError(
-            f"cannot map channels {list(image_channels)} onto an RGB model"
-        )
+        raise ChannelMismatchError(f"cannot map channels {list(image_channels)} onto an RGB model")
 
     canon = [_canonical(n) for n in img_names]
     wanted = [_canonical(n) for n in model_channels]

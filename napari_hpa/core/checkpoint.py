@@ -107,7 +107,9 @@ class ModelSpec:
     metrics: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str | None = None
     parent: str | None = None
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     schema_version: int = SCHEMA_VERSION
@@ -265,7 +267,9 @@ def save_model(
     tmp.mkdir()
     try:
         state = {
-            k: (v.detach().half() if half and v.is_floating_point() else v.detach()).contiguous().cpu()
+            k: (v.detach().half() if half and v.is_floating_point() else v.detach())
+            .contiguous()
+            .cpu()
             for k, v in net.state_dict().items()
         }
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model": spec.id})
@@ -309,7 +313,8 @@ def import_torch_weights(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...
         raise CheckpointError(
-            f"{path}: refused: not a plain tensor state dict that loads with weights_only=True ({exc})"
+            f"{path}: refused: not a plain tensor state dict loadable with "
+            f"weights_only=True ({exc})"
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

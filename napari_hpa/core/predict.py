@@ -39,15 +39,21 @@ def choose_device(preference: str | torch.device = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but no CUDA GPU is available; use --device cpu or auto")
-    if pref == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(
+            "CUDA was requested but no CUDA GPU is available; use --device cpu or auto"
+        )
+    if pref == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
         raise ValueError("MPS was requested but is not available on this machine")
     return torch.device(pref)
 
 
 def is_oom(exc: BaseException) -> bool:
     """True for a GPU out-of-memory error (the only error worth a retry on a smaller batch)."""
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", ()
+    )
     return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
 
 
@@ -76,16 +82,17 @@ class Prediction:
             "image": self.source,
             "image_id": self.image_id,
             "model": self.model_id,
-            "probabilities": {c: float(p) for c, p in zip(self.classes, self.probabilities)},
+            "probabilities": dict(zip(self.classes, map(float, self.probabilities), strict=True)),
             "predicted": [int(i) for i in self.predicted],
             "predicted_names": self.predicted_names,
         }
 
 
 def decide(probabilities: np.ndarray, spec: ModelSpec) -> list[int]:
-    """Predicted classes: those over their threshold (multilabel, at least the top one), or the argmax."""
+    """Predicted classes: over their threshold (multilabel; at least the top one), or the argmax."""
     if spec.task.multilabel:
-        chosen = [i for i, (p, t) in enumerate(zip(probabilities, spec.thresholds)) if p >= t]
+        over = np.asarray(probabilities) >= np.asarray(spec.thresholds)
+        chosen = [int(i) for i in np.flatnonzero(over)]
         return chosen or [int(np.argmax(probabilities))]
     return [int(np.argmax(probabilities))]
 
@@ -145,6 +152,7 @@ class Predictor:
         else:
             x = x.to(self.device)
         use_amp = self.amp and self.device.type == "cuda"
+        self.model.net.eval()  # a caller (validation in training) may have left train mode on
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             if with_cam:
                 logits, cam = self.model.net.forward_with_cam(x)
@@ -162,7 +170,9 @@ class Predictor:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def run_tiles(self, tiles: np.ndarray, with_cam: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def run_tiles(
+        self, tiles: np.ndarray, with_cam: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Logits (N, K) and optionally CAMs (N, K, h, w) for prepared tiles."""
         logits: list[np.ndarray] = []
         cams: list[np.ndarray] = []
@@ -214,7 +224,9 @@ class Predictor:
 
     # -- public prediction API -----------------------------------------------------------
 
-    def _cam_classes(self, request: CamRequest, probs: np.ndarray, predicted: list[int]) -> list[int]:
+    def _cam_classes(
+        self, request: CamRequest, probs: np.ndarray, predicted: list[int]
+    ) -> list[int]:
         if request is None:
             return []
         if request == "predicted":
@@ -223,7 +235,9 @@ class Predictor:
             return list(range(len(probs)))
         return [int(c) for c in request]
 
-    def _cam_maps(self, cams: np.ndarray, grid: TileGrid, classes: list[int]) -> dict[int, np.ndarray]:
+    def _cam_maps(
+        self, cams: np.ndarray, grid: TileGrid, classes: list[int]
+    ) -> dict[int, np.ndarray]:
         if not classes:
             return {}
         chosen = cams[:, classes]
@@ -256,7 +270,9 @@ class Predictor:
                 progress(i + 1, len(images))
         return results
 
-    def predict_one(self, image: ImageData, cam_classes: CamRequest = None, whole: bool = False) -> Prediction:
+    def predict_one(
+        self, image: ImageData, cam_classes: CamRequest = None, whole: bool = False
+    ) -> Prediction:
         """Classify one image; optional class-activation maps at image resolution."""
         tiles, grid = self.prepare(image, whole=whole)
         logits, cams = self.run_tiles(tiles, with_cam=cam_classes is not None)
@@ -288,7 +304,7 @@ class Predictor:
         ]
         probs = self.predict_prepared(tiles)
         out = {}
-        for (cell_id, _), p in zip(crops, probs):
+        for (cell_id, _), p in zip(crops, probs, strict=False):
             out[int(cell_id)] = Prediction(
                 image_id=f"{image.image_id}#cell{cell_id}",
                 source=image.source,

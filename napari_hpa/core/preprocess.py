@@ -44,7 +44,7 @@ def percentile_normalize(data: np.ndarray, low: float = 1.0, high: float = 99.8)
     return out
 
 
-def _pad_to_square(data: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def pad_to_square(data: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     _, h, w = data.shape
     if h == w:
         return data, (0, 0, 0, 0)
@@ -98,7 +98,7 @@ def prepare_tiles(
         x = 1.0 - x
     pad = (0, 0, 0, 0)
     if spec.pad_square:
-        x, pad = _pad_to_square(x)
+        x, pad = pad_to_square(x)
     if spec.normalize == "percentile":
         x = percentile_normalize(x)
     size = spec.size
@@ -122,10 +122,15 @@ def stitch_maps(maps: np.ndarray, grid: TileGrid) -> np.ndarray:
     """Stitch per-tile maps (T, K, h, w) into (K, H, W) at the original image's size."""
     t, k, mh, mw = maps.shape
     size = grid.size
-    tile_maps = F.interpolate(torch.from_numpy(maps.astype(np.float32)), size=(size, size), mode="bilinear", align_corners=False).numpy()
+    tile_maps = F.interpolate(
+        torch.from_numpy(maps.astype(np.float32)),
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+    ).numpy()
     acc = np.zeros((k, *grid.resized), np.float32)
     weight = np.zeros(grid.resized, np.float32)
-    for (y, x), m in zip(grid.origins, tile_maps):
+    for (y, x), m in zip(grid.origins, tile_maps, strict=False):
         acc[:, y : y + size, x : x + size] += m
         weight[y : y + size, x : x + size] += 1
     acc /= np.maximum(weight, 1)[None]

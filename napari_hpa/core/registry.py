@@ -8,10 +8,10 @@ named ``name`` (the newest version) or ``name@version``, or given by its path.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
-import importlib.util
 from pathlib import Path
 from typing import Literal
 

@@ -8,6 +8,7 @@ keeps the GUI smooth at any image rate, and nothing Qt is touched off its thread
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,7 @@ class BatchWidget(QWidget):
         self._new_errors: list[str] = []
         self._results: list[dict] = []
         self._classes: list[str] = []
+        self._root: Path | None = None
         self._timer = QTimer(self)
         self._timer.setInterval(100)
         self._timer.timeout.connect(self._poll)
@@ -223,6 +225,7 @@ class BatchWidget(QWidget):
         from napari.qt.threading import create_worker
 
         folder, out = self.folder_edit.text().strip(), self.out_edit.text().strip()
+        self._root = Path(folder).expanduser().resolve() if folder else None
         if not folder or not out or self.model_combo.currentData() is None:
             self.status_label.setText("Choose a folder, a model and an output file.")
             return
@@ -338,15 +341,25 @@ class BatchWidget(QWidget):
         self._results = rows
         self.results_table.setRowCount(len(rows))
         for i, r in enumerate(rows):
-            image = str(r["image"]) + (f" #{r['cell']}" if r.get("cell") not in (None, "") else "")
+            image = self._short(str(r["image"]))
+            if r.get("cell") not in (None, ""):
+                image += f" #{r['cell']}"
             predicted = self._predicted_names(r)
             top = ", ".join(f"{n} {p:.2f}" for n, p in self._top(r, 2))
             status = str(r["status"])
             values = [image, status, ", ".join(predicted) or str(r.get("error", "")), top]
             for col, text in enumerate(values):
                 item = QTableWidgetItem(text)
-                item.setToolTip(str(r.get("error", "")) if status != "ok" else text)
+                tip = str(r["image"]) if col == 0 else text
+                item.setToolTip(f"{tip}\n{r.get('error', '')}" if status != "ok" else tip)
                 self.results_table.setItem(i, col, item)
+
+    def _short(self, image: str) -> str:
+        """The image relative to the chosen folder: full paths of a screen are all alike."""
+        if self._root is not None:
+            with contextlib.suppress(ValueError):
+                return Path(image).relative_to(self._root).as_posix()
+        return image
 
     def _predicted_names(self, r: dict) -> list[str]:
         out = []

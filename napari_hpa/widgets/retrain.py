@@ -114,6 +114,7 @@ class RetrainState:
     compare_job: Job | None = None
     comparison: Comparison | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    starting: bool = False
     pending: list[tuple[cf.Future, Callable[[Any], None]]] = field(default_factory=list)
 
 
@@ -520,6 +521,7 @@ class RetrainWidget(QWidget):
         )
         self.state.history = []
         self.state.job = None  # the new one arrives in _on_started
+        self.state.starting = True
         self.state.comparison = None
         self.state.compare_job = None
         self._clear_result()
@@ -531,6 +533,7 @@ class RetrainWidget(QWidget):
         self._submit(start_retrain, self._on_started, request, self.manager)
 
     def _on_started(self, job: Job | BaseException) -> None:
+        self.state.starting = False
         if isinstance(job, BaseException):
             self.progress.setFormat("Not started")
             self.status.setText(f"Could not start: {job}")
@@ -834,7 +837,8 @@ class RetrainWidget(QWidget):
         comparing = self.state.compare_job is not None and not self.state.compare_job.is_final
         summary = self.state.summary
         ready = summary is not None and summary.can_train and self.base_entry is not None
-        self.retrain_button.setEnabled(ready and not running and not comparing)
+        busy = running or comparing or self.state.starting
+        self.retrain_button.setEnabled(ready and not busy)
         self.stop_button.setEnabled(running)
         self.cancel_button.setEnabled(running or comparing)
         done = self.state.job is not None and self.state.job.state == "done"
