@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--screenshot", type=Path, help="save the widget mid-run as PNG")
+    parser.add_argument("--screenshot-done", type=Path,
+                        help="save the widget with the comparison table as PNG")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--baseline", type=float, default=10.0,
                         help="seconds of heartbeat before Retrain, to measure the machine's "
@@ -162,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     stall = max((g - interval_ms for g in gaps), default=float("nan"))
     gaps.sort()
     p99 = gaps[int(0.99 * (len(gaps) - 1))] - interval_ms if gaps else float("nan")
+    if args.screenshot_done and widget.state.comparison is not None:
+        pump_until(lambda: not widget.plot.busy, 30)
+        pump_until(lambda: False, 0.3)
+        args.screenshot_done.parent.mkdir(parents=True, exist_ok=True)
+        widget.grab().save(str(args.screenshot_done))
     print(f"retrain_state={job.state if job else 'not started'}", flush=True)
     print(f"retrain_images={args.images} size={args.size} preset={args.preset}", flush=True)
     print(f"retrain_wall_s={total:.1f}", flush=True)

@@ -31,14 +31,16 @@ def render_history(
     epochs: int | None = None,
     parent_f1: float | None = None,
     size: tuple[int, int] = (340, 230),
+    child_f1: float | None = None,
     message: str = "",
     dpi: int = 100,
 ) -> tuple[bytes, int, int]:
     """Draw the plot off-screen; returns RGBA bytes, width and height in pixels.
 
     ``history`` rows are dicts with ``epoch``, ``train_loss``, ``val_loss`` and
-    ``val_macro_f1`` (None where missing). Safe to call from a worker thread:
-    it uses its own Figure and Agg canvas, never pyplot.
+    ``val_macro_f1`` (None where missing); ``parent_f1`` and ``child_f1``, the two
+    models' macro F1 on the held-out images, are drawn as a dotted line and a star.
+    Safe to call from a worker thread: it uses its own Figure and Agg canvas, never pyplot.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -57,24 +59,27 @@ def render_history(
         for spine in a.spines.values():
             spine.set_color("#6a6a6a")
     ax_loss.set_ylabel("loss", color=_FG, fontsize=8, labelpad=2)
-    ax_f1.set_ylabel("val F1", color=_FG, fontsize=8, labelpad=2)
+    ax_f1.set_ylabel("macro F1", color=_FG, fontsize=8, labelpad=2)
     ax_f1.set_xlabel("epoch", color=_FG, fontsize=8, labelpad=1)
     ax_f1.set_ylim(0, 1)
     xs = [int(r["epoch"]) if r.get("epoch") is not None else i + 1 for i, r in enumerate(history)]
     for key, label, color, axis in (
         ("train_loss", "train", _TRAIN, ax_loss),
         ("val_loss", "validation", _VAL, ax_loss),
-        ("val_macro_f1", "new model", _F1, ax_f1),
+        ("val_macro_f1", "validation", _F1, ax_f1),
     ):
         pts = [(x, float(r[key])) for x, r in zip(xs, history, strict=True)
                if r.get(key) is not None]
         if pts:
             axis.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=color, label=label,
                       markersize=3, linewidth=1.4)
+    right = max(epochs or 0, max(xs, default=1))
     if parent_f1 is not None:
         ax_f1.axhline(parent_f1, color="#b0b0b0", linestyle=":", linewidth=1.2,
-                      label="parent (held out)")
-    right = max(epochs or 0, max(xs, default=1))
+                      label="parent, held out")
+    if child_f1 is not None:
+        ax_f1.plot([right], [child_f1], "*", color=_F1, markersize=9, markeredgecolor=_FG,
+                   markeredgewidth=0.6, label="new, held out")
     ax_f1.set_xlim(0.5, right + 0.5)
     ax_f1.set_xticks(range(1, right + 1, max(1, right // 8)))
     for a in (ax_loss, ax_f1):
@@ -109,7 +114,8 @@ class TrainingPlot(QLabel):
         self.setStyleSheet(f"background-color: {_BG};")
         self.history: list[dict[str, Any]] = []
         self.renders = 0
-        self._args: dict[str, Any] = {"epochs": None, "parent_f1": None, "message": ""}
+        self._args: dict[str, Any] = {"epochs": None, "parent_f1": None, "child_f1": None,
+                                      "message": ""}
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-hpa-plot")
         self._future: cf.Future | None = None
         self._dirty = False
@@ -129,14 +135,15 @@ class TrainingPlot(QLabel):
     def clear(self, message: str = "") -> None:
         """Empty axes with an optional centred message."""
         self.history = []
-        self._args = {"epochs": None, "parent_f1": None, "message": message}
+        self._args = {"epochs": None, "parent_f1": None, "child_f1": None, "message": message}
         self._request()
 
     def set_history(self, history: Sequence[dict[str, Any]], epochs: int | None = None,
-                    parent_f1: float | None = None) -> None:
-        """Redraw from per-epoch rows; ``parent_f1`` adds the parent's score as a dotted line."""
+                    parent_f1: float | None = None, child_f1: float | None = None) -> None:
+        """Redraw from per-epoch rows, with the held-out scores when known."""
         self.history = [dict(r) for r in history]
-        self._args = {"epochs": epochs, "parent_f1": parent_f1, "message": ""}
+        self._args = {"epochs": epochs, "parent_f1": parent_f1, "child_f1": child_f1,
+                      "message": ""}
         self._request()
 
     def _size(self) -> tuple[int, int]:
@@ -152,8 +159,11 @@ class TrainingPlot(QLabel):
     def _start(self) -> None:
         self._dirty = False
         args = dict(self._args)
-        self._future = self._pool.submit(render_history, list(self.history), args["epochs"],
-                                         args["parent_f1"], self._size(), args["message"])
+        self._future = self._pool.submit(
+            render_history, list(self.history), epochs=args["epochs"],
+            parent_f1=args["parent_f1"], size=self._size(), child_f1=args["child_f1"],
+            message=args["message"],
+        )
         self._timer.start()
 
     def _collect(self) -> None:

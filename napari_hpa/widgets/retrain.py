@@ -716,10 +716,12 @@ class RetrainWidget(QWidget):
             return
         self.headline.setText(comp.headline())
         self.status.setText(f"Done: {child.id}. Use it, or roll back to {comp.parent}.")
-        parent_f1 = comp.parent_macro_f1
-        self.plot.set_history(self.state.history or job.progress.history, None, parent_f1)
+        self.plot.set_history(self.state.history or job.progress.history, job.progress.epochs,
+                              comp.parent_macro_f1, comp.child_macro_f1)
         rows = [("macro F1", comp.parent_macro_f1, comp.child_macro_f1, comp.delta, None)]
-        order = sorted(comp.rows, key=lambda r: (r.delta is None, -(abs(r.delta or 0))))
+        # Classes absent from the held-out images and unchanged say nothing: left out.
+        shown = [r for r in comp.rows if r.support or (r.delta or 0) != 0]
+        order = sorted(shown, key=lambda r: (r.delta is None, -(abs(r.delta or 0))))
         rows += [(r.name, r.parent_f1, r.child_f1, r.delta, r.support) for r in order]
         table.setRowCount(len(rows))
         green, red = QColor(89, 161, 79), QColor(225, 87, 89)
