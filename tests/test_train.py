@@ -197,3 +197,20 @@ def test_saving_twice_claims_new_versions(trained, tmp_path: Path, easy_dir: Pat
     second = save_result(result, cfg, data)
     assert (first.name, second.name) == ("tiny-v1", "tiny-v2")
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("kind", ["onecycle", "cosine"])
+def test_schedules_survive_very_short_phases(kind: str) -> None:
+    """OneCycleLR divides by zero for 4 steps; a 3-batch, 1-epoch phase must still train."""
+    import torch
+
+    from napari_hpa.core.train import _scheduler
+
+    for steps in range(1, 13):
+        layer = torch.nn.Linear(2, 2)
+        opt = torch.optim.AdamW(layer.parameters(), lr=1e-3)
+        sched = _scheduler(opt, kind, 1e-3, steps)
+        for _ in range(steps):
+            opt.step()
+            sched.step()
+        assert all(g["lr"] >= 0 for g in opt.param_groups)

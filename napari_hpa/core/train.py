@@ -228,7 +228,9 @@ def _scheduler(
     opt: torch.optim.Optimizer, kind: str, lr: float, steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     steps = max(1, steps)
-    if kind == "onecycle":
+    # OneCycleLR divides by (pct_start * steps - 1): too few steps make that zero,
+    # so very short phases use the warm-up + cosine schedule below instead.
+    if kind == "onecycle" and steps >= 8:
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr, total_steps=steps, pct_start=0.25, div_factor=10, final_div_factor=100
         )
