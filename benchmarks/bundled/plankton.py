@@ -144,7 +144,7 @@ def predict_cached(net: ClassifierNet, x: np.ndarray, batch: int = 256) -> np.nd
     return torch.cat(out).numpy()
 
 
-def class_weights(y: np.ndarray, k: int, power: float = 0.3) -> torch.Tensor:
+def class_weights(y: np.ndarray, k: int, power: float = 0.5) -> torch.Tensor:
     """Weights ``n_c^-power``, scaled so that the average sample weight is 1."""
     n = np.bincount(y, minlength=k).astype(np.float64)
     w = np.where(n > 0, np.maximum(n, 1) ** -power, 0.0)
@@ -153,7 +153,7 @@ def class_weights(y: np.ndarray, k: int, power: float = 0.3) -> torch.Tensor:
 
 
 def train_head(
-    feats: np.ndarray, y: np.ndarray, k: int, weights: torch.Tensor, epochs: int = 25
+    feats: np.ndarray, y: np.ndarray, k: int, weights: torch.Tensor, epochs: int = 60
 ) -> nn.Linear:
     """Class-weighted softmax regression on frozen features."""
     gen = torch.Generator().manual_seed(SEED)
@@ -292,7 +292,7 @@ def evaluate_through_predictor(folder: Path, files: list[str], y: np.ndarray) ->
     return pred.predict_prepared(tiles)
 
 
-def run(head_only: bool = False, finetune_budget_s: float = 1500.0) -> Path:
+def run(head_only: bool = False, finetune_budget_s: float = 1800.0) -> Path:
     setup_torch(int(os.environ.get("BUNDLED_THREADS", "2")), SEED)
     t_start = time.time()
     cache = build_cache()
@@ -346,7 +346,7 @@ def run(head_only: bool = False, finetune_budget_s: float = 1500.0) -> Path:
             "input": f"{SIZE}px gray, inverted, padded square",
             "held_out_fraction": HELD_OUT,
             "split_seed": SEED,
-            "class_weights": "n_c^-0.3",
+            "class_weights": "n_c^-0.5",
             "augmentation": "D4 + zoom 0.85-1.15 + shift 6%",
             "frozen_blocks": 0 if head_only else FREEZE_BLOCKS,
             "n_train": int(len(tr)),
@@ -452,7 +452,7 @@ def model_card(
         "",
         "## Recipe",
         "",
-        "1. Frozen ImageNet features -> class-weighted (n_c^-0.3) linear head",
+        "1. Frozen ImageNet features -> class-weighted (n_c^-0.5) linear head",
         f"   (held-out top-1 of this linear probe: {fmt(summary['linear_probe_top1'])}).",
     ]
     if ft:

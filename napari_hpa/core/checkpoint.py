@@ -277,11 +277,19 @@ def save_model(
         if write_extra is not None:
             write_extra(tmp)
         _fsync_tree(tmp)
+        _make_readable(tmp)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _make_readable(folder: Path) -> None:
+    """World-readable files (0644) so a model can be shared or packaged as it is."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _fsync_tree(folder: Path) -> None:
