@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -271,6 +272,16 @@ def test_dask_local_cluster_gives_the_local_results(
         # resumes like a local run, and parts never duplicate rows
         again = run_batch(screen, out, model, device="cpu", scheduler=cluster.scheduler_address)
         assert again.done == 0 and again.skipped == 40
+        if importlib.util.find_spec("pyarrow") is not None:  # parts merge into Parquet too
+            pq_out = tmp_path / "dask.parquet"
+            run_batch(screen, pq_out, model, device="cpu", scheduler=cluster.scheduler_address)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(pq_out)
+            assert table.column_names == table_columns(HPA28_CLASSES, cells=False)
+            assert sorted(table.column("image").to_pylist()) == sorted(
+                r["image"] for r in read_rows(out)
+            )
     a, b = read_rows(local), read_rows(out)
     assert list(a[0]) == list(b[0])
     by_image = {r["image"]: r for r in b}

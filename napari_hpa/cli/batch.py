@@ -52,7 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=None,
-        help="torch threads of the model on the CPU (default: tuned while running)",
+        help="torch threads of the model on the CPU (default: cores / workers per worker; "
+        "with --infer main, tuned while running)",
     )
     p.add_argument(
         "--workers",
