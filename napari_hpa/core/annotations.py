@@ -482,7 +482,7 @@ class AnnotationStore:
         When the mask changes, the image's cell-level labels (and their undo history) are
         deleted, since the cell ids no longer mean the same cells, unless ``keep_labels``.
         """
-        from napari_hpa.core.cells import cell_properties
+        from .cells import cell_properties
 
         labels = np.asarray(labels)
         if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):

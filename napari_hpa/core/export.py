@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_hpa.core.annotations import AnnotationStore
+from .annotations import AnnotationStore
 
 __all__ = [
     "ImageSummary",
