@@ -40,19 +40,6 @@ from ..core.registry import default_model, list_models
 
 #: Rows of the results table loaded after a run (the file itself holds them all).
 MAX_RESULT_ROWS = 5000
-#: Layer colours of the usual channel names (HPA convention: protein is green).
-CHANNEL_COLORS = {
-    "microtubules": "red",
-    "protein": "green",
-    "nucleus": "blue",
-    "er": "yellow",
-    "red": "red",
-    "green": "green",
-    "blue": "blue",
-    "yellow": "yellow",
-    "gray": "gray",
-}
-_OTHER_COLORS = ("magenta", "cyan", "red", "green", "blue", "yellow")
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -380,6 +367,7 @@ class BatchWidget(QWidget):
     def open_result(self, row: int, column: int = 0) -> None:
         """Open a result's image as one additive layer per channel and show its prediction."""
         from ..core.io import ImageReadError, read_image
+        from ._layers import image_layer_data
 
         if not 0 <= row < len(self._results):
             return
@@ -389,16 +377,9 @@ class BatchWidget(QWidget):
         except ImageReadError as exc:
             self.status_label.setText(f"Cannot open: {exc}")
             return
-        others = iter(_OTHER_COLORS)
-        for plane, name in zip(image.data, image.channel_names, strict=True):
-            color = CHANNEL_COLORS.get(name.lower()) or next(others, "gray")
-            self.viewer.add_image(
-                plane,
-                name=f"{image.image_id} {name}",
-                colormap=color,
-                blending="additive",
-                contrast_limits=(0.0, max(float(plane.max()), 1e-6)),
-            )
+        # The same layers as the reader makes, so Predict and Annotate can use them.
+        for data, kwargs, _ in image_layer_data(image):
+            self.viewer.add_image(data, **kwargs)
         predicted = ", ".join(self._predicted_names(r)) or "-"
         top = ", ".join(f"{n} {p:.2f}" for n, p in self._top(r, 3))
         cell = f" cell {r['cell']}" if r.get("cell") not in (None, "") else ""
