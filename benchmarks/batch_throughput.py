@@ -299,6 +299,24 @@ def best_and_median(values: list[float]) -> tuple[float, float]:
     return max(values), float(np.median(values))
 
 
+def goal_window(
+    cores: int, s: float, limit: float = 0.9, naive: float = 1.5
+) -> tuple[float, float]:
+    """The decode/model cost ratios x for which each goal is reachable at all.
+
+    With m = CPU time of the model per image at 1 thread, d = decode CPU time per image
+    and x = d/m: the best model-only rate is a = s/m (s = the model's speed-up on all
+    cores), the naive loop decodes then predicts, b = 1/(d + m/s), and no pipeline can
+    beat the CPU budget, c <= cores/(d + m). Hence c/a >= ``limit`` needs
+    x <= cores/(s*limit) - 1, and c/b >= ``naive`` needs
+    x >= (naive - cores/s)/(cores - naive). Returns (lowest x for the naive goal,
+    highest x for the limit goal): both goals can hold only if the first <= the second.
+    """
+    x_max = cores / (s * limit) - 1
+    x_min = (naive - cores / s) / (cores - naive) if cores > naive else float("inf")
+    return x_min, x_max
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model to measure (default: bundled HPA)")
@@ -342,12 +360,15 @@ def main() -> None:
     c_runs: list[float] = []
     c_total_runs: list[float] = []
     cpu: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    speedups: list[float] = []
     fmt = ", ".join
     for r in range(args.rounds):
         a_per = model_only(predictor, tiles, per_image)
         b_per = naive(predictor, sources[:40])
         c, c_total, c_cpu, summary = batch(predictor, images, work / "batch.csv", args.workers)
         a_runs.append(max(v[0] for v in a_per.values()))
+        one = max(v[0] for k, v in a_per.items() if k.startswith("1t"))
+        speedups.append(max(v[0] for v in a_per.values()) / one)
         b_runs.append(max(v[0] for v in b_per.values()))
         c_runs.append(c)
         c_total_runs.append(c_total)
@@ -388,6 +409,15 @@ def main() -> None:
         f"dedicated core(s) run_batch could reach {cpus * 1000 / cc:.1f} img/s"
         if cc > 0
         else "CPU per image: psutil not installed"
+    )
+    s_med = float(np.median(speedups))
+    lo, hi = goal_window(cpus or 1, s_med)
+    x = (cb - ca) / ca if ca > 0 and cb > 0 else float("nan")
+    print(
+        f"model speed-up from 1 to {cpus} threads s={s_med:.2f} (median of rounds), decode/model "
+        f"CPU x={x:.2f}. Upper bounds on {cpus} core(s): c/a >= 0.9 needs x <= {hi:.2f}, "
+        f"c/b >= 1.5 needs x >= {lo:.2f}: "
+        + ("both reachable at once" if lo <= hi else "no pipeline can meet both at once here")
     )
 
     small = work / f"rss{args.rss_size}"

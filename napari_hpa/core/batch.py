@@ -255,7 +255,8 @@ def run_batch(
                 skipped=skipped,
             )
             if pool is None or not pending:
-                pipe.run(inline_stream(predictor, pending, mode))
+                with _main_threads(predictor, threads):
+                    pipe.run(inline_stream(predictor, pending, mode))
             else:
                 if predictor.device.type == "cpu" and threads is None and not in_workers:
                     pipe.tuner = ThreadTuner(thread_candidates(n))
