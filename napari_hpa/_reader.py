@@ -46,11 +46,15 @@ def _source_for(path: PathLike) -> tuple[str | None, str]:
             return None, ""
         note = ""
         if len(sources) > 1:
-            note = (f"{p}: {len(sources)} images; opened {Path(sources[0]).name}. "
-                    "Use Next image in the Annotate panel to walk through the others.")
+            note = (
+                f"{p}: {len(sources)} images; opened {Path(sources[0]).name}. "
+                "Use Next image in the Annotate panel to walk through the others."
+            )
         return sources[0], note
     if p.is_file():
         return (str(p), "") if _supported_file(p) else (None, "")
+    if p.is_symlink() and _supported_file(p):  # broken or looping: read() says which
+        return str(p), ""
     if is_hpa_source(p):  # <folder>/<id> of an HPA channel set
         return str(p), ""
     return None, ""
@@ -107,8 +111,23 @@ def read(path: PathLike | list[PathLike]) -> list[tuple]:
         seen.add(image.source)
         if note:
             _notify("info", note)
+        reduced = _downscaled(image.metadata)
+        if reduced:
+            _notify("info", f"{image.source}: {reduced}")
         out += image_layer_data(image)
     return out or NOTHING
+
+
+def _downscaled(meta: dict[str, Any]) -> str:
+    """A note when ``read_image`` reduced a huge image, so nobody mistakes it for full size."""
+    for m in [meta, *meta.get("channels", [])]:
+        if m.get("downscaled"):
+            h, w = m["original_shape"]
+            return (
+                f"{w}x{h} pixels is too large to work on at full size; "
+                f"opened reduced {m['downscaled']}x"
+            )
+    return ""
 
 
 def _already_open(source: str, path: PathLike) -> bool:

@@ -40,3 +40,12 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data set {name!r} not found at {path} (../shared/data is absent)")
     return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the reliability counts (tests/reliability_counts.py) when a test recorded any."""
+    import sys
+
+    counts = sys.modules.get("reliability_counts")
+    if counts is not None and counts.COUNTS.recorded:
+        terminalreporter.write_line(counts.COUNTS.summary())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..core.registry import bundled_models_dir, list_models, user_models_dir
 
@@ -23,7 +24,10 @@ def _headline_metric(metrics: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    models = list_models()
+    problems: list[str] = []
+    models = list_models(problems=problems)
+    for message in problems:  # the others are still listed: one bad folder hides nothing
+        print(f"napari-hpa models: skipped a broken model: {message}", file=sys.stderr)
     if args.json:
         print(
             json.dumps(

@@ -102,6 +102,7 @@ def build_task(
     kind: TaskKind | str = "auto",
     channels: Sequence[str] | None = None,
     name: str = "custom",
+    row_ids: Sequence[str] | None = None,
 ) -> tuple[Task, list[tuple[int, ...] | None]]:
     """Turn label tokens into a task and class indices per row.
 
@@ -121,6 +122,8 @@ def build_task(
         classes, else multilabel (one class is always multilabel: a sigmoid).
     channels
         Input channels of a new task (default HPA's four).
+    row_ids
+        Each row's image Id, to name the row in an error message.
 
     Returns
     -------
@@ -157,10 +160,13 @@ def build_task(
             raise DataError("the labels name no class")
     lookup = {c.lower(): i for i, c in enumerate(classes)}
     resolved: list[set[int]] = []
-    for row in rows:
+    for i, row in enumerate(rows):
         idx = set()
         for token in row:
-            cname = namespace[_resolve(token, namespace)]
+            try:
+                cname = namespace[_resolve(token, namespace)]
+            except DataError as exc:
+                raise DataError(_row_error(exc, row, row_ids[i] if row_ids else None)) from None
             if cname.lower() in lookup:
                 idx.add(lookup[cname.lower()])
         resolved.append(idx)
@@ -180,13 +186,23 @@ def build_task(
     return task, out
 
 
+def _row_error(exc: DataError, row: Sequence[str], row_id: str | None) -> str:
+    """The message for a bad label token, naming its row (and hinting at the separator)."""
+    where = f"Id {row_id!r}: " if row_id is not None else ""
+    words = [t for t in row if not t.isdigit()]
+    hint = (
+        "; class names that contain spaces must be separated by '|' or ';'"
+        if len(words) > 1
+        else ""
+    )
+    return f"{where}{exc}{hint}"
+
+
 def _resolve(token: str, namespace: Sequence[str]) -> int:
     if token.isdigit():
         i = int(token)
         if i >= len(namespace):
-            raise DataError(
-                f"class id {i} is out of range (the labels have {len(namespace)} classes)"
-            )
+            raise DataError(f"class id {i} is out of range (ids go from 0 to {len(namespace) - 1})")
         return i
     lowered = [c.lower() for c in namespace]
     if token.lower() in lowered:
@@ -226,12 +242,26 @@ def read_label_csv(path: str | Path) -> list[tuple[str, list[str]]]:
         found = ", ".join(header) or "none"
         raise DataError(f"{path}: expected columns Id,Target (Kaggle format); found {found}")
     rows = []
+    lines: dict[str, list[int]] = {}
     for row in reader:
         image_id = (row.get(id_col) or "").strip()
         if image_id:
             rows.append((image_id, _split_tokens(row.get(tgt_col) or "")))
+            lines.setdefault(image_id, []).append(reader.line_num)
     if not rows:
         raise DataError(f"{path}: no labelled rows")
+    # which of two rows is right cannot be guessed, and a silent pick would also
+    # put one image in both the training and the validation split
+    dupes = {i: n for i, n in lines.items() if len(n) > 1}
+    if dupes:
+        shown = "; ".join(
+            f"{i!r} on lines {', '.join(map(str, n))}" for i, n in list(dupes.items())[:3]
+        )
+        more = f" (and {len(dupes) - 3} more)" if len(dupes) > 3 else ""
+        raise DataError(
+            f"{path}: {len(dupes)} Id(s) appear more than once: {shown}{more}; "
+            "keep one row per image"
+        )
     return rows
 
 
@@ -252,6 +282,7 @@ def load_csv(
     index = _index_images(data_dir)
     warnings: list[str] = []
     found: list[tuple[str, list[str]]] = []
+    found_ids: list[str] = []
     missing = []
     for image_id, tokens in rows:
         key = image_id.lower().strip("/")
@@ -262,6 +293,7 @@ def load_csv(
             warnings.append(f"Id {image_id!r} matches several images; give its relative path")
         else:
             found.append((hits[0], tokens))
+            found_ids.append(image_id)
     if missing:
         warnings.append(
             f"{len(missing)} of {len(rows)} labelled Ids have no image in {data_dir} "
@@ -269,11 +301,30 @@ def load_csv(
         )
     if not found:
         raise DataError(f"none of the {len(rows)} Ids in {labels} matches an image in {data_dir}")
+    empty = sum(1 for _, tokens in found if not tokens)
+    if empty == len(found):
+        raise DataError(
+            f"{labels}: no row names a class (every Target of the {len(found)} matched "
+            "images is empty); fill the Target column with class ids or names"
+        )
     if channels is None and _needs_channels(task):
         channels = channels_for(found[0][0])
-    new_task, targets = build_task(
-        [t for _, t in found], task, label_classes=label_classes, kind=kind, channels=channels
-    )
+    try:
+        new_task, targets = build_task(
+            [t for _, t in found],
+            task,
+            label_classes=label_classes,
+            kind=kind,
+            channels=channels,
+            row_ids=found_ids,
+        )
+    except DataError as exc:
+        raise DataError(f"{labels}: {exc}") from None
+    if empty and new_task.multilabel:  # an empty Target is what the Kaggle export writes for "none"
+        warnings.append(
+            f"{empty} row(s) of {Path(labels).name} have an empty Target: "
+            "trained as 'none of the classes'"
+        )
     samples = _samples(found, targets, new_task, warnings)
     return TrainData(
         new_task, samples, origin=f"{data_dir} + {Path(labels).name}", warnings=warnings

@@ -19,13 +19,18 @@ Conventions
   ``bit_depth`` and ``rescaled`` (the ``(min, max)`` used) where it applies.
 * PNG/JPEG whose three colour planes are identical (grayscale saved as RGB) come
   back as one ``"gray"`` channel (``metadata["collapsed_gray"] = True``).
+* Planes over :data:`WORK_PIXELS` are reduced by an integer factor on reading
+  (``metadata["downscaled"]`` = factor, ``["original_shape"]`` = (H, W)); planes
+  over :data:`MAX_PIXELS` are refused before decoding.
 * Every failure is an :class:`ImageReadError`, never a decoder's own exception.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob as _glob
+import math
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -40,6 +45,11 @@ from .tasks import HPA_CHANNELS
 
 #: Largest accepted plane (H * W); larger images are refused before decoding.
 MAX_PIXELS = 12000 * 12000
+#: Largest plane kept at full resolution: larger ones are reduced on reading by the
+#: smallest integer factor (block mean) that brings them under it. Every later step
+#: (channel mapping, normalisation, resizing) makes full-size float copies, so an
+#: unreduced 10^8-pixel plane would need several GB; models see a few hundred pixels.
+WORK_PIXELS = 8192 * 8192
 #: File name endings treated as images by :func:`find_images`.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: HPA colour suffixes in channel order (red = microtubules ... yellow = ER).
@@ -107,7 +117,11 @@ def _image_id(path: Path) -> str:
 
 # ----------------------------------------------------------------------------- reading
 def read_image(
-    path: str | os.PathLike, *, hpa_set: bool = True, max_pixels: int | None = None
+    path: str | os.PathLike,
+    *,
+    hpa_set: bool = True,
+    max_pixels: int | None = None,
+    work_pixels: int | None = None,
 ) -> ImageData:
     """Read an image file or an HPA channel set.
 
@@ -119,6 +133,9 @@ def read_image(
         If False, an HPA-named file is read alone as a plain image.
     max_pixels
         Largest accepted H * W; default :data:`MAX_PIXELS`.
+    work_pixels
+        Larger planes are reduced by an integer factor; default :data:`WORK_PIXELS`,
+        0 keeps full resolution.
 
     Raises
     ------
@@ -128,18 +145,19 @@ def read_image(
     """
     p = Path(path).expanduser()
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    work = WORK_PIXELS if work_pixels is None else int(work_pixels)
     if hpa_set:
         parts = split_hpa_name(p) if p.is_file() else None
         if parts is not None:
-            return _read_hpa(p.parent, parts[0], limit)
+            return _read_hpa(p.parent, parts[0], limit, work)
         if not p.exists() and _hpa_members(p.parent, p.name):
-            return _read_hpa(p.parent, p.name, limit)
-    raw, names, meta = _read_file(p, limit)
+            return _read_hpa(p.parent, p.name, limit, work)
+    raw, names, meta = _read_file(p, limit, work)
     data = _to_unit(raw, p, meta)
     return ImageData(data, names, (p,), _image_id(p), str(p), meta)
 
 
-def _read_hpa(folder: Path, image_id: str, limit: int) -> ImageData:
+def _read_hpa(folder: Path, image_id: str, limit: int, work: int) -> ImageData:
     source = folder / image_id
     members = _hpa_members(folder, image_id)
     missing = [c for c in HPA_COLORS if c not in members]
@@ -152,7 +170,7 @@ def _read_hpa(folder: Path, image_id: str, limit: int) -> ImageData:
         )
     planes, metas = [], []
     for color in HPA_COLORS:
-        raw, _, meta = _read_file(members[color], limit)
+        raw, _, meta = _read_file(members[color], limit, work)
         if raw.shape[0] > 1:  # a colour-tinted channel file: its intensity is the max
             raw = raw.max(axis=0, keepdims=True)
             meta["tinted"] = True
@@ -173,9 +191,13 @@ def _read_hpa(folder: Path, image_id: str, limit: int) -> ImageData:
     return ImageData(data, tuple(HPA_CHANNELS), paths, image_id, str(source), meta)
 
 
-def _read_file(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
+def _read_file(
+    p: Path, limit: int, work: int = 0
+) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
     """Decode one file to a raw ``(C, H, W)`` array of its own dtype, names and metadata."""
     if not p.exists():
+        if p.is_symlink():  # exists() follows links: "not found" would hide the real cause
+            raise ImageReadError(p, _dangling_reason(p))
         raise ImageReadError(p, "file not found")
     if p.is_dir():
         raise ImageReadError(p, "is a folder, not an image file")
@@ -200,7 +222,48 @@ def _read_file(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[s
         ) from None
     if raw.ndim != 3 or 0 in raw.shape:
         raise ImageReadError(p, f"image has a zero-size dimension (shape {raw.shape})")
+    h, w = raw.shape[1:]
+    if work and h * w > work and raw.dtype.kind in "biuf":  # others are refused later
+        factor = math.ceil(math.sqrt(h * w / work))
+        while (h // factor) * (w // factor) > work:
+            factor += 1
+        if h // factor == 0 or w // factor == 0:
+            raise ImageReadError(p, f"image is too elongated to reduce ({w}x{h})")
+        meta.update(downscaled=factor, original_shape=(h, w))
+        raw = _block_mean(raw, factor)
     return raw, names, meta
+
+
+def _block_mean(raw: np.ndarray, factor: int) -> np.ndarray:
+    """Reduce (C, H, W) by ``factor`` (mean of factor x factor blocks), keeping the dtype.
+
+    Sums strided views into one output-sized float32 array (no full-size float
+    copy); the last ``H % factor`` rows and ``W % factor`` columns are dropped.
+    """
+    c, h, w = raw.shape
+    oh, ow = h // factor, w // factor
+    acc = np.zeros((c, oh, ow), np.float32)
+    for dy in range(factor):
+        for dx in range(factor):
+            acc += raw[:, dy : oh * factor : factor, dx : ow * factor : factor]
+    acc /= factor * factor
+    if raw.dtype.kind == "b":
+        return acc >= 0.5
+    if raw.dtype.kind in "ui":
+        return np.rint(acc).astype(raw.dtype)
+    return acc.astype(raw.dtype, copy=False)
+
+
+def _dangling_reason(p: Path) -> str:
+    """Why a symbolic link leads nowhere: a loop or a missing target."""
+    try:
+        p.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        return "symbolic link loop (the link points back at itself)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back at itself)"
+    return f"broken symbolic link (its target {os.readlink(p)!r} does not exist)"
 
 
 def _check_plane(p: Path, h: int, w: int, limit: int) -> None:
@@ -374,8 +437,10 @@ def find_images(
     incomplete set fails later, in :func:`read_image`). Folders are walked
     (``recursive``) for :data:`IMAGE_EXTENSIONS`, optionally filtered by the file
     name pattern ``glob``; hidden names (``.x``) are skipped, symlinked folders are
-    not followed, unreadable folders are ignored. Files named explicitly are kept
-    whatever their extension.
+    not followed (so a link loop cannot hang the walk), unreadable folders are
+    ignored. Image-named symlinks that lead nowhere are kept, so reading them
+    reports the broken link instead of the image silently missing. Files named
+    explicitly are kept whatever their extension.
 
     Raises
     ------
@@ -393,8 +458,8 @@ def find_images(
                     out.add(_source_of(f))
         elif p.is_file():
             out.add(_source_of(p))
-        elif _hpa_members(p.parent, p.name):
-            out.add(str(p))
+        elif p.is_symlink() or _hpa_members(p.parent, p.name):  # a dangling link: read it
+            out.add(str(p))  # to say why (loop or missing target)
         elif _glob.has_magic(str(item)):
             matches = [
                 m
@@ -420,7 +485,7 @@ def _walk(root: Path, recursive: bool) -> list[Path]:
             if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
                 continue
             f = Path(dirpath) / name
-            if f.is_file():
+            if f.is_file() or f.is_symlink():  # a dangling link becomes an error, not a gap
                 found.append(f)
     return found
 

@@ -79,31 +79,55 @@ def sample_data_dir() -> Path:
     return _package_resource_dir("napari_hpa.bundled_samples", "sample_data")
 
 
-def _scan(root: Path, source: Source) -> list[ModelEntry]:
+def _subfolders(folder: Path, problems: list[str] | None) -> list[Path]:
+    """Sorted sub-folders; an unreadable folder is reported, never fatal to the listing."""
+    try:
+        return sorted(c for c in folder.iterdir() if c.is_dir())
+    except OSError as exc:
+        _report(f"{folder}: cannot list this folder ({exc.strerror or exc})", problems)
+        return []
+
+
+def _report(message: str, problems: list[str] | None) -> None:
+    if problems is None:
+        warnings.warn(f"skipping model folder: {message}", stacklevel=4)
+    else:
+        problems.append(message)
+
+
+def _scan(root: Path, source: Source, problems: list[str] | None = None) -> list[ModelEntry]:
     entries: list[ModelEntry] = []
     if not root.is_dir():
         return entries
     candidates = [root] if (root / META_FILE).is_file() else []
-    for child in sorted(root.iterdir()):
-        if child.name.startswith((".", "_")) or not child.is_dir():
+    for child in _subfolders(root, problems):
+        if child.name.startswith((".", "_")):
             continue
         if (child / META_FILE).is_file():
             candidates.append(child)
         else:
-            candidates += [g for g in sorted(child.iterdir()) if (g / META_FILE).is_file()]
+            candidates += [g for g in _subfolders(child, problems) if (g / META_FILE).is_file()]
     for folder in candidates:
         try:
             entries.append(ModelEntry(read_spec(folder), folder, source))
         except CheckpointError as exc:
-            warnings.warn(f"skipping model folder: {exc}", stacklevel=3)
+            _report(str(exc), problems)
     return entries
 
 
-def list_models(extra_roots: tuple[Path, ...] = ()) -> list[ModelEntry]:
-    """All models, bundled first, each name's versions in ascending order."""
-    entries = _scan(bundled_models_dir(), "bundled") + _scan(user_models_dir(), "user")
+def list_models(
+    extra_roots: tuple[Path, ...] = (), problems: list[str] | None = None
+) -> list[ModelEntry]:
+    """All models, bundled first, each name's versions in ascending order.
+
+    A broken model folder (unreadable ``model.json``) is left out, so one bad
+    folder never hides the others; why is appended to ``problems`` if given,
+    else issued as a warning.
+    """
+    entries = _scan(bundled_models_dir(), "bundled", problems)
+    entries += _scan(user_models_dir(), "user", problems)
     for root in extra_roots:
-        entries += _scan(Path(root), "path")
+        entries += _scan(Path(root), "path", problems)
     seen: dict[tuple[str, int], ModelEntry] = {}
     for entry in entries:
         seen.setdefault((entry.name, entry.version), entry)
