@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/train_bundled.py hpa|plankton|all [--quick]
+    python benchmarks/train_bundled.py plankton --reuse   # keep the trained weights
 
 ``hpa`` writes ``models/hpa28-efficientnet_lite0/``, ``plankton`` writes
 ``models/plankton121-efficientnet_lite0/`` (each replaced as a whole: model.safetensors,
@@ -37,13 +38,19 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="fine-tuning time budget in seconds (default: the recipe's own)",
     )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="plankton: keep the bundled trained weights, redo the prior correction, "
+        "evaluation and card (minutes instead of an hour)",
+    )
     args = parser.parse_args(argv)
     t0 = time.time()
     if args.which in ("plankton", "all"):
         from bundled import plankton
 
         kwargs = {} if args.budget is None else {"finetune_budget_s": args.budget}
-        plankton.run(head_only=args.quick, **kwargs)
+        plankton.run(head_only=args.quick, reuse=args.reuse, **kwargs)
     if args.which in ("hpa", "all"):
         from bundled import hpa
 
