@@ -490,3 +490,19 @@ def test_plugin_broken_model_notifies(
             assert str(user / kind) in errors[0]
             assert corpus[kind].problem in errors[0].lower()
             assert widget.session.result is None
+
+
+# ----------------------------------------------------------------------------- crash safety
+@pytest.mark.parametrize("kind", ["annotations", "training", "model_write", "batch"])
+def test_sigkill_trials_lose_nothing(kind: str, tmp_path: Path) -> None:
+    """20 real SIGKILLs at random points per kind (tests/crash_trials.py says what is checked)."""
+    from crash_trials import run_trials
+    from reliability_counts import record_crash_trial
+
+    results = run_trials(kind, 20, tmp_path, seed=0)
+    for r in results:
+        record_crash_trial(kind, r.survived, r.lost)
+    assert len(results) == 20
+    failed = [f"trial {i}: {r.detail}" for i, r in enumerate(results) if not r.survived]
+    assert not failed, failed
+    assert sum(r.lost for r in results) == 0

@@ -22,7 +22,7 @@ from .batch_decode import Decoded, Mode, error_message
 from .batch_table import ResultWriter, Row
 from .checkpoint import ModelSpec
 from .io import ImageReadError
-from .predict import Prediction, Predictor, decide
+from .predict import Prediction, PredictionCancelled, Predictor, decide
 
 ProgressFn = Callable[["BatchProgress"], None]
 StopFn = Callable[[], bool]
@@ -135,12 +135,14 @@ class Pipeline:
                     self.flush()
                     continue
                 self.add(item)
+            if not self.cancelled:
+                self.flush()
+        except PredictionCancelled:  # stopped between two forward passes of a batch
+            self.cancelled = True
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # a generator's finally shuts its worker pool down now, not at GC
-        if not self.cancelled:
-            self.flush()
         self.writer.sync()
         self.report(force=True)
         return not self.cancelled
@@ -169,7 +171,9 @@ class Pipeline:
         if not self._batch:
             return
         batch, self._batch, self._tiles = self._batch, [], 0
-        probs = self.predictor.predict_prepared([d.tiles for d in batch])
+        # should_stop between forward passes: a batch of big images is many passes, and
+        # its rows are simply not written (the re-run does them).
+        probs = self.predictor.predict_prepared([d.tiles for d in batch], self.should_stop)
         model = self.predictor.model_id
         rows = [
             Row(d.source, model, p.astype(np.float32), decide(p, self.predictor.spec))
@@ -186,7 +190,7 @@ class Pipeline:
         try:
             if self.mode == "cells":
                 assert item.labels is not None
-                cells = self.predictor.predict_cells(image, item.labels)
+                cells = self.predictor.predict_cells(image, item.labels, self.should_stop)
                 if not cells:
                     msg = f"{item.source}: no cells found in the image"
                     return [Row(item.source, model, status="error", error=msg, cell=None)]
@@ -199,7 +203,9 @@ class Pipeline:
                     self._save_cam(self.predictor.predict_one(image, cam_classes=classes))
             else:
                 pred = self.predictor.predict_one(
-                    image, cam_classes="predicted" if want_cam else None
+                    image,
+                    cam_classes="predicted" if want_cam else None,
+                    should_stop=self.should_stop,
                 )
                 rows = [Row(item.source, model, pred.probabilities, pred.predicted)]
                 if want_cam:

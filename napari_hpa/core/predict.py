@@ -171,13 +171,23 @@ class Predictor:
             torch.cuda.empty_cache()
 
     def run_tiles(
-        self, tiles: np.ndarray, with_cam: bool = False
+        self,
+        tiles: np.ndarray,
+        with_cam: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits (N, K) and optionally CAMs (N, K, h, w) for prepared tiles."""
+        """Logits (N, K) and optionally CAMs (N, K, h, w) for prepared tiles.
+
+        ``should_stop`` is polled before every forward pass (raising
+        :class:`PredictionCancelled`): a large image is many batches, and a cancel
+        must not wait for all of them.
+        """
         logits: list[np.ndarray] = []
         cams: list[np.ndarray] = []
         start = 0
         while start < len(tiles):
+            if should_stop is not None and should_stop():
+                raise PredictionCancelled()
             batch = tiles[start : start + self.batch_size]
             try:
                 out, cam = self._forward(batch, with_cam)
@@ -210,12 +220,16 @@ class Predictor:
         probs = torch.sigmoid(t) if self.spec.task.multilabel else torch.softmax(t, dim=1)
         return probs.mean(dim=0).numpy()
 
-    def predict_prepared(self, tiles_per_image: Sequence[np.ndarray]) -> np.ndarray:
+    def predict_prepared(
+        self,
+        tiles_per_image: Sequence[np.ndarray],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
         """Probabilities (N, K) for images already turned into tiles by :meth:`prepare`."""
         if not tiles_per_image:
             return np.zeros((0, self.spec.task.num_classes), np.float32)
         counts = [len(t) for t in tiles_per_image]
-        logits, _ = self.run_tiles(np.concatenate(tiles_per_image))
+        logits, _ = self.run_tiles(np.concatenate(tiles_per_image), should_stop=should_stop)
         out, start = [], 0
         for n in counts:
             out.append(self.to_probabilities(logits[start : start + n]))
@@ -258,24 +272,28 @@ class Predictor:
     ) -> list[Prediction]:
         """Classify images; ``progress(done, total)`` is called after each image.
 
-        ``should_stop`` is polled between images and batches; when it returns
-        True, :class:`PredictionCancelled` is raised.
+        ``should_stop`` is polled between images and between forward passes; when
+        it returns True, :class:`PredictionCancelled` is raised.
         """
         results = []
         for i, image in enumerate(images):
             if should_stop is not None and should_stop():
                 raise PredictionCancelled()
-            results.append(self.predict_one(image, cam_classes))
+            results.append(self.predict_one(image, cam_classes, should_stop=should_stop))
             if progress is not None:
                 progress(i + 1, len(images))
         return results
 
     def predict_one(
-        self, image: ImageData, cam_classes: CamRequest = None, whole: bool = False
+        self,
+        image: ImageData,
+        cam_classes: CamRequest = None,
+        whole: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> Prediction:
         """Classify one image; optional class-activation maps at image resolution."""
         tiles, grid = self.prepare(image, whole=whole)
-        logits, cams = self.run_tiles(tiles, with_cam=cam_classes is not None)
+        logits, cams = self.run_tiles(tiles, cam_classes is not None, should_stop)
         probs = self.to_probabilities(logits)
         predicted = decide(probs, self.spec)
         maps = {}
@@ -291,7 +309,12 @@ class Predictor:
             cams=maps,
         )
 
-    def predict_cells(self, image: ImageData, labels: np.ndarray) -> dict[int, Prediction]:
+    def predict_cells(
+        self,
+        image: ImageData,
+        labels: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[int, Prediction]:
         """Classify each segmented cell on its own crop (other cells masked out)."""
         from .cells import cell_crops
 
@@ -302,7 +325,7 @@ class Predictor:
             prepare_tiles(crop, image.channel_names, self.spec.input, whole=True)[0]
             for _, crop in crops
         ]
-        probs = self.predict_prepared(tiles)
+        probs = self.predict_prepared(tiles, should_stop)
         out = {}
         for (cell_id, _), p in zip(crops, probs, strict=False):
             out[int(cell_id)] = Prediction(

@@ -27,6 +27,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,7 +51,7 @@ from .augment import (
 from .checkpoint import InputSpec, LoadedModel, ModelSpec, load_model
 from .data import DataError, TrainData, data_fingerprint, split, targets_matrix
 from .metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
-from .predict import Predictor, choose_device
+from .predict import Predictor, choose_device, is_oom
 from .registry import resolve_model
 from .report import save_result
 from .tasks import HPA_CHANNELS, Task
@@ -138,6 +139,11 @@ class TrainResult:
     @property
     def score(self) -> float:
         return float(self.metrics.get("macro_f1", float("nan"))) if self.metrics else float("nan")
+
+
+class TrainingOutOfMemory(DataError):
+    """The GPU cannot hold even one image per step: a setting the user can change
+    (a :class:`DataError`, so the CLI prints one line and a job reports the reason)."""
 
 
 class _Stop(Exception):
@@ -267,6 +273,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.use_amp = config.amp and self.device.type == "cuda"
+        self.micro = 0  # images per forward pass; 0 = the whole batch (until a GPU OOM)
         freeze = config.freeze_epochs
         if freeze is None:
             freeze = 1 if config.base else 0
@@ -327,17 +334,7 @@ class _Run:
         total, count, n_batches = 0.0, 0, len(self.loader)
         for b, (x, y) in enumerate(self.loader):
             self.stop()
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
-                logits = self.net(x)
-            loss = self.criterion(logits.float(), y if self.task.multilabel else y.argmax(1))
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            self.sched.step()
-            value = float(loss.detach())
+            value = self.step(x, y)
             total, count = total + value * len(x), count + len(x)
             now = time.monotonic()
             if now - self.last_event >= 1.0 / self.config.batch_events_per_s or b + 1 == n_batches:
@@ -346,11 +343,67 @@ class _Run:
                 self.emit({"event": "batch", **pos, "loss": round(value, 5)})
         return total / max(count, 1)
 
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer step; returns the batch's mean loss.
+
+        On out-of-memory (CUDA's, or any allocator's that says so) the batch is
+        split into micro-batches whose gradients add up to the whole batch's
+        (one update, the same schedule), halving until it fits; a warning event
+        says so. If not even one image fits, :class:`TrainingOutOfMemory` says
+        what to do instead of a CUDA traceback.
+        """
+        while True:
+            size = min(self.micro or len(x), len(x))
+            try:
+                return self._accumulate(x, y, size)
+            except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is one
+                if not is_oom(exc):
+                    raise
+                self.opt.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if size <= 1:
+                    raise TrainingOutOfMemory(
+                        f"{self.device.type.upper()} out of memory even with one image per "
+                        "step; train on the CPU (--device cpu), with a smaller --size, or a "
+                        "smaller architecture"
+                    ) from None
+                self.micro = max(1, size // 2)
+                message = (
+                    f"{self.device.type.upper()} out of memory with {size} images per step; "
+                    f"continuing with micro-batches of {self.micro} (same batch of {len(x)})"
+                )
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                self.emit({"event": "warning", "message": message})
+
+    def _accumulate(self, x: torch.Tensor, y: torch.Tensor, size: int) -> float:
+        """Forward/backward in chunks of ``size``, then one optimizer step."""
+        self.opt.zero_grad(set_to_none=True)
+        n, total = len(x), 0.0
+        for i in range(0, n, size):
+            xb = x[i : i + size].to(self.device, non_blocking=True)
+            yb = y[i : i + size].to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+                logits = self.net(xb)
+            loss = self.criterion(logits.float(), yb if self.task.multilabel else yb.argmax(1))
+            self.scaler.scale(loss * (len(xb) / n) if size < n else loss).backward()
+            total += float(loss.detach()) * len(xb)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        return total / max(n, 1)
+
     def validate(self, epoch: int, train_loss: float) -> dict[str, Any]:
         """Score the epoch on validation; remember it if it is the best so far."""
         task, y = self.task, self.y_val
         self.net.eval()  # Predictor does not switch modes per call; batch norm must not adapt
         probs = self.predictor.predict_prepared(self.tiles)
+        if self.predictor.device != self.device:
+            # Validation ran out of GPU memory and fell back to the CPU, taking the
+            # shared network along: training goes on where the optimizer's state is.
+            self.emit({"event": "warning", "message": "validation ran on the CPU (GPU OOM)"})
+            self.net.to(self.device)
+            self.predictor.device = self.device
         k = task.num_classes
         thr = tune_thresholds(y, probs) if task.multilabel else np.full(k, 0.5)
         m = evaluate(task.kind, y, probs, thr, task.classes)

@@ -81,7 +81,7 @@ def run_prediction(
         with session.model_lock:
             tiles, grid = predictor.prepare(image)
             check()
-            logits, raw = predictor.run_tiles(tiles, with_cam=True)
+            logits, raw = predictor.run_tiles(tiles, with_cam=True, should_stop=should_stop)
         probs = predictor.to_probabilities(logits).astype(np.float32)
         prediction = Prediction(image.image_id, image.source, predictor.model_id,
                                 predictor.spec.task.classes, probs, decide(probs, predictor.spec))
@@ -102,7 +102,7 @@ def run_prediction(
         yield (f"Classifying {n} cells", 0.7)
         t = time.perf_counter()
         with session.model_lock:
-            cells = predictor.predict_cells(image, labels) if n else {}
+            cells = predictor.predict_cells(image, labels, should_stop) if n else {}
         check()
         yield ("Drawing the cells", 0.9)
         display = R.prepare_cells(labels, cells, len(prediction.classes))

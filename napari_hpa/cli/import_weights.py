@@ -1,0 +1,204 @@
+"""``napari-hpa import-weights``: turn a ``.pt``/``.pth`` state dict into a model folder.
+
+Why a separate step: a PyTorch checkpoint is a pickle, and unpickling a file
+from elsewhere can run any code. This command reads it once with
+``torch.load(weights_only=True)`` (plain tensors only; anything else is
+refused before it can run), checks that the tensors fit the architecture
+exactly, and writes a normal safetensors model folder, which napari-hpa then
+loads without ever unpickling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from . import UserError
+
+#: A few mismatched keys are enough to see the problem; all of them would flood a terminal.
+_SHOW = 4
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..core.architectures import available_archs
+
+    p = sub.add_parser(
+        "import-weights",
+        help="import a PyTorch state dict (.pt/.pth) as a model folder, safely",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("weights", type=Path, help="the .pt/.pth file (a state dict of tensors)")
+    p.add_argument("--arch", required=True, choices=available_archs(), help="the architecture")
+    p.add_argument(
+        "--arch-kwargs",
+        default="{}",
+        help="JSON keyword arguments of the architecture, e.g. '{\"width\": 16}'",
+    )
+    task = p.add_argument_group("task (one of --task or --classes)")
+    task.add_argument("--task", help="a built-in task: hpa28, hela10, bach4")
+    task.add_argument("--classes", help="comma list of class names (a custom task)")
+    task.add_argument("--kind", choices=["multilabel", "multiclass"], default="multiclass")
+    task.add_argument("--task-name", default="custom", help="name of a custom task")
+    inp = p.add_argument_group("input")
+    inp.add_argument("--channels", help="comma list of input channels (default: the task's)")
+    inp.add_argument(
+        "--optional-channels", default="", help="comma list of channels that may be missing"
+    )
+    inp.add_argument("--size", type=int, default=224, help="tile size in px (default 224)")
+    inp.add_argument("--fit", type=int, help="resize the longer side to FIT px, SIZE tiles")
+    inp.add_argument("--normalize", choices=["none", "percentile"], default="none")
+    inp.add_argument("--mean", help="comma list, one per channel (default 0)")
+    inp.add_argument("--std", help="comma list, one per channel (default 1)")
+    out = p.add_argument_group("output")
+    out.add_argument("--name", help="model name (default: the file's stem)")
+    out.add_argument("--version", type=int, help="version (default: the next free one)")
+    out.add_argument("--out", type=Path, help="models folder (default: your user models folder)")
+    out.add_argument("--strip-prefix", default="", help="remove this key prefix, e.g. 'module.'")
+    out.add_argument("--description", default="", help="one line about the model")
+    out.add_argument("--half", action="store_true", help="store float16 weights (half size)")
+    p.set_defaults(run=run)
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _floats(value: str | None, what: str) -> list[float]:
+    try:
+        return [float(v) for v in _csv(value)]
+    except ValueError:
+        raise UserError(f"--{what} must be a comma list of numbers, not {value!r}") from None
+
+
+def _task(args: argparse.Namespace) -> Any:
+    from ..core.tasks import get_task, make_task
+
+    if bool(args.task) == bool(args.classes):
+        raise UserError("give exactly one of --task NAME or --classes A,B,...")
+    if args.task:
+        try:
+            task = get_task(args.task)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        channels = tuple(_csv(args.channels)) or task.channels
+        return make_task(task.classes, task.kind, channels, task.name)
+    classes = _csv(args.classes)
+    channels = tuple(_csv(args.channels))
+    if not channels:
+        raise UserError("a custom task needs --channels (e.g. red,green,blue or gray)")
+    if args.kind == "multiclass" and len(classes) < 2:
+        raise UserError("a multiclass task needs at least two classes")
+    return make_task(classes, args.kind, channels, args.task_name)
+
+
+def refusal(path: Path, exc: Exception) -> str:
+    """One line for a file ``torch.load(weights_only=True)`` refused, naming what it held."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(
+        r"[Uu]nsupported (?:global|class)[:\s]+([\w.]+)", text
+    )
+    what = f" (it names {found.group(1)}, which unpickling would call)" if found else ""
+    return (
+        f"{path}: refused: not a plain state dict of tensors{what}. napari-hpa reads .pt/.pth "
+        "files only with torch.load(weights_only=True) and never runs code from them; save "
+        "the weights with torch.save(model.state_dict(), FILE) and import that"
+    )
+
+
+def _fit_message(net: Any, state: dict[str, Any], arch: str) -> str | None:
+    """None when ``state`` fits ``net`` exactly, else one line naming the mismatches."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
+        if items:
+            more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
+            parts.append(f"{label}: {', '.join(items[:_SHOW])}{more}")
+    return f"the weights do not fit {arch}: " + "; ".join(parts)
+
+
+def _next_free(name: str, root: Path) -> int:
+    """The next version of ``name`` known to the registry or present in ``root``."""
+    from ..core.registry import next_version
+
+    taken = [p.name.rsplit("-v", 1)[1] for p in root.glob(f"{name}-v*")]
+    return max(next_version(name), 1 + max((int(v) for v in taken if v.isdigit()), default=0))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.architectures import build_model
+    from ..core.checkpoint import (
+        CheckpointError,
+        InputSpec,
+        ModelSpec,
+        import_torch_weights,
+        save_model,
+    )
+    from ..core.registry import user_models_dir
+
+    path = Path(args.weights).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        arch_kwargs = json.loads(args.arch_kwargs)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--arch-kwargs is not JSON ({exc})") from None
+    if not isinstance(arch_kwargs, dict):
+        raise UserError("--arch-kwargs must be a JSON object")
+    task = _task(args)
+    n = len(task.channels)
+    mean, std = _floats(args.mean, "mean") or [0.0] * n, _floats(args.std, "std") or [1.0] * n
+    try:
+        spec = ModelSpec(
+            name=args.name or path.stem,
+            version=0,
+            arch=args.arch,
+            task=task,
+            input=InputSpec(
+                channels=list(task.channels),
+                size=args.size,
+                fit=args.fit,
+                optional_channels=_csv(args.optional_channels),
+                mean=mean,
+                std=std,
+                normalize=args.normalize,
+            ),
+            arch_kwargs=arch_kwargs,
+            description=args.description or f"imported from {path.name}",
+            training={"imported_from": str(path.resolve())},
+        )
+        net = build_model(args.arch, n, task.num_classes, **arch_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        state = import_torch_weights(path)  # torch.load(weights_only=True): no code runs
+    except CheckpointError as exc:
+        raise UserError(refusal(path, exc)) from None
+    if args.strip_prefix:
+        p = args.strip_prefix
+        state = {k[len(p) :] if k.startswith(p) else k: v for k, v in state.items()}
+    problem = _fit_message(net, state, args.arch)
+    if problem:
+        raise UserError(f"{path}: {problem}")
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    root = Path(args.out).expanduser() if args.out else user_models_dir()
+    spec.version = args.version or _next_free(spec.name, root)
+    try:
+        folder = save_model(net.eval(), spec, root, half=args.half)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
+    print(f"imported {spec.id} -> {folder}")
+    return 0
