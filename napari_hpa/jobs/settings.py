@@ -77,3 +77,9 @@ def resolve_preferred(task: str | None = None) -> registry.ModelEntry | None:
     with contextlib.suppress(LookupError, ValueError):
         return registry.resolve_model(ref)
     return None
+
+
+def model_to_use(task: str | None = None) -> registry.ModelEntry:
+    """The model a widget starts with: the one chosen with "Use this model", if it still
+    exists, else the default model. Raises LookupError when there is no model at all."""
+    return resolve_preferred(task) or registry.default_model()

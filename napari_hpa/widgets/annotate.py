@@ -35,8 +35,9 @@ from qtpy.QtWidgets import (
 
 from ..core.annotations import AnnotationStore, AnnotationStoreError, default_db_path
 from ..core.io import ImageReadError, find_images
-from ..core.registry import default_model, sample_data_dir, user_home
+from ..core.registry import sample_data_dir, user_home
 from ..core.tasks import Task, get_task
+from ..jobs import settings
 from . import _layers as L
 from . import _results as R
 from ._export import ExportButtons
@@ -73,11 +74,15 @@ class AnnotateWidget(QWidget):
         for layer in self.viewer.layers:
             self._on_layer_inserted(layer)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
-        connect_while_alive(self, [
-            (self.viewer.layers.events.inserted, self._on_inserted_event),
-            (self.session.prediction_changed, self._on_prediction),
-            (self.session.cell_selected, self._on_cell_selected),
-        ], cleanup=partial(_unbind, self._bound, self.viewer, self._on_click))
+        connect_while_alive(
+            self,
+            [
+                (self.viewer.layers.events.inserted, self._on_inserted_event),
+                (self.session.prediction_changed, self._on_prediction),
+                (self.session.cell_selected, self._on_cell_selected),
+            ],
+            cleanup=partial(_unbind, self._bound, self.viewer, self._on_click),
+        )
         if self.session.result is not None:
             self._on_prediction(self.session.result)
         else:
@@ -142,11 +147,16 @@ class AnnotateWidget(QWidget):
         layout.addWidget(self.db_label)
         layout.addWidget(self.exports)
         for key in NUMBER_KEYS:  # when the widget itself has the focus
-            QShortcut(QKeySequence(key), self, lambda k=key: self.toggle_rank(int(k) - 1),
-                      context=Qt.WidgetWithChildrenShortcut)
+            QShortcut(
+                QKeySequence(key),
+                self,
+                lambda k=key: self.toggle_rank(int(k) - 1),
+                context=Qt.WidgetWithChildrenShortcut,
+            )
         QShortcut(QKeySequence.Undo, self, self.undo, context=Qt.WidgetWithChildrenShortcut)
-        QShortcut(QKeySequence("Ctrl+Shift+Z"), self, self.redo,
-                  context=Qt.WidgetWithChildrenShortcut)
+        QShortcut(
+            QKeySequence("Ctrl+Shift+Z"), self, self.redo, context=Qt.WidgetWithChildrenShortcut
+        )
 
     # -- keys and clicks on the canvas ------------------------------------------------------
     def _bind_keys(self, target: Any) -> None:
@@ -154,9 +164,15 @@ class AnnotateWidget(QWidget):
         actions: dict[str, Callable[[], Any]] = {
             key: partial(self.toggle_rank, int(key) - 1) for key in NUMBER_KEYS
         }
-        actions.update({"Control-Z": self.undo, "Control-Shift-Z": self.redo,
-                        "Escape": partial(self.session.select_cell, None)})
+        actions.update(
+            {
+                "Control-Z": self.undo,
+                "Control-Shift-Z": self.redo,
+                "Escape": partial(self.session.select_cell, None),
+            }
+        )
         for key, action in actions.items():
+
             def handler(_target: Any, _action: Callable[[], Any] = action) -> None:
                 _action()
 
@@ -211,7 +227,7 @@ class AnnotateWidget(QWidget):
     @staticmethod
     def _default_task() -> Task:
         try:
-            return default_model().spec.task
+            return settings.model_to_use().spec.task
         except LookupError:
             return get_task("hpa28")
 
@@ -290,8 +306,11 @@ class AnnotateWidget(QWidget):
         if probs is None and self.store is not None and self.source:
             scores = self.store.model_scores(self.source, self.task.name, self.cell)
             probs = np.array([scores.get(i, -1.0) for i in range(len(classes))]) if scores else None
-        self._order = (list(np.argsort(-probs, kind="stable")) if probs is not None
-                       else list(range(len(classes))))
+        self._order = (
+            list(np.argsort(-probs, kind="stable"))
+            if probs is not None
+            else list(range(len(classes)))
+        )
         effective: set[int] = set()
         model: set[int] = set()
         user: dict[int, bool] = {}
@@ -310,8 +329,9 @@ class AnnotateWidget(QWidget):
             item.setCheckState(Qt.Checked if c in effective else Qt.Unchecked)
             item.setData(Qt.UserRole, int(c))
             origin = "yours" if c in user else "model"
-            item.setToolTip(f"{classes[c]}: model says {'yes' if c in model else 'no'}; "
-                            f"shown: {origin}")
+            item.setToolTip(
+                f"{classes[c]}: model says {'yes' if c in model else 'no'}; shown: {origin}"
+            )
             if c in user:
                 font = item.font()
                 font.setBold(True)
@@ -324,8 +344,10 @@ class AnnotateWidget(QWidget):
         has_image = bool(self.source)
         self.image_label.setText(f"Image: {self.image_id}" if has_image else "No image")
         if self.cell:
-            self.scope_label.setText(f"Editing cell {self.cell} — Esc or a click on the "
-                                     "background goes back to the whole image.")
+            self.scope_label.setText(
+                f"Editing cell {self.cell} — Esc or a click on the "
+                "background goes back to the whole image."
+            )
         else:
             self.scope_label.setText("Editing the whole image — click a cell to edit its labels.")
         can = self.store is not None
@@ -341,9 +363,15 @@ class AnnotateWidget(QWidget):
         if result is None or result.labels is None or result.cells_display is None:
             return
         box = result.cells_display.boxes.get(self.cell) if self.cell else None
-        ref = next((lyr for lyr in self.viewer.layers
-                    if L.meta(lyr).get("source") == result.source
-                    and L.meta(lyr).get("kind") == "channel"), None)
+        ref = next(
+            (
+                lyr
+                for lyr in self.viewer.layers
+                if L.meta(lyr).get("source") == result.source
+                and L.meta(lyr).get("kind") == "channel"
+            ),
+            None,
+        )
         R.show_selected(self.viewer, result.labels, box, self.cell or None, result.source, ref)
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
@@ -355,8 +383,10 @@ class AnnotateWidget(QWidget):
         if self.store is None or not self.source:
             return
         self.store.set_user_label(self.source, self.task.name, class_index, value, cell=self.cell)
-        self.status.setText(f"{'Set' if value else 'Cleared'} {self.task.classes[class_index]}"
-                            + (f" for cell {self.cell}" if self.cell else ""))
+        self.status.setText(
+            f"{'Set' if value else 'Cleared'} {self.task.classes[class_index]}"
+            + (f" for cell {self.cell}" if self.cell else "")
+        )
         self._refresh()
 
     def toggle(self, class_index: int) -> None:

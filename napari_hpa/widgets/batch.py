@@ -36,7 +36,8 @@ from qtpy.QtWidgets import (
 
 from ..core.batch import BatchProgress, BatchSummary, run_batch
 from ..core.batch_table import read_table
-from ..core.registry import default_model, list_models
+from ..core.registry import list_models
+from ..jobs import settings
 
 #: Rows of the results table loaded after a run (the file itself holds them all).
 MAX_RESULT_ROWS = 5000
@@ -195,7 +196,7 @@ class BatchWidget(QWidget):
         """Fill the model list from the registry, the default model selected."""
         self.model_combo.clear()
         try:
-            default = default_model().path
+            default = settings.model_to_use().path
         except LookupError:
             default = None
         for entry in list_models():

@@ -28,7 +28,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.registry import ModelEntry, default_model, list_models
+from ..core.registry import ModelEntry, list_models
+from ..jobs import settings
 from . import _layers as L
 from . import _results as R
 from ._jobs import compute_cam, run_prediction
@@ -62,12 +63,16 @@ class PredictWidget(QWidget):
         self._build()
         self.refresh_models()
         layers = self.viewer.layers.events
-        connect_while_alive(self, [
-            (layers.inserted, self._on_layers_changed),
-            (layers.removed, self._on_layers_changed),
-            (self.session.predict_requested, self.predict),
-            (self.session.prediction_changed, self._on_session_result),
-        ], cleanup=self.state.cancel.set)
+        connect_while_alive(
+            self,
+            [
+                (layers.inserted, self._on_layers_changed),
+                (layers.removed, self._on_layers_changed),
+                (self.session.predict_requested, self.predict),
+                (self.session.prediction_changed, self._on_session_result),
+            ],
+            cleanup=self.state.cancel.set,
+        )
 
     # -- layout ---------------------------------------------------------------------
     def _build(self) -> None:
@@ -149,7 +154,7 @@ class PredictWidget(QWidget):
         self._entries = list_models()
         if current is None and self._entries:
             try:
-                current = str(default_model().path)
+                current = str(settings.model_to_use().path)
             except LookupError:
                 current = None
         self.model_combo.blockSignals(True)
@@ -271,9 +276,11 @@ class PredictWidget(QWidget):
             planes[channel] = pick.plane()
             used.append(pick)
         if missing:
-            return (f"{entry.id} needs the channel(s) {', '.join(missing)}, but no image layer "
-                    "is chosen for them: pick one under Channels, or choose a model that "
-                    "reads this image's channels.")
+            return (
+                f"{entry.id} needs the channel(s) {', '.join(missing)}, but no image layer "
+                "is chosen for them: pick one under Channels, or choose a model that "
+                "reads this image's channels."
+            )
         return planes, used, False
 
     def predict(self) -> None:
@@ -297,8 +304,16 @@ class PredictWidget(QWidget):
         self.state.ref_layer = used[0].layer if used else None
         self._set_busy(True, "Starting")
         self.worker = create_worker(
-            run_prediction, self.session, self.entry, self.state.device, planes, source,
-            image_id, average, self.state.find_cells, self.state.cancel.is_set,
+            run_prediction,
+            self.session,
+            self.entry,
+            self.state.device,
+            planes,
+            source,
+            image_id,
+            average,
+            self.state.find_cells,
+            self.state.cancel.is_set,
             _start_thread=False,
         )
         self.worker.yielded.connect(self._on_progress)
@@ -436,8 +451,14 @@ class PredictWidget(QWidget):
             return
         self.state.selected_class = class_index
         if class_index in result.cams:
-            R.show_cam(self.viewer, result.cams[class_index], result.cam_factor,
-                       result.classes[class_index], result.source, self.state.ref_layer)
+            R.show_cam(
+                self.viewer,
+                result.cams[class_index],
+                result.cam_factor,
+                result.classes[class_index],
+                result.source,
+                self.state.ref_layer,
+            )
             return
         if self.state.cam_running is not None or result.raw_cams is None:
             return  # the running one shows the latest choice when it ends
@@ -459,7 +480,11 @@ def _index_of(options: list[Any], value: Any) -> int | None:
     for i, opt in enumerate(options):
         if opt is value or (isinstance(opt, str) and opt == value):
             return i
-        if (isinstance(opt, L.ChannelChoice) and isinstance(value, L.ChannelChoice)
-                and opt.layer is value.layer and opt.index == value.index):
+        if (
+            isinstance(opt, L.ChannelChoice)
+            and isinstance(value, L.ChannelChoice)
+            and opt.layer is value.layer
+            and opt.index == value.index
+        ):
             return i
     return None
