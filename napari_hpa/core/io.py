@@ -392,13 +392,15 @@ def _to_unit(arr: np.ndarray, p: str | os.PathLike, meta: dict[str, Any]) -> np.
     if kind == "b":
         meta["bit_depth"] = 1
         return arr.astype(np.float32)
+    if arr.dtype == np.uint8:  # the common case, on every image of a batch: one copy
+        meta["bit_depth"] = 8
+        out = arr.astype(np.float32)
+        return np.divide(out, 255, out=out)
     if kind in "ui":
         lo, hi = int(arr.min()), int(arr.max())
         if kind == "i" and lo < 0:
             return _minmax(arr, lo, hi, meta)
-        if arr.dtype == np.uint8:
-            bits = 8
-        elif arr.dtype.itemsize == 1:
+        if arr.dtype.itemsize == 1:
             bits = 7
         elif arr.dtype.itemsize == 2:
             bits = 12 if hi < 4096 else (16 if kind == "u" else 15)
