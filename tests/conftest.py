@@ -30,6 +30,11 @@ def _few_threads() -> None:
         import torch
 
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+        # The first optimizer step imports torch._dynamo, which loads triton's bundled
+        # LLVM. Loaded after Mesa's llvmpipe (any napari viewer under Xvfb), the two
+        # LLVMs clash and the process segfaults; loaded first, both work. Training in
+        # napari itself runs in a subprocess, so only this test process mixes them.
+        import torch._dynamo  # noqa: F401
     except ImportError:
         pass
 
@@ -40,6 +45,18 @@ def shared_data(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real data set {name!r} not found at {path} (../shared/data is absent)")
     return path
+
+
+@pytest.fixture
+def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Napari notifications as (function, message), captured: readers and widgets import
+    ``show_error``/``show_warning``/``show_info`` lazily, so patching the module works."""
+    import napari.utils.notifications as nn
+
+    seen: list[tuple[str, str]] = []
+    for name in ("show_error", "show_warning", "show_info"):
+        monkeypatch.setattr(nn, name, lambda msg, _n=name: seen.append((_n, str(msg))))
+    return seen
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

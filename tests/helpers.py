@@ -44,3 +44,13 @@ def write_tiny_model(
         spec.arch, len(spec.input.channels), spec.task.num_classes, **spec.arch_kwargs
     )
     return save_model(net, spec, root)
+
+
+def batch_args(folder: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    """``napari-hpa batch`` arguments of the tests: CPU, one decode worker, no progress bar."""
+    return [
+        "batch",
+        str(folder),
+        *("--out", str(out), "--model", str(model), "--device", "cpu"),
+        *("--workers", "1", "--quiet", *extra),
+    ]

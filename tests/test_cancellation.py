@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_tiny_model
+from helpers import batch_args, write_tiny_model
 
 from napari_hpa.core import registry
 from napari_hpa.core.architectures import ClassifierNet
@@ -252,24 +252,7 @@ def test_cli_batch_stops_on_a_signal_within_2s(tmp_path: Path, sig: signal.Signa
     folder = _screen(tmp_path / "screen", 120)
     model = write_tiny_model(tmp_path / "models", size=64)
     out = tmp_path / "results.csv"
-    cmd = [
-        sys.executable,
-        "-m",
-        "napari_hpa",
-        "batch",
-        str(folder),
-        "--out",
-        str(out),
-        "--model",
-        str(model),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "1",
-        "--workers",
-        "1",
-        "--quiet",
-    ]
+    cmd = [sys.executable, "-m", "napari_hpa", *batch_args(folder, out, model, "--batch-size", "1")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import write_tiny_model
+from helpers import batch_args, write_tiny_model
 from test_batch import make_screen
 
 from napari_hpa.cli import main
@@ -88,24 +88,7 @@ def test_kill_9_then_resume_gives_every_image_once(tmp_path: Path) -> None:
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # an error row is done too
     model = write_tiny_model(tmp_path / "models", size=128)
     out = tmp_path / "results.csv"
-    cmd = [
-        sys.executable,
-        "-m",
-        "napari_hpa",
-        "batch",
-        str(folder),
-        "--out",
-        str(out),
-        "--model",
-        str(model),
-        "--device",
-        "cpu",
-        "--batch-size",
-        "1",
-        "--workers",
-        "1",
-        "--quiet",
-    ]
+    cmd = [sys.executable, "-m", "napari_hpa", *batch_args(folder, out, model, "--batch-size", "1")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True

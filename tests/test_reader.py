@@ -27,17 +27,6 @@ def hpa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_samples(tmp_path_factory.mktemp("hpa"), n=2, size=128, seed=2)
 
 
-@pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Capture napari notifications sent by the reader."""
-    import napari.utils.notifications as nn
-
-    seen: list[tuple[str, str]] = []
-    for name in ("show_error", "show_warning", "show_info"):
-        monkeypatch.setattr(nn, name, lambda msg, _n=name: seen.append((_n, str(msg))))
-    return seen
-
-
 def _read(path: Path | str) -> list[tuple]:
     reader = _reader.get_reader(str(path))
     assert reader is not None, path

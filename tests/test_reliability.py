@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from corpus import GOOD_IMAGES, KINDS, BadInput, build_corpus, write_rgb_model
+from helpers import batch_args
 from reliability_counts import record_bad_input
 
 from napari_hpa.cli import main
@@ -57,17 +58,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BadInput]:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_rgb_model(tmp_path_factory.mktemp("model"))
-
-
-@pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Napari notifications, captured (the reader and widgets import them lazily)."""
-    import napari.utils.notifications as nn
-
-    seen: list[tuple[str, str]] = []
-    for name in ("show_error", "show_warning", "show_info"):
-        monkeypatch.setattr(nn, name, lambda msg, _n=name: seen.append((_n, str(msg))))
-    return seen
 
 
 @contextlib.contextmanager
@@ -258,19 +248,7 @@ def test_batch_goes_past_every_bad_image(
     an ok row per good image, an error row with its message per bad one, no hang."""
     folder = corpus["empty_file"].path.parent
     out = tmp_path / "batch.csv"
-    args = [
-        "batch",
-        str(folder),
-        "--out",
-        str(out),
-        "--model",
-        str(model),
-        "--device",
-        "cpu",
-        "--workers",
-        "1",
-        "--quiet",
-    ]
+    args = batch_args(folder, out, model)
     proc, strict = _run_cli(args, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -261,3 +261,22 @@ def test_write_samples(tmp_path):
     assert sorted(p.name for p in tif.glob("*.tif")) == sorted(
         f"synth_0000_{c}.tif" for c in synth.CHANNEL_COLORS
     )
+
+
+def test_compact_structure_stands_out_above_a_diffuse_one():
+    """A protein in cytosol and at the centrosome: the centrosome dots are brighter than
+    the cytosol (a dilute compartment), so the label can be seen, as in HPA images."""
+    for seed in range(3):
+        f = synth.make_field(SIZE, classes=[19, 25], n_labels=2, seed=seed, noise=0)
+        assert f.labels == [19, 25]
+        p, cyto = f.image[1], (f.cell_mask > 0) & (f.nucleus_mask == 0)
+        assert np.percentile(p[cyto], 99.9) > 1.5 * np.median(p[cyto]), seed
+
+
+def test_aggresome_is_one_large_blob_per_cell():
+    for seed in range(2):
+        f = synth.make_field(SIZE, classes=[24], n_labels=1, seed=seed, noise=0)
+        p = f.image[1]
+        blobs, n = ndi.label(p > 0.5 * p.max())
+        sizes = np.bincount(blobs.ravel())[1:]
+        assert n <= f.cell_mask.max() and sizes.max() >= 20, (seed, sizes)

@@ -214,3 +214,30 @@ def test_schedules_survive_very_short_phases(kind: str) -> None:
             opt.step()
             sched.step()
         assert all(g["lr"] >= 0 for g in opt.param_groups)
+
+
+def test_cli_gives_new_small_cnn_the_current_recipe_and_records_it() -> None:
+    """A new small_cnn from ``napari-hpa train`` gets the recipe's pooling and stem (the
+    library defaults stay the original network, which older model.json files rebuild)."""
+    from napari_hpa.cli import build_parser
+    from napari_hpa.cli.train import SMALL_CNN_DEFAULTS, make_config
+
+    parse = build_parser().parse_args
+    cfg = make_config(parse(["train", "--data", "d", "--labels", "l.csv"]))
+    assert cfg.arch_kwargs == SMALL_CNN_DEFAULTS
+    assert SMALL_CNN_DEFAULTS == {"width": 16, "pool": "avgmax", "stem_stride": 2}
+    cfg = make_config(parse(["train", "--width", "8", "--pool", "avg", "--stem-stride", "1"]))
+    assert cfg.arch_kwargs == {"width": 8, "pool": "avg", "stem_stride": 1}
+    assert make_config(parse(["train", "--arch", "resnet18"])).arch_kwargs == {}
+    assert make_config(parse(["train", "--base", "some-model"])).arch_kwargs == {}
+
+
+def test_new_pooling_is_recorded_and_reloads_identically(easy_dir: Path, tmp_path: Path) -> None:
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    kw = {"width": 8, "pool": "avgmax", "stem_stride": 2}
+    result = train_model(tiny_config(tmp_path, epochs=1, arch_kwargs=kw), data)
+    assert read_spec(result.path).arch_kwargs == kw
+    loaded = load_model(result.path)
+    x = torch.rand(2, 4, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.net.eval()(x), result.net.eval()(x))

@@ -38,16 +38,6 @@ def hpa_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    import napari.utils.notifications as nn
-
-    seen: list[tuple[str, str]] = []
-    for name in ("show_error", "show_warning", "show_info"):
-        monkeypatch.setattr(nn, name, lambda msg, _n=name: seen.append((_n, str(msg))))
-    return seen
-
-
-@pytest.fixture
 def setup(make_napari_viewer, qtbot, hpa_dir):
     """A viewer with synth_0000 predicted by a tiny model, Predict and Annotate docked."""
     model = write_tiny_model(user_models_dir(), name="tiny-hpa")

@@ -36,16 +36,6 @@ def tiny_model() -> Path:
     return write_tiny_model(user_models_dir(), name="tiny-hpa")
 
 
-@pytest.fixture
-def notes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    import napari.utils.notifications as nn
-
-    seen: list[tuple[str, str]] = []
-    for name in ("show_error", "show_warning", "show_info"):
-        monkeypatch.setattr(nn, name, lambda msg, _n=name: seen.append((_n, str(msg))))
-    return seen
-
-
 def _widget(viewer, model: Path) -> PredictWidget:
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
