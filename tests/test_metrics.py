@@ -96,3 +96,36 @@ def test_multiclass_and_multilabel_reports() -> None:
     two[0, 1] = 1
     assert "top1_accuracy" not in M.multilabel_metrics(two, probs)
     assert M.evaluate("multiclass", onehot, probs)["accuracy"] == 0.75
+
+
+def test_sample_f1_and_decide_multilabel_match_the_predictor() -> None:
+    from napari_hpa.core.metrics import decide_multilabel, sample_f1
+
+    probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.3, 0.2]])
+    pred = decide_multilabel(probs, np.array([0.5, 0.5, 0.5]))
+    # over the threshold, and the top class even when nothing is over it
+    assert pred.tolist() == [[True, False, True], [False, True, False]]
+    y = np.array([[1, 0, 0], [0, 1, 0]])
+    assert sample_f1(y, pred) == pytest.approx((2 / 3 + 1.0) / 2)
+
+
+def test_threshold_floor_stops_many_labels_per_image() -> None:
+    from napari_hpa.core.metrics import decide_multilabel, sample_f1, threshold_floor
+
+    rng = np.random.default_rng(0)
+    n, k = 60, 8
+    truth = rng.integers(0, k, n)
+    y = np.eye(k)[truth]
+    probs = rng.uniform(0.05, 0.45, (n, k))  # every class looks a little likely
+    probs[np.arange(n), truth] = rng.uniform(0.5, 0.9, n)
+    low = np.full(k, 0.05)  # what max-F1 tuning on 1-2 positives can give
+    floor = threshold_floor(y, probs, low)
+    assert 0.4 <= floor <= 0.55
+    before = decide_multilabel(probs, low)
+    after = decide_multilabel(probs, np.maximum(low, floor))
+    assert before.sum(1).mean() > 6 and after.sum(1).mean() < 1.5
+    assert sample_f1(y, after) > sample_f1(y, before) + 0.4
+    # a high per-class threshold stays where it was
+    high = low.copy()
+    high[0] = 0.95
+    assert np.maximum(high, threshold_floor(y, probs, high))[0] == 0.95

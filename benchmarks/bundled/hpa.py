@@ -340,6 +340,9 @@ def score(items: list[Item], idx: list[int], probs: np.ndarray, thr: np.ndarray)
             continue
         y = np.stack([items[idx[j]].labels for j in sel])
         m = metrics.multilabel_metrics(y, probs[sel], thr, list(HPA28_CLASSES))
+        pred = metrics.decide_multilabel(probs[sel], thr)
+        m["sample_f1"] = metrics.sample_f1(y, pred)
+        m["labels_per_image"] = float(pred.sum(1).mean())
         out[src] = m
     return out
 
@@ -364,7 +367,11 @@ def _summ(res: dict[str, Any]) -> dict[str, Any]:
         "composite_top1": c.get("top1_accuracy"),
         "composite_top3": c.get("top3_accuracy"),
         "composite_macro_f1": c.get("macro_f1"),
+        "composite_sample_f1": c.get("sample_f1"),
+        "composite_labels_per_image": c.get("labels_per_image"),
         "kaggle_macro_f1": k.get("macro_f1"),
+        "kaggle_sample_f1": k.get("sample_f1"),
+        "kaggle_labels_per_image": k.get("labels_per_image"),
         "kaggle_micro_f1": k.get("micro_f1"),
         "kaggle_macro_auroc": k.get("macro_auroc"),
     }
@@ -392,6 +399,7 @@ def recipe(
             "oof_macro_f1": metrics.macro_f1(y_tr, oof >= thr[None]),
             "oof_composite_top1": metrics.topk_accuracy(y_tr[comp].argmax(1), oof[comp], 1),
             "thresholds": thr,
+            "probs": oof,
         }
         log(
             f"  {'pretrained' if pretrained else 'random'} synth weight {sw}: out-of-fold macro F1 "
@@ -399,15 +407,30 @@ def recipe(
         )
     best = max(choices, key=lambda s: choices[s]["oof_macro_f1"] + choices[s]["oof_composite_top1"])
     thr = choices[best]["thresholds"]
+    oof = choices[best]["probs"]
+    floor = metrics.threshold_floor(y_tr, oof, thr)
+    floored = np.maximum(thr, floor)
+    per_image = {
+        name: {
+            "sample_f1": metrics.sample_f1(y_tr, metrics.decide_multilabel(oof, t)),
+            "labels_per_image": float(metrics.decide_multilabel(oof, t).sum(1).mean()),
+        }
+        for name, t in (("per_class_max_f1", thr), ("with_floor", floored))
+    }
+    log(f"  threshold floor {floor:.3f}: out-of-fold per image {per_image}")
+    thr = floored
     head, p_held = fit_and_predict(fs, items, train_idx, held, best)
     res = score(items, held, p_held, thr)
     return {
         "net": net,
         "head": head,
         "thresholds": thr,
+        "threshold_floor": floor,
+        "oof_per_image": per_image,
         "synth_weight": best,
         "oof": {
-            str(s): {k: v for k, v in c.items() if k != "thresholds"} for s, c in choices.items()
+            str(s): {k: v for k, v in c.items() if k not in ("thresholds", "probs")}
+            for s, c in choices.items()
         },
         "held_probs": p_held,
         "results": res,
@@ -461,7 +484,7 @@ def run(quick: bool = False, finetune_budget_s: float = 0.0) -> Path:
     net.head.load_state_dict(pre["head"].state_dict())
     spec = ModelSpec(
         name=NAME,
-        version=1,
+        version=2,
         arch="efficientnet_lite0",
         task=get_task("hpa28"),
         input=input_spec(),
@@ -481,7 +504,12 @@ def run(quick: bool = False, finetune_budget_s: float = 0.0) -> Path:
             "synth_weight": pre["synth_weight"],
             "n_train_real": len(train_idx),
             "n_held_out": len(held),
-            "thresholds": "max-F1 on 5-fold out-of-fold predictions of the training images",
+            "thresholds": (
+                "max-F1 per class on 5-fold out-of-fold predictions of the training images, "
+                "raised to a common floor that maximises the per-image F1 of those predictions"
+            ),
+            "threshold_floor": pre["threshold_floor"],
+            "oof_per_image": pre["oof_per_image"],
             "split_seed": SEED,
         },
     )
@@ -621,7 +649,14 @@ def model_card(
         "   microtubules+nucleus in 25 % of crops (one of them in 10 %) so protein-only inputs work.",
         "3. A linear head (weighted binary cross-entropy, AdamW, dropout 0.3) on the crops' pooled",
         "   1280-d features. Synth weight (0 or 0.3) chosen on 5-fold out-of-fold score of the",
-        "   training images; per-class thresholds = max F1 on those out-of-fold predictions.",
+        "   training images; per-class thresholds = max F1 on those out-of-fold predictions,",
+        f"   then raised to a common floor ({fmt(tr.get('threshold_floor'), 3)}) that maximises the per-image F1 of",
+        "   the same predictions: with 1-3 positives per class the max-F1 thresholds are often",
+        "   very low, and an image would get a long list of locations. Out of fold, per image:",
+        *(
+            f"   {name}: F1 {fmt(v['sample_f1'])}, {v['labels_per_image']:.1f} labels per image."
+            for name, v in tr.get("oof_per_image", {}).items()
+        ),
         "4. Baseline: the same recipe with a randomly initialised (frozen) backbone.",
         "",
         f"Rebuild: `python benchmarks/train_bundled.py hpa` — {tr['total_seconds'] / 60:.0f} min on 2",
@@ -636,6 +671,8 @@ def model_card(
         f"| composites ({n_hc}, single label): top-1 | {fmt(s['composite_top1'])} | {fmt(b.get('composite_top1'))} | {fmt(ch['top1_accuracy'])} |",
         f"| composites: top-3 | {fmt(s['composite_top3'])} | {fmt(b.get('composite_top3'))} | {fmt(ch['top3_accuracy'])} |",
         f"| composites: macro F1 (thresholds) | {fmt(s['composite_macro_f1'])} | {fmt(b.get('composite_macro_f1'))} | {fmt(ch['composite_macro_f1'])} |",
+        f"| composites: per-image F1 (thresholds) | {fmt(s.get('composite_sample_f1'))} | {fmt(b.get('composite_sample_f1'))} | |",
+        f"| composites: labels predicted per image | {fmt(s.get('composite_labels_per_image'), 1)} | {fmt(b.get('composite_labels_per_image'), 1)} | 1 true |",
         f"| Kaggle green ({n_hk}, multi-label): macro F1 | {fmt(s['kaggle_macro_f1'])} | {fmt(b.get('kaggle_macro_f1'))} | {fmt(ch['kaggle_macro_f1'])} |",
         f"| Kaggle green: micro F1 | {fmt(s['kaggle_micro_f1'])} | {fmt(b.get('kaggle_micro_f1'))} | |",
         f"| Kaggle green: macro AUROC | {fmt(s['kaggle_macro_auroc'])} | {fmt(b.get('kaggle_macro_auroc'))} | 0.500 |",

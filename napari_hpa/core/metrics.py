@@ -127,6 +127,44 @@ def tune_thresholds(
     return out
 
 
+def decide_multilabel(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Boolean predictions as the Predictor makes them: over the threshold, at least the top one."""
+    p = _as_2d(probs)
+    pred = p >= np.asarray(thresholds)[None, :]
+    pred[np.arange(len(p)), p.argmax(1)] = True
+    return pred
+
+
+def sample_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mean over images of the F1 between the predicted and the true label sets.
+
+    What a user sees on one image: the right locations, without a list of wrong ones.
+    Per-class F1 cannot show that a model predicts 11 classes on every image.
+    """
+    t, q = _as_2d(y_true).astype(bool), _as_2d(y_pred).astype(bool)
+    if len(t) == 0:
+        return float("nan")
+    tp = (t & q).sum(1)
+    return float(np.mean(2 * tp / np.maximum(t.sum(1) + q.sum(1), 1)))
+
+
+def threshold_floor(
+    y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, grid: np.ndarray | None = None
+) -> float:
+    """The floor f for per-class thresholds, ``max(t_c, f)``, that maximises :func:`sample_f1`.
+
+    Per-class max-F1 thresholds tuned on classes with one or two positives are often
+    very low, and together they label an image with many classes. Raising them to a
+    common floor, chosen on the same validation data, keeps rare classes' thresholds
+    where they were high and stops the many-labels result. Ties pick the lowest floor.
+    """
+    if grid is None:
+        grid = np.round(np.arange(0.0, 0.951, 0.025), 4)
+    thr = np.asarray(thresholds, np.float64)
+    scores = [sample_f1(y_true, decide_multilabel(probs, np.maximum(thr, f))) for f in grid]
+    return float(grid[int(np.argmax(scores))])
+
+
 def topk_accuracy(true_index: np.ndarray, probs: np.ndarray, k: int) -> float:
     """Fraction of samples whose true class is among the ``k`` highest probabilities."""
     true_index = np.asarray(true_index).ravel()
