@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.architectures import available_archs
+from ..core.architectures import POOLS, available_archs
 from ..core.augment import AugmentConfig
 from ..core.channels import ChannelMismatchError
 from ..core.checkpoint import CheckpointError
@@ -26,6 +26,9 @@ from ..core.tasks import BUILTIN_TASKS, HPA_CHANNELS, Task, get_task, make_task
 from . import UserError
 
 CHANNEL_SETS = {"hpa": HPA_CHANNELS, "rgb": ("red", "green", "blue"), "gray": ("gray",)}
+#: small_cnn keywords of a new model trained from the command line (the library default,
+#: ``pool="avg", stem_stride=1``, is the original network that older models rebuild).
+SMALL_CNN_DEFAULTS: dict[str, Any] = {"width": 16, "pool": "avgmax", "stem_stride": 2}
 _USER_ERRORS = (DataError, CheckpointError, ImageReadError, ChannelMismatchError, LookupError)
 
 
@@ -86,6 +89,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--base", help="fine-tune this model (name, name@version or folder)")
     m.add_argument("--arch", default="small_cnn", choices=available_archs())
     m.add_argument("--width", type=int, help="small_cnn width (default 16)")
+    m.add_argument(
+        "--pool",
+        choices=POOLS,
+        help=f"small_cnn global pooling (default {SMALL_CNN_DEFAULTS['pool']}; avgmax/max pool "
+        "the class maps, so a few-pixel structure is not averaged away)",
+    )
+    m.add_argument(
+        "--stem-stride",
+        type=int,
+        choices=[1, 2],
+        help=f"small_cnn first-convolution stride (default {SMALL_CNN_DEFAULTS['stem_stride']}; "
+        "2 is about 4x cheaper at full resolution)",
+    )
     m.add_argument("--size", type=int, help="input size in px (default 128, or the base model's)")
     m.add_argument("--fit", type=int, help="resize the longer side to FIT px and use SIZE tiles")
     m.add_argument("--normalize", choices=["none", "percentile"])
@@ -196,10 +212,20 @@ def load_data(args: argparse.Namespace) -> TrainData:
     return load_csv(args.data, args.labels, task, kind=args.kind, channels=channels)
 
 
+def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """Architecture keywords of a new model: small_cnn gets the current recipe's defaults
+    (:data:`SMALL_CNN_DEFAULTS`), written to model.json so the model rebuilds the same."""
+    given = {"width": args.width, "pool": args.pool, "stem_stride": args.stem_stride}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.arch != "small_cnn" or args.base:
+        return {"width": args.width} if args.width else {}
+    return {**SMALL_CNN_DEFAULTS, **given}
+
+
 def make_config(args: argparse.Namespace) -> Any:
     from ..core.train import TrainConfig
 
-    arch_kwargs = {"width": args.width} if args.width else {}
+    arch_kwargs = _arch_kwargs(args)
     optional = None
     if args.optional_channels is not None:
         optional = [c.strip() for c in args.optional_channels.split(",") if c.strip()]
