@@ -1,7 +1,8 @@
 """Background jobs (training, comparison) in their own processes; no Qt.
 
-* :mod:`.runner`: :class:`Job` and :class:`JobManager`, the generic part
-  (a subprocess per job, its folder, states, progress events, cancel, locks, recovery);
+* :mod:`.runner`: :class:`JobManager` and, re-exported, the generic part split over
+  :mod:`.record` (the job's folder and states), :mod:`.job` (a subprocess per job, cancel),
+  :mod:`.progress` (progress events), :mod:`.process`, :mod:`.locks` and :mod:`.recovery`;
 * :mod:`.retrain`: one-click retraining on corrected labels and the
   parent-vs-new comparison;
 * :mod:`.compare`: the comparison itself (also ``python -m napari_hpa.jobs.compare``);

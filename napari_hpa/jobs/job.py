@@ -1,0 +1,424 @@
+"""One background job: a command in its own process, its state on disk.
+
+A :class:`Job` runs one command (normally ``python -m napari_hpa train ...
+--progress jsonl``) in a child process in a new session, so a crash, an
+out-of-memory kill or a CUDA error in the child can never take napari down,
+and a signal sent to the job reaches the child and its DataLoader workers.
+Its folder and states are described in :mod:`.record`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core import registry
+from .process import _group_alive, _proc_start_ticks, _signal_group, pid_alive
+from .progress import Progress, event_kind
+from .record import (
+    _TRANSITIONS,
+    EVENTS_FILE,
+    FINAL_STATES,
+    JOB_FILE,
+    LOG_FILE,
+    STDOUT_FILE,
+    STDOUT_PREFIX,
+    JobError,
+    JobRecord,
+    _now,
+    _write_json_atomic,
+)
+
+if TYPE_CHECKING:
+    from .runner import JobManager
+
+#: Seconds between SIGTERM and SIGKILL in :meth:`Job.cancel`.
+CANCEL_GRACE_S = 0.8
+#: Cancel never takes longer than this.
+CANCEL_LIMIT_S = 2.0
+#: Scheduling priority of job processes (Unix niceness): below the GUI's.
+JOB_NICENESS = 10
+
+EventCallback = Callable[["Job", dict[str, Any]], None]
+
+
+class Job:
+    """One background command and its folder.
+
+    Create jobs with :meth:`JobManager.create` (or :meth:`JobManager.start`);
+    a job read back from disk by :meth:`JobManager.get` can be polled and
+    cancelled too, even by another napari session.
+    """
+
+    def __init__(self, folder: Path, record: JobRecord, manager: JobManager | None = None) -> None:
+        self.folder = Path(folder)
+        self.record = record
+        self.manager = manager
+        self.progress = Progress()
+        self.events: list[dict[str, Any]] = []
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._callbacks: list[EventCallback] = []
+        self._t0 = time.monotonic()
+        #: Niceness added to the job's process (0 = same priority as napari).
+        self.nice = JOB_NICENESS
+        #: Held by poll() and cancel(); poll() skips a turn instead of waiting for it.
+        self._lock = threading.RLock()
+        self._load_events()
+
+    # -- paths and properties -------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def state(self) -> str:
+        return self.record.state
+
+    @property
+    def is_final(self) -> bool:
+        return self.record.state in FINAL_STATES
+
+    @property
+    def pid(self) -> int | None:
+        return self.record.pid
+
+    @property
+    def eta_s(self) -> float | None:
+        return self.progress.eta_s
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / LOG_FILE
+
+    @property
+    def events_path(self) -> Path:
+        return self.folder / EVENTS_FILE
+
+    def log_text(self, max_chars: int = 200_000) -> str:
+        """The log (standard error and non-JSON output), its last ``max_chars`` characters."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return text[-max_chars:]
+
+    def on_event(self, callback: EventCallback) -> None:
+        """Call ``callback(job, event)`` for every new event (from :meth:`poll`'s thread)."""
+        self._callbacks.append(callback)
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, {self.record.kind}, {self.record.model_name!r}, {self.state})"
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self) -> None:
+        _write_json_atomic(self.folder / JOB_FILE, asdict(self.record))
+
+    def _load_events(self) -> None:
+        if not self.events_path.is_file():
+            return
+        for line in self.events_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                event = json.loads(line)
+                if isinstance(event, dict):
+                    self.events.append(event)
+                    self.progress.update(event)
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        if state == self.record.state:
+            return
+        if state not in _TRANSITIONS[self.record.state]:
+            raise JobError(f"job {self.id}: cannot go from {self.record.state} to {state}")
+        self.record.state = state
+        if state == "running":
+            self.record.started = _now()
+        if state in FINAL_STATES:
+            self.record.finished = _now()
+            if error:
+                self.record.error = error
+        self.save()
+        if state in FINAL_STATES and self.manager is not None:
+            self.manager._release(self)
+
+    # -- running ----------------------------------------------------------------------------------
+    def start(
+        self,
+        command: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> Job:
+        """Start the command (``record.command`` unless given) in a new session."""
+        if self.record.state != "queued":
+            raise JobError(f"job {self.id} is {self.record.state}; only a queued job can start")
+        if command is not None:
+            self.record.command = [str(c) for c in command]
+        if not self.record.command:
+            raise JobError(f"job {self.id} has no command")
+        child_env = dict(os.environ if env is None else env)
+        child_env.setdefault("PYTHONUNBUFFERED", "1")
+        child_env["NAPARI_HPA_JOB_ID"] = self.id
+        try:
+            with open(self.folder / STDOUT_FILE, "ab") as out, open(self.log_path, "ab") as err:
+                self._proc = subprocess.Popen(
+                    self.record.command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    cwd=str(cwd) if cwd else None,
+                    env=child_env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            self._set_state("failed", f"could not start {self.record.command[0]}: {exc}")
+            raise JobError(self.record.error or str(exc)) from None
+        self._t0 = time.monotonic()
+        if self.nice:
+            # A background job must not take the CPU from the GUI: lower its priority (its
+            # DataLoader workers inherit it).
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
+        self.record.pid = self._proc.pid
+        self.record.pid_start_ticks = _proc_start_ticks(self._proc.pid)
+        self._set_state("running")
+        return self
+
+    def is_alive(self) -> bool:
+        """True while the job's process runs."""
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return pid_alive(self.record.pid, self.record.pid_start_ticks)
+
+    def _returncode(self) -> int | None:
+        if self._proc is not None:
+            return self._proc.poll()
+        return None
+
+    def _read_output(self) -> list[dict[str, Any]]:
+        """Parse complete new lines of the child's output; JSON objects become events."""
+        path = self.folder / STDOUT_FILE
+        try:
+            with path.open("rb") as fh:
+                fh.seek(self.record.stdout_offset)
+                chunk = fh.read()
+        except OSError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        chunk = chunk[: end + 1]
+        new: list[dict[str, Any]] = []
+        stray: list[str] = []
+        for raw in chunk.splitlines():
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line:
+                continue
+            event = None
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    event = json.loads(line)
+            if isinstance(event, dict):
+                new.append(event)
+            else:
+                stray.append(line)
+        if new:
+            with self.events_path.open("a", encoding="utf-8") as fh:
+                for event in new:
+                    fh.write(json.dumps(event) + "\n")
+        if stray:
+            with self.log_path.open("a", encoding="utf-8") as fh:
+                fh.write("".join(f"{STDOUT_PREFIX}{line}\n" for line in stray))
+        self.record.stdout_offset += len(chunk)
+        return new
+
+    def _absorb(self, events: list[dict[str, Any]]) -> None:
+        elapsed = time.monotonic() - self._t0
+        for event in events:
+            self.events.append(event)
+            self.progress.update(event, elapsed)
+            kind = event_kind(event)
+            if kind == "epoch":
+                self.record.last_metrics = {
+                    k: v for k, v in event.items() if k not in ("event", "type")
+                }
+            elif kind == "done":
+                self.record.result_model = _first_str(event, ("model", "model_id", "id", "result"))
+                self.record.result_path = _first_str(event, ("path", "model_path", "folder"))
+                if isinstance(event.get("metrics"), dict):
+                    self.record.last_metrics = dict(event["metrics"])
+            elif kind == "error":
+                self.record.error = _first_str(event, ("message", "error", "reason")) or "error"
+
+    def poll(self) -> list[dict[str, Any]]:
+        """New events since the last call; updates the state when the process has ended.
+
+        Cheap (a file read and a ``waitpid``) and never blocks: while another
+        thread is cancelling the job it returns ``[]`` at once. Call it from a GUI timer.
+        """
+        if self.record.state == "queued" or not self._lock.acquire(blocking=False):
+            return []
+        try:
+            new = self._poll_locked()
+        finally:
+            self._lock.release()
+        for event in new:
+            for callback in list(self._callbacks):
+                callback(self, event)
+        return new
+
+    def _poll_locked(self) -> list[dict[str, Any]]:
+        alive_before = self.is_alive() if not self.is_final else False
+        new = self._read_output()
+        self._absorb(new)
+        if new:
+            self.save()
+        if not self.is_final and not alive_before:
+            # The process had ended before we read: everything it wrote is in the file.
+            new_tail = self._read_output()
+            self._absorb(new_tail)
+            new += new_tail
+            self._finish(self._returncode())
+        return new
+
+    def _finish(self, returncode: int | None) -> None:
+        """Decide the final state of an ended process from its exit code and events."""
+        self.record.returncode = returncode
+        kinds = {event_kind(e) for e in self.events}
+        if self.record.cancel_requested:
+            state, error = "cancelled", None
+        elif "error" in kinds:
+            state, error = "failed", self.record.error
+        elif "done" in kinds and returncode in (0, None):
+            state, error = "done", None
+        elif returncode is None:
+            state, error = "failed", "the job's process ended without reporting a result (killed?)"
+        elif returncode < 0:
+            sig = -returncode
+            name = signal.Signals(sig).name if sig in signal.valid_signals() else str(sig)
+            state, error = (
+                "failed",
+                f"the job's process was killed by {name}"
+                + (" (out of memory?)" if -returncode == signal.SIGKILL else ""),
+            )
+        elif returncode != 0:
+            error = f"the job's process exited with code {returncode}" + _log_hint(self)
+            state = "failed"
+        else:
+            state, error = "done", None
+        self._set_state(state, error)
+
+    def wait(self, timeout: float | None = None, interval: float = 0.1) -> str:
+        """Poll until the job ends or ``timeout`` seconds pass; returns the state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.poll()
+            if self.is_final:
+                return self.state
+            if deadline is not None and time.monotonic() >= deadline:
+                return self.state
+            time.sleep(interval)
+
+    def stop_early(self) -> None:
+        """Ask the trainer to stop after the current batch and keep its best epoch (one SIGTERM).
+
+        The job ends ``done`` with a model if an epoch had finished; use
+        :meth:`cancel` to stop without keeping anything.
+        """
+        if self.record.state == "running" and self.record.pid and self.is_alive():
+            self.record.meta["stopped_early"] = True
+            self.save()
+            _signal_group(self.record.pid, signal.SIGTERM)
+
+    def cancel(self, grace: float = CANCEL_GRACE_S) -> str:
+        """Stop the job and keep nothing; returns within :data:`CANCEL_LIMIT_S` seconds.
+
+        Sends SIGTERM to the job's process group twice (``napari-hpa train``
+        stops on the first and aborts at once on the second), then SIGKILL
+        after ``grace`` seconds. Afterwards the process is gone, the state is
+        ``cancelled`` and no new model version or ``.tmp-*`` folder of the job's
+        model is left.
+        """
+        with self._lock:
+            return self._cancel_locked(grace)
+
+    def _cancel_locked(self, grace: float) -> str:
+        if self.is_final:
+            return self.state
+        self.record.cancel_requested = True
+        if self.record.state == "queued":
+            self._set_state("cancelled")
+            return self.state
+        self.save()
+        pid = self.record.pid
+        t0 = time.monotonic()
+        grace = min(grace, CANCEL_LIMIT_S - 0.5)
+
+        def wait_until(limit: float) -> None:
+            while self.is_alive() and time.monotonic() - t0 < limit:
+                time.sleep(0.01)
+
+        if pid and self.is_alive():
+            if self.nice:
+                # Let it exit at full speed (allowed for root only; harmless otherwise).
+                with contextlib.suppress(OSError, AttributeError):
+                    os.setpriority(os.PRIO_PROCESS, pid, 0)
+            _signal_group(pid, signal.SIGTERM)
+            wait_until(0.15)
+            if self.is_alive():
+                _signal_group(pid, signal.SIGTERM)
+            wait_until(grace)
+            if self.is_alive() or _group_alive(pid):
+                _signal_group(pid, signal.SIGKILL)
+            wait_until(CANCEL_LIMIT_S - 0.1)
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=max(0.01, CANCEL_LIMIT_S - 0.05 - (time.monotonic() - t0)))
+            self.record.returncode = self._proc.returncode
+        self._absorb(self._read_output())
+        self._discard_outputs()
+        self._set_state("cancelled")
+        return self.state
+
+    def _discard_outputs(self) -> None:
+        """Delete what a cancelled trainer left (``.tmp-<name>-v*``, a version saved on exit)."""
+        import shutil
+
+        root = Path(self.record.meta.get("models_dir") or registry.user_models_dir())
+        if root.is_dir():
+            for tmp in root.glob(f".tmp-{self.record.model_name}-v*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+        path = self.record.result_path
+        if path and self.record.kind == "train":
+            folder = Path(path)
+            if folder.parent.resolve() == root.resolve() and folder.name.startswith(
+                f"{self.record.model_name}-v"
+            ):
+                shutil.rmtree(folder, ignore_errors=True)
+            self.record.meta["discarded_model"] = self.record.result_model
+            self.record.result_path = self.record.result_model = None
+
+
+def _first_str(event: dict[str, Any], keys: Sequence[str]) -> str | None:
+    for key in keys:
+        value = event.get(key)
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, dict):
+            for sub in ("id", "path"):
+                if isinstance(value.get(sub), str):
+                    return value[sub]
+    return None
+
+
+def _log_hint(job: Job) -> str:
+    lines = [ln.strip() for ln in job.log_text(20_000).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if not ln.startswith(STDOUT_PREFIX)]
+    return f": {(errors or lines)[-1]}" if lines else ""
