@@ -197,11 +197,14 @@ def test_gray_and_rgb_models(make_napari_viewer, qtbot, hpa_dir, tmp_path):
     viewer.open(str(tmp_path / "photo.jpg"), plugin="napari-hpa")
     widget = _widget(viewer, gray)
     assert widget.state.assignment == {"gray": L.AVERAGE}
+    # no nucleus channel: no cells to find, and the user's choice comes back for HPA models
+    assert not widget.cells_check.isEnabled() and not widget.state.find_cells
     widget.predict()
     _wait(qtbot, widget)
     result = widget.session.result
     assert result.image.channel_names == ("gray",) and result.image.data.shape == (1, 64, 80)
     assert widget.table.rowCount() == 3
+    assert R.find_layer(viewer, "cells") is None
 
     viewer.layers.clear()
     viewer.open(str(hpa_dir / "synth_0000_red.png"), plugin="napari-hpa")
@@ -212,3 +215,6 @@ def test_gray_and_rgb_models(make_napari_viewer, qtbot, hpa_dir, tmp_path):
     _wait(qtbot, widget)
     assert widget.session.result.image.channel_names == ("red", "green", "blue")
     assert widget.table.rowCount() == 2
+    assert widget.select_model(str(write_tiny_model(user_models_dir(), name="tiny-hpa4")))
+    assert widget.cells_check.isEnabled() and widget.cells_check.isChecked()
+    assert widget.state.find_cells

@@ -100,6 +100,7 @@ class PredictWidget(QWidget):
         self.channel_box.setToolTip(tip("channels"))
         self.channel_form = QFormLayout(self.channel_box)
         self.cells_check = QCheckBox("Find and classify cells")
+        self._want_cells = self.state.find_cells  # the user's choice, kept across models
         self.cells_check.setChecked(self.state.find_cells)
         self.cells_check.setToolTip(tip("cells"))
         self.cells_check.toggled.connect(self._on_cells_toggled)
@@ -197,13 +198,27 @@ class PredictWidget(QWidget):
         entry = self.entry
         self.state.model_path = None if entry is None else str(entry.path)
         self.state.manual.clear()
+        self._update_cells_option(entry)
         self._rebuild_channels()
+
+    def _update_cells_option(self, entry: ModelEntry | None) -> None:
+        """Cells are found from a nucleus channel: offer them only to models that read one
+        (a plankton or histology model would get one meaningless "cell" per image)."""
+        usable = entry is None or "nucleus" in entry.spec.input.channels
+        self.cells_check.blockSignals(True)
+        self.cells_check.setEnabled(usable)
+        self.cells_check.setChecked(usable and self._want_cells)
+        self.cells_check.blockSignals(False)
+        self.cells_check.setToolTip(
+            tip("cells") if usable else "This model has no nucleus channel, so no cells to find."
+        )
+        self.state.find_cells = usable and self._want_cells
 
     def _on_device_changed(self, device: str) -> None:
         self.state.device = device
 
     def _on_cells_toggled(self, on: bool) -> None:
-        self.state.find_cells = bool(on)
+        self._want_cells = self.state.find_cells = bool(on)
 
     def _on_layers_changed(self, event: Any = None) -> None:
         layer = getattr(event, "value", None)
