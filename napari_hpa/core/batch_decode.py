@@ -27,6 +27,7 @@ import numpy as np
 
 from .io import ImageData, ImageReadError, read_image
 from .predict import Predictor
+from .process import pid_alive
 
 #: What a worker returns: tiles (the usual), probabilities (it runs the model too:
 #: the CPU default), a whole image (CAMs) or an image and its cells.
@@ -129,26 +130,11 @@ def decode(predictor: Predictor, source: str, mode: Mode) -> Decoded:
 _WORKER: dict[str, Any] = {}
 
 
-def _alive(pid: int) -> bool:
-    """True while process ``pid`` runs (a zombie, killed but not yet reaped, counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return True
-
-
 def _watch_parent(pid: int, interval: float = 1.0) -> None:
     """Exit when the main process is gone: after a ``kill -9`` of the batch, a pool
     worker would otherwise wait forever on its task queue (and keep the
     forkserver alive)."""
-    while _alive(pid):
+    while pid_alive(pid):
         time.sleep(interval)
     os._exit(1)
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core import registry
+from ..core.process import _group_alive as _group_alive
+from ..core.process import pid_alive
 from .job import CANCEL_GRACE_S, CANCEL_LIMIT_S, JOB_NICENESS, EventCallback, Job
 from .locks import LOCK_DIR, _ModelLocks
-from .process import _group_alive as _group_alive
-from .process import pid_alive
 from .progress import Progress, epoch_metrics, event_kind
 from .record import (
     EVENTS_FILE,

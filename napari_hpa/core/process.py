@@ -1,4 +1,6 @@
-"""The job's process and its group: is it alive (pid reuse aside), signal it.
+"""Is a process alive (zombies and reused pids aside), and signal its group.
+
+Used by training jobs (``jobs``) and by batch decode workers watching their parent.
 
 Linux-first: ``/proc`` tells zombies and reused pids apart; elsewhere the
 checks fall back to ``kill(pid, 0)``.
