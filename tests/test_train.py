@@ -241,3 +241,69 @@ def test_new_pooling_is_recorded_and_reloads_identically(easy_dir: Path, tmp_pat
     x = torch.rand(2, 4, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded.net.eval()(x), result.net.eval()(x))
+
+
+@pytest.mark.parametrize("kind", ["onecycle", "cosine"])
+def test_time_limited_run_ends_its_schedule(
+    kind: str, easy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --max-minutes and more epochs than fit, the schedule is fitted to the time:
+    the run stops after its last whole epoch, at the schedule's final learning rate."""
+    import types
+
+    import napari_hpa.core.train as train_mod
+
+    clock = iter(float(i) * 0.2 for i in range(10**7))  # each reading: +0.2 s
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    cfg = tiny_config(tmp_path, epochs=1000, max_minutes=0.5, schedule=kind)  # 30 "s"
+    result = fit(cfg, data)
+    lrs = [row["lr"] for row in result.history]
+    assert result.status == "time_limit" and 3 <= len(lrs) < 20, lrs
+    final = cfg.lr / 1000 if kind == "onecycle" else cfg.lr * 0.01
+    assert lrs[-1] == pytest.approx(final, rel=0.05)  # annealed, not cut mid-schedule
+    assert max(lrs) > 10 * lrs[-1]
+
+    untimed = fit(tiny_config(tmp_path, epochs=3, schedule=kind), data)  # unchanged without
+    assert untimed.status == "completed"
+    assert untimed.history[-1]["lr"] == pytest.approx(final, rel=0.05)
+
+
+def test_time_fitted_schedule_follows_epochs_that_speed_up(
+    easy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slow first epochs make the fitted schedule fast; when later epochs are faster it
+    slows down again, and the run still ends at the schedule's end, never past it."""
+    import itertools
+    import types
+
+    import napari_hpa.core.train as train_mod
+
+    steps = itertools.chain([0.5] * 150, itertools.repeat(0.2))
+    clock = itertools.accumulate(steps)
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    result = fit(tiny_config(tmp_path, epochs=1000, max_minutes=2.0), data)
+    lrs = [row["lr"] for row in result.history]
+    assert result.status == "time_limit" and 2 <= len(lrs) < 1000
+    assert lrs[-1] == pytest.approx(5e-3 / 1000, rel=0.05)
+
+
+def test_fitted_schedule_holds_at_its_end() -> None:
+    """Once at its end (a time-fitted schedule can get there early) the scheduler stays
+    there: OneCycleLR raises when stepped past its total."""
+    import types
+
+    from napari_hpa.core.train import _Run, _scheduler
+
+    opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    run = types.SimpleNamespace(sched=_scheduler(opt, "onecycle", 1e-3, 2 * 5 + 1), loader=[0] * 5)
+    run.config = types.SimpleNamespace(epochs=2)
+    run.phase = {"start": 0, "epochs": 2, "fit": 1, "step": 0, "pos0": 0, "step0": 0, "rate": 2.0}
+    opt.step()
+    for _ in range(5):  # the one epoch that fits covers the whole schedule
+        _Run.advance_schedule(run)
+    assert _Run.schedule_done(run) and run.sched.last_epoch == 10
+    for _ in range(5):  # a further epoch (faster than planned) does not step past it
+        _Run.advance_schedule(run)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)

@@ -154,7 +154,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cache-mb", type=int, default=2048, help="RAM for decoded training images")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    t.add_argument("--max-minutes", type=float, help="stop after this long and keep the best epoch")
+    t.add_argument(
+        "--max-minutes",
+        type=float,
+        help="time limit: the learning-rate schedule is fitted to the epochs that fit, the run "
+        "stops after the last whole one and keeps the best epoch (--epochs is then a maximum)",
+    )
     t.add_argument(
         "--search", type=int, default=0, metavar="N", help="hyperparameter search with N trials"
     )

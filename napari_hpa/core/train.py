@@ -11,7 +11,10 @@ Choices and why:
 * multilabel: BCE-with-logits with a per-class ``pos_weight`` (negatives /
   positives, clipped) because HPA classes range from common to very rare;
   multiclass: cross-entropy with clipped inverse-frequency class weights;
-* AdamW with one-cycle (default) or warm-up + cosine schedule;
+* AdamW with one-cycle (default) or warm-up + cosine schedule; with a time
+  limit the schedule is fitted to the epochs that the time allows (re-estimated
+  every epoch from the epochs' duration), so a time-limited run ends annealed
+  after its last whole epoch instead of being cut mid-schedule;
 * fine-tuning trains the (possibly new) head alone for ``freeze_epochs``, then
   everything at ``lr * finetune_lr_factor``, so a random head cannot wreck
   pretrained features;
@@ -245,7 +248,9 @@ def _scheduler(
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        # The last step (steps - 1) is the floor, so a schedule always ends annealed.
+        done = min(1.0, (step - warm) / max(1, steps - 1 - warm))
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * done))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
@@ -254,10 +259,20 @@ def _scheduler(
 class _Run:
     """One training run's state, split into steps so that each reads on its own."""
 
+    #: Safety factor on the estimated epoch duration when fitting epochs into the time limit.
+    TIME_MARGIN = 1.05
+
     def __init__(
-        self, config: TrainConfig, data: TrainData, emit: Progress, stop: Callable[[], None]
+        self,
+        config: TrainConfig,
+        data: TrainData,
+        emit: Progress,
+        stop: Callable[[], None],
+        deadline: float | None = None,
     ):
         self.config, self.data, self.emit, self.stop = config, data, emit, stop
+        self.deadline = deadline  # time.monotonic() value of the time limit, or None
+        self.epoch_seconds: list[float] = []  # training + validation time per epoch
         self.t0 = time.monotonic()
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % 2**32)
@@ -324,7 +339,53 @@ class _Run:
         epochs = self.freeze if head_only else cfg.epochs - self.freeze
         self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         self.sched = _scheduler(self.opt, cfg.schedule, lr, epochs * len(self.loader) + 1)
+        self.phase: dict[str, Any] = {"start": epoch, "epochs": epochs, "fit": epochs}
+        self.phase.update(step=0, pos0=0, step0=0, rate=1.0)
         self.bad_epochs = 0
+
+    def epochs_that_fit(self) -> int | None:
+        """How many more whole epochs (with validation) fit before the time limit;
+        None without a limit or before the first epoch has been timed."""
+        if self.deadline is None or not self.epoch_seconds:
+            return None
+        recent = self.epoch_seconds[-3:]
+        per_epoch = self.TIME_MARGIN * sum(recent) / len(recent)
+        return int((self.deadline - time.monotonic()) // max(per_epoch, 1e-9))
+
+    def fit_schedule(self, epoch: int) -> None:
+        """Fit the rest of the phase's schedule into the epochs that the time limit allows.
+
+        Re-estimated every epoch: from here on the scheduler moves ``rate`` steps
+        per batch (1 while every epoch fits), so its last step falls on the last
+        batch that fits. It never moves back; a changed estimate only changes
+        its speed.
+        """
+        ph, more = self.phase, self.epochs_that_fit()
+        if more is None:
+            return
+        done = epoch - ph["start"]
+        ph["fit"] = min(ph["epochs"], done + max(1, more))
+        total = ph["epochs"] * len(self.loader)  # the scheduler's last position
+        left = (ph["fit"] - done) * len(self.loader)
+        ph.update(pos0=self.sched.last_epoch, step0=ph["step"])
+        ph["rate"] = max(1.0, (total - ph["pos0"]) / left)
+
+    def advance_schedule(self) -> None:
+        """One scheduler step, or a jump to where the time-fitted schedule should be."""
+        ph, sched = self.phase, self.sched
+        ph["step"] += 1
+        total = ph["epochs"] * len(self.loader)
+        if ph["rate"] > 1.0:
+            target = min(total, ph["pos0"] + round((ph["step"] - ph["step0"]) * ph["rate"]))
+            sched.last_epoch = max(sched.last_epoch, target - 1)
+        if sched.last_epoch < total:  # at the end it stays there (OneCycleLR would raise)
+            sched.step()
+
+    def schedule_done(self) -> bool:
+        """The last phase's schedule has reached its end (only a time-fitted one can early)."""
+        ph = self.phase
+        last = ph["start"] + ph["epochs"] >= self.config.epochs
+        return last and self.sched.last_epoch >= ph["epochs"] * len(self.loader)
 
     def train_epoch(self, epoch: int) -> float:
         self.net.train()
@@ -390,7 +451,7 @@ class _Run:
             total += float(loss.detach()) * len(xb)
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.sched.step()
+        self.advance_schedule()
         return total / max(n, 1)
 
     def validate(self, epoch: int, train_loss: float) -> dict[str, Any]:
@@ -437,17 +498,23 @@ class _Run:
         for epoch in range(cfg.epochs):
             if epoch in (0, self.freeze):
                 self.start_phase(epoch)
+            self.fit_schedule(epoch)
             t_epoch = time.monotonic()
             train_loss = self.train_epoch(epoch)
             self.train_seconds = time.monotonic() - t_epoch
             self.stop()
             row = self.validate(epoch, train_loss)
+            self.epoch_seconds.append(time.monotonic() - t_epoch)
             elapsed = time.monotonic() - self.t0
             eta = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
+            if self.deadline is not None:  # the time limit ends the run first
+                eta = min(eta, max(0.0, self.deadline - time.monotonic()))
             timing = {"elapsed_s": round(elapsed, 2), "eta_s": round(eta, 2)}
             self.emit({"event": "epoch", **row, "best_epoch": self.best["epoch"], **timing})
             if cfg.patience and self.bad_epochs >= cfg.patience:
                 return "early_stopping"
+            if epoch + 1 < cfg.epochs and (self.epochs_that_fit() == 0 or self.schedule_done()):
+                return "time_limit"  # the next epoch would be cut: stop at the annealed one
         return "completed"
 
     def result(self, status: str) -> TrainResult:
@@ -496,7 +563,7 @@ def fit(
         if deadline is not None and time.monotonic() > deadline:
             raise _Stop("time_limit")
 
-    run = _Run(config, data, emit, stop)
+    run = _Run(config, data, emit, stop, deadline)
     try:
         run.prepare(cache)
         status = run.run()
