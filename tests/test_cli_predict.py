@@ -129,3 +129,19 @@ def test_console_script_end_to_end(tmp_path: Path, tiny_model: str) -> None:
         timeout=120,
     )
     assert proc.returncode == 2 and "zero.png" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_empty_path_is_refused_not_read_as_the_current_folder(
+    tmp_path: Path, tiny_model: str, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """`napari-hpa predict "$UNSET"` must not classify every image under the working folder."""
+    from napari_hpa.core.synth import write_samples
+
+    write_samples(tmp_path, n=1, size=64)
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "", "--model", tiny_model]) == 2
+    captured = capsys.readouterr()
+    assert "empty path" in captured.err and "synth_0000" not in captured.out
+    assert main(["batch", "", "--out", str(tmp_path / "r.csv"), "--model", tiny_model]) == 2
+    assert "empty path" in capsys.readouterr().err
+    assert not (tmp_path / "r.csv").exists()

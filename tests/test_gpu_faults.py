@@ -110,6 +110,9 @@ def test_micro_batches_give_the_same_update(tmp_path: Path, monkeypatch) -> None
         run.opt = torch.optim.SGD(run.net.parameters(), lr=0.1)
         run.scaler = torch.amp.GradScaler("cuda", enabled=False)
         run.sched = torch.optim.lr_scheduler.LambdaLR(run.opt, lambda s: 1.0)
+        run.loader = range(1)  # one batch per epoch, one epoch: the schedule's bookkeeping
+        run.phase = {"start": 0, "epochs": 1, "fit": 1, "step": 0, "pos0": 0, "step0": 0}
+        run.phase["rate"] = 1.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loss = run.step(x, y)

@@ -141,6 +141,8 @@ def _report(s: BatchSummary) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for folder in args.folder:
+        if not str(folder).strip():  # Path("") is ".": an unset shell variable would batch cwd
+            raise UserError("an empty path was given (an unset shell variable?)")
         if not Path(folder).exists() and not Path(folder).parent.is_dir():
             raise UserError(f"{folder}: no such folder or image")
     if args.batch_size is not None and args.batch_size < 1:

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     errors: list[str] = []
     sources: list[str] = []
     for path in args.paths:
+        if not str(path).strip():  # Path("") is ".": an unset shell variable would predict cwd
+            errors.append("an empty path was given (an unset shell variable?)")
+            continue
         try:
             found = find_images([path])
         except ImageReadError as exc:
