@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,18 @@ def _few_threads() -> None:
         import torch._dynamo  # noqa: F401
     except ImportError:
         pass
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a training module: on a shared 2-core machine two threads
+    can be ten times slower (an OpenMP barrier waits for a descheduled thread)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def shared_data(name: str) -> Path:

@@ -6,7 +6,6 @@ import csv
 from pathlib import Path
 
 import pytest
-import torch
 
 from napari_hpa.core.checkpoint import read_spec
 from napari_hpa.core.data import load_csv
@@ -14,13 +13,7 @@ from napari_hpa.core.search import GRID, run_search, search_params
 from napari_hpa.core.synth import write_samples
 from napari_hpa.core.train import TrainConfig
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

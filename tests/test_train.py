@@ -21,13 +21,7 @@ from napari_hpa.core.train import TrainConfig, TrainResult, fit, save_result, tr
 EASY = ["Nucleoplasm", "Nucleoli", "Mitochondria"]  # HPA ids 0, 2, 23: distinct patterns
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two threads can be ten times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
