@@ -107,6 +107,10 @@ def test_sample_f1_and_decide_multilabel_match_the_predictor() -> None:
     assert pred.tolist() == [[True, False, True], [False, True, False]]
     y = np.array([[1, 0, 0], [0, 1, 0]])
     assert sample_f1(y, pred) == pytest.approx((2 / 3 + 1.0) / 2)
+    # the top class below its own (high) threshold is not added when another class is over
+    assert decide_multilabel(np.array([[0.8, 0.3]]), np.array([0.9, 0.2])).tolist() == [
+        [False, True]
+    ]
 
 
 def test_threshold_floor_stops_many_labels_per_image() -> None:

@@ -128,10 +128,12 @@ def tune_thresholds(
 
 
 def decide_multilabel(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Boolean predictions as the Predictor makes them: over the threshold, at least the top one."""
+    """Boolean predictions as the Predictor makes them: the classes over their threshold,
+    or the top one when none is (:func:`napari_hpa.core.predict.decide` calls this)."""
     p = _as_2d(probs)
     pred = p >= np.asarray(thresholds)[None, :]
-    pred[np.arange(len(p)), p.argmax(1)] = True
+    empty = ~pred.any(1)
+    pred[np.flatnonzero(empty), p[empty].argmax(1)] = True
     return pred
 
 

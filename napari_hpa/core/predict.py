@@ -18,6 +18,7 @@ import torch
 
 from .checkpoint import LoadedModel, ModelSpec, load_model
 from .io import ImageData
+from .metrics import decide_multilabel
 from .preprocess import TileGrid, prepare_tiles, stitch_maps
 from .registry import ModelEntry, resolve_model
 
@@ -91,9 +92,8 @@ class Prediction:
 def decide(probabilities: np.ndarray, spec: ModelSpec) -> list[int]:
     """Predicted classes: over their threshold (multilabel; at least the top one), or the argmax."""
     if spec.task.multilabel:
-        over = np.asarray(probabilities) >= np.asarray(spec.thresholds)
-        chosen = [int(i) for i in np.flatnonzero(over)]
-        return chosen or [int(np.argmax(probabilities))]
+        chosen = decide_multilabel(np.asarray(probabilities)[None], np.asarray(spec.thresholds))
+        return [int(i) for i in np.flatnonzero(chosen[0])]
     return [int(np.argmax(probabilities))]
 
 
