@@ -65,6 +65,29 @@ def test_tune_thresholds_beats_half_and_keeps_default_for_absent_classes() -> No
     assert tuned > 0.9
 
 
+def test_threshold_prior_pulls_rare_classes_toward_the_shared_threshold() -> None:
+    rng = np.random.default_rng(2)
+    n, k = 400, 12
+    y = (rng.random((n, k)) < 0.5).astype(int)  # classes 1-10: about 200 positives each
+    y[:, 0] = 0
+    y[:4, 0] = 1  # class 0: 4 positives
+    y[:, 11] = 0  # class 11: none
+    probs = np.clip(y * 0.45 + rng.random((n, k)) * 0.5, 0, 1)
+    probs[:, 0] = rng.random(n) * 0.2
+    probs[:4, 0] = [0.21, 0.22, 0.23, 0.24]  # the rare class's few positives happen to be low
+    grid = np.round(np.arange(0.05, 0.951, 0.025), 4)
+    own = M.tune_thresholds(y, probs)
+    pulled = M.tune_thresholds(y, probs, prior_weight=20)
+    shared = M._best_threshold(y[:, :11].astype(bool), probs[:, :11], grid, 0.5)
+    assert own[0] < 0.25 < 0.4 < shared  # fitted to its 4 images, far from the shared one
+    weight = 20 / (y[:, :11].sum(0) + 20)
+    assert np.allclose(pulled[:11], (1 - weight) * own[:11] + weight * shared)
+    assert abs(pulled[0] - shared) < 0.2 * abs(own[0] - shared)  # rare: pulled most of the way
+    assert np.all(np.abs(pulled[1:11] - own[1:11]) < 0.03)  # common: nearly their own
+    assert pulled[11] == 0.5  # no positives: the default, untouched
+    assert np.array_equal(M.tune_thresholds(y, probs, prior_weight=0), own)
+
+
 def test_topk_confusion_logloss() -> None:
     probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.1, 0.5, 0.4]])
     true = np.array([0, 0, 2])

@@ -347,8 +347,11 @@ def _golgi(c: _Ctx) -> np.ndarray:
     y, x = c.nuc_c[i, 0] + rad * np.sin(ang), c.nuc_c[i, 1] + rad * np.cos(ang)
     head = ang + np.pi / 2 + c.rng.normal(0, 0.5, len(i))
     ys, xs = _walks(c, y, x, head, int(6 * c.s + 3), 0.3)
-    img = _splat(c, ys, xs, own[:, None], c.rng.uniform(0.5, 1, (len(i), 1)))
-    return _blur(img, 0.7 * c.s + 0.3)
+    img = _blur(
+        _splat(c, ys, xs, own[:, None], c.rng.uniform(0.5, 1, (len(i), 1))), 0.7 * c.s + 0.3
+    )
+    lit = img[img > 0.1 * img.max()]  # ribbons cross in a few hot spots: the stack's peak
+    return np.clip(img / (np.percentile(lit, 90) + 1e-6), 0, 1) if lit.size else img
 
 
 def _endosomes(c: _Ctx) -> np.ndarray:
@@ -460,13 +463,27 @@ _PATTERNS: dict[int, Callable[[_Ctx], np.ndarray]] = {
 }
 assert tuple(sorted(_PATTERNS)) == SUPPORTED_CLASSES
 
-#: Relative brightness of a class's pattern when a protein shows several (default 1).
-#: A protein spread over a large compartment (cytosol, nucleoplasm, the microtubule
-#: mesh) is dilute there, so a compact structure it also binds (centrosome, endosomes,
-#: aggresome) stands out above it, as it does in HPA images; with every pattern at the
-#: same peak, such structures vanished under the diffuse ones and their labels could
-#: not be seen. A field with one label is unaffected (the plane is normalised).
-_LEVEL: dict[int, float] = {0: 0.45, 4: 0.75, 11: 0.7, 14: 0.55, 21: 0.75, 25: 0.35}
+#: Range of the fraction of a cell's area that a pattern lights (see :func:`_level`).
+_COVERAGE_RANGE: tuple[float, float] = (0.03, 0.5)
+
+
+def _level(pattern: np.ndarray, cell: np.ndarray) -> float:
+    """Relative brightness of a class's pattern (peak 1) when a protein shows several.
+
+    A protein spread over a large compartment (cytosol, the microtubule mesh) is
+    dilute there; the same amount bound to a compact structure (Golgi, centrosome,
+    aggresome) is concentrated and bright, which is how HPA images show them. The
+    level is ``coverage ** -0.5``, coverage being the fraction of the cells' area
+    the pattern lights (over a quarter of its peak), clipped to
+    :data:`_COVERAGE_RANGE` (so at most 4x between classes), and 1 for the most
+    compact. With every pattern at the same peak, compact structures vanished under
+    diffuse ones and their labels could not be seen. A one-label field is unaffected
+    (the plane is normalised).
+    """
+    inside = pattern[cell > 0]
+    coverage = float((inside > 0.25).mean()) if inside.size else 1.0
+    lo, hi = _COVERAGE_RANGE
+    return float((lo / np.clip(coverage, lo, hi)) ** 0.5)
 
 
 # ----------------------------------------------------------------- public API
@@ -534,8 +551,9 @@ def make_field(
     for v in labels:  # per-cell expression level; 0 where the cell lacks the class
         lut = np.array([0.0] + [rng.uniform(0.5, 1.0) * (v in cell_labels[i])
                                 for i in range(1, c.n + 1)], _F)  # fmt: skip
-        level = rng.uniform(0.5, 1.0) * _LEVEL.get(v, 1.0)
-        protein += level * _norm(_PATTERNS[v](c)) * lut[c.ext]
+        level = rng.uniform(0.5, 1.0)
+        pattern = _norm(_PATTERNS[v](c))
+        protein += level * _level(pattern, c.cell) * pattern * lut[c.ext]
     illum = 1.0 + 0.12 * _noise(rng, c.shape, size / 5)
     gains = ((0.55, 0.95), (0.35, 1.0), (0.6, 1.0), (0.5, 0.9))
     planes = (c.mt, protein, blue, c.er)

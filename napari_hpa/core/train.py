@@ -71,6 +71,9 @@ class TrainConfig:
     ``optional_channels`` means: the parent's value when fine-tuning, else a
     default (128 px, percentile, 0 epochs, ``["er"]`` for HPA channels);
     ``workers=None`` picks none for tiny data or two cores, else up to four.
+    ``threshold_prior`` pulls the per-class thresholds of classes with few
+    validation positives toward one shared threshold
+    (:func:`~napari_hpa.core.metrics.tune_thresholds`, ``prior_weight``).
     """
 
     name: str = "my-model"
@@ -100,6 +103,7 @@ class TrainConfig:
     crops_per_image: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pos_weight_max: float = 10.0
+    threshold_prior: float = 20.0
     cache_mb: int = 2048
     out_root: str | None = None
     description: str = ""
@@ -466,7 +470,10 @@ class _Run:
             self.net.to(self.device)
             self.predictor.device = self.device
         k = task.num_classes
-        thr = tune_thresholds(y, probs) if task.multilabel else np.full(k, 0.5)
+        if task.multilabel:
+            thr = tune_thresholds(y, probs, prior_weight=self.config.threshold_prior)
+        else:
+            thr = np.full(k, 0.5)
         m = evaluate(task.kind, y, probs, thr, task.classes)
         ll = binary_log_loss(y, probs) if task.multilabel else log_loss(y.argmax(1), probs)
         lr = round(float(self.opt.param_groups[0]["lr"]), 8)
