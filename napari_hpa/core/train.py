@@ -327,7 +327,9 @@ class _Run:
             pin_memory=self.device.type == "cuda",
         )
         self.criterion = _loss_fn(self.task, y_train, cfg.pos_weight_max).to(self.device)
-        self.net.to(self.device)
+        # NHWC: oneDNN's and cuDNN's faster convolutions (training img/s on 2 CPU cores:
+        # small_cnn +20 %, mobilenet_v3_small +25-50 %, efficientnet_lite0 +40 %)
+        self.net.to(self.device, memory_format=torch.channels_last)
         model, batch = LoadedModel(self.spec, self.net, None), max(8, cfg.batch_size)
         self.predictor = Predictor(model, device=self.device, batch_size=batch, amp=cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -446,7 +448,9 @@ class _Run:
         self.opt.zero_grad(set_to_none=True)
         n, total = len(x), 0.0
         for i in range(0, n, size):
-            xb = x[i : i + size].to(self.device, non_blocking=True)
+            xb = x[i : i + size].to(
+                self.device, non_blocking=True, memory_format=torch.channels_last
+            )
             yb = y[i : i + size].to(self.device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
                 logits = self.net(xb)
