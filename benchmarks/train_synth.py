@@ -14,6 +14,7 @@ Usage::
 
     python benchmarks/train_synth.py [--train 500] [--test 200] [--epochs EPOCHS]
         [--width WIDTH] [--pool avgmax] [--stem-stride 2] [--lr 2e-3] [--batch-size 16]
+        [--crop-scale 0.75,1] [--weight-decay 0.05]
         [--minutes 5] [--threads 2] [--keep DIR]
         [--classes 0,2,4,6,14,21,23,25 --max-labels 2]
         [--input-size 64 --fit 128 --crops-per-image 2]   # the older tiled recipe
@@ -27,7 +28,9 @@ and by the mean over tiles at prediction. Two torch threads (the goal's two
 cores; on a quiet machine about twice one thread's images/s). The time decides
 how many epochs run: ``--epochs`` is only a maximum, and ``napari-hpa train
 --max-minutes`` fits the one-cycle schedule to the epochs that fit, so the run
-ends after its last whole epoch at the annealed learning rate.
+ends after its last whole epoch at the annealed learning rate. Random crops of
+75-100 % of the side (a zoom and a shift) and AdamW weight decay 0.05 regularise:
+with 400 training images, validation F1 levels off while the training loss falls.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def main() -> None:
     ap.add_argument("--fit", type=int, default=0, help="resize to FIT px, cut input-size tiles")
     ap.add_argument("--crops-per-image", type=int, default=1)
     ap.add_argument("--aug-strength", type=float, default=0.3)
+    ap.add_argument("--crop-scale", default="0.75,1", help="random crop side: MIN,MAX")
+    ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument(
         "--classes", help="comma list of HPA class ids (default: all the generator draws)"
     )
@@ -92,7 +97,8 @@ def main() -> None:
                  "--stem-stride", str(args.stem_stride), "--epochs", str(args.epochs),
                  "--lr", str(args.lr),
                  "--batch-size", str(args.batch_size), "--patience", "0",
-                 "--aug-strength", str(args.aug_strength),
+                 "--aug-strength", str(args.aug_strength), "--crop-scale", args.crop_scale,
+                 "--weight-decay", str(args.weight_decay),
                  "--threads", str(args.threads), "--max-minutes", str(args.minutes),
                  "--name", "synth-bench", "--out-root", str(root / "models"),
                  "--progress", "jsonl", *shlex.split(args.extra)]  # fmt: skip

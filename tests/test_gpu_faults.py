@@ -24,6 +24,7 @@ from napari_hpa.core.batch import run_batch
 from napari_hpa.core.checkpoint import load_model
 from napari_hpa.core.data import load_csv
 from napari_hpa.core.predict import Predictor
+from napari_hpa.core.schedule import PhaseSchedule
 from napari_hpa.core.synth import write_samples
 from napari_hpa.core.train import TrainConfig, TrainingOutOfMemory, train_model
 
@@ -109,10 +110,7 @@ def test_micro_batches_give_the_same_update(tmp_path: Path, monkeypatch) -> None
         run.criterion = torch.nn.BCEWithLogitsLoss()
         run.opt = torch.optim.SGD(run.net.parameters(), lr=0.1)
         run.scaler = torch.amp.GradScaler("cuda", enabled=False)
-        run.sched = torch.optim.lr_scheduler.LambdaLR(run.opt, lambda s: 1.0)
-        run.loader = range(1)  # one batch per epoch, one epoch: the schedule's bookkeeping
-        run.phase = {"start": 0, "epochs": 1, "fit": 1, "step": 0, "pos0": 0, "step0": 0}
-        run.phase["rate"] = 1.0
+        run.schedule = PhaseSchedule(run.opt, "cosine", 0.1, 0, 1, 1)  # lr 0.1 at its step 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loss = run.step(x, y)

@@ -198,12 +198,12 @@ def test_schedules_survive_very_short_phases(kind: str) -> None:
     """OneCycleLR divides by zero for 4 steps; a 3-batch, 1-epoch phase must still train."""
     import torch
 
-    from napari_hpa.core.train import _scheduler
+    from napari_hpa.core.schedule import make_scheduler
 
     for steps in range(1, 13):
         layer = torch.nn.Linear(2, 2)
         opt = torch.optim.AdamW(layer.parameters(), lr=1e-3)
-        sched = _scheduler(opt, kind, 1e-3, steps)
+        sched = make_scheduler(opt, kind, 1e-3, steps)
         for _ in range(steps):
             opt.step()
             sched.step()
@@ -286,18 +286,16 @@ def test_time_fitted_schedule_follows_epochs_that_speed_up(
 def test_fitted_schedule_holds_at_its_end() -> None:
     """Once at its end (a time-fitted schedule can get there early) the scheduler stays
     there: OneCycleLR raises when stepped past its total."""
-    import types
-
-    from napari_hpa.core.train import _Run, _scheduler
+    from napari_hpa.core.schedule import PhaseSchedule
 
     opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
-    run = types.SimpleNamespace(sched=_scheduler(opt, "onecycle", 1e-3, 2 * 5 + 1), loader=[0] * 5)
-    run.config = types.SimpleNamespace(epochs=2)
-    run.phase = {"start": 0, "epochs": 2, "fit": 1, "step": 0, "pos0": 0, "step0": 0, "rate": 2.0}
+    schedule = PhaseSchedule(opt, "onecycle", 1e-3, start_epoch=0, epochs=2, batches_per_epoch=5)
+    schedule.fit(0, epochs_left=1)  # only one of the two epochs fits
+    assert schedule.rate == 2.0
     opt.step()
     for _ in range(5):  # the one epoch that fits covers the whole schedule
-        _Run.advance_schedule(run)
-    assert _Run.schedule_done(run) and run.sched.last_epoch == 10
+        schedule.step()
+    assert schedule.at_end() and schedule.sched.last_epoch == 10
     for _ in range(5):  # a further epoch (faster than planned) does not step past it
-        _Run.advance_schedule(run)
+        schedule.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-6)

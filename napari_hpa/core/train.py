@@ -13,8 +13,8 @@ Choices and why:
   multiclass: cross-entropy with clipped inverse-frequency class weights;
 * AdamW with one-cycle (default) or warm-up + cosine schedule; with a time
   limit the schedule is fitted to the epochs that the time allows (re-estimated
-  every epoch from the epochs' duration), so a time-limited run ends annealed
-  after its last whole epoch instead of being cut mid-schedule;
+  every epoch from the epochs' duration; :mod:`~napari_hpa.core.schedule`), so a
+  time-limited run ends annealed after its last whole epoch instead of being cut;
 * fine-tuning trains the (possibly new) head alone for ``freeze_epochs``, then
   everything at ``lr * finetune_lr_factor``, so a random head cannot wreck
   pretrained features;
@@ -27,7 +27,6 @@ Choices and why:
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 import warnings
@@ -57,6 +56,7 @@ from .metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
 from .predict import Predictor, choose_device, is_oom
 from .registry import resolve_model
 from .report import save_result
+from .schedule import PhaseSchedule
 from .tasks import HPA_CHANNELS, Task
 
 Progress = Callable[[dict[str, Any]], None]
@@ -237,28 +237,6 @@ def _loss_fn(task: Task, y: np.ndarray, max_weight: float) -> nn.Module:
     )
 
 
-def _scheduler(
-    opt: torch.optim.Optimizer, kind: str, lr: float, steps: int
-) -> torch.optim.lr_scheduler.LRScheduler:
-    steps = max(1, steps)
-    # OneCycleLR divides by (pct_start * steps - 1): too few steps make that zero,
-    # so very short phases use the warm-up + cosine schedule below instead.
-    if kind == "onecycle" and steps >= 8:
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=steps, pct_start=0.25, div_factor=10, final_div_factor=100
-        )
-    warm = max(1, steps // 10)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        # The last step (steps - 1) is the floor, so a schedule always ends annealed.
-        done = min(1.0, (step - warm) / max(1, steps - 1 - warm))
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * done))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
 # ----------------------------------------------------------------------------- training
 class _Run:
     """One training run's state, split into steps so that each reads on its own."""
@@ -344,9 +322,7 @@ class _Run:
         lr = cfg.lr if head_only or not cfg.base else cfg.lr * cfg.finetune_lr_factor
         epochs = self.freeze if head_only else cfg.epochs - self.freeze
         self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-        self.sched = _scheduler(self.opt, cfg.schedule, lr, epochs * len(self.loader) + 1)
-        self.phase: dict[str, Any] = {"start": epoch, "epochs": epochs, "fit": epochs}
-        self.phase.update(step=0, pos0=0, step0=0, rate=1.0)
+        self.schedule = PhaseSchedule(self.opt, cfg.schedule, lr, epoch, epochs, len(self.loader))
         self.bad_epochs = 0
 
     def epochs_that_fit(self) -> int | None:
@@ -358,40 +334,10 @@ class _Run:
         per_epoch = self.TIME_MARGIN * sum(recent) / len(recent)
         return int((self.deadline - time.monotonic()) // max(per_epoch, 1e-9))
 
-    def fit_schedule(self, epoch: int) -> None:
-        """Fit the rest of the phase's schedule into the epochs that the time limit allows.
-
-        Re-estimated every epoch: from here on the scheduler moves ``rate`` steps
-        per batch (1 while every epoch fits), so its last step falls on the last
-        batch that fits. It never moves back; a changed estimate only changes
-        its speed.
-        """
-        ph, more = self.phase, self.epochs_that_fit()
-        if more is None:
-            return
-        done = epoch - ph["start"]
-        ph["fit"] = min(ph["epochs"], done + max(1, more))
-        total = ph["epochs"] * len(self.loader)  # the scheduler's last position
-        left = (ph["fit"] - done) * len(self.loader)
-        ph.update(pos0=self.sched.last_epoch, step0=ph["step"])
-        ph["rate"] = max(1.0, (total - ph["pos0"]) / left)
-
-    def advance_schedule(self) -> None:
-        """One scheduler step, or a jump to where the time-fitted schedule should be."""
-        ph, sched = self.phase, self.sched
-        ph["step"] += 1
-        total = ph["epochs"] * len(self.loader)
-        if ph["rate"] > 1.0:
-            target = min(total, ph["pos0"] + round((ph["step"] - ph["step0"]) * ph["rate"]))
-            sched.last_epoch = max(sched.last_epoch, target - 1)
-        if sched.last_epoch < total:  # at the end it stays there (OneCycleLR would raise)
-            sched.step()
-
     def schedule_done(self) -> bool:
         """The last phase's schedule has reached its end (only a time-fitted one can early)."""
-        ph = self.phase
-        last = ph["start"] + ph["epochs"] >= self.config.epochs
-        return last and self.sched.last_epoch >= ph["epochs"] * len(self.loader)
+        sch = self.schedule
+        return sch.start + sch.epochs >= self.config.epochs and sch.at_end()
 
     def train_epoch(self, epoch: int) -> float:
         self.net.train()
@@ -459,7 +405,7 @@ class _Run:
             total += float(loss.detach()) * len(xb)
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.advance_schedule()
+        self.schedule.step()
         return total / max(n, 1)
 
     def validate(self, epoch: int, train_loss: float) -> dict[str, Any]:
@@ -509,7 +455,7 @@ class _Run:
         for epoch in range(cfg.epochs):
             if epoch in (0, self.freeze):
                 self.start_phase(epoch)
-            self.fit_schedule(epoch)
+            self.schedule.fit(epoch, self.epochs_that_fit())
             t_epoch = time.monotonic()
             train_loss = self.train_epoch(epoch)
             self.train_seconds = time.monotonic() - t_epoch
