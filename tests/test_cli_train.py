@@ -43,13 +43,16 @@ def _train_args(synth: Path, root: Path, *extra: str) -> list[str]:
 
 def test_train_jsonl_then_evaluate_rgb_stems(synth: Path, tmp_path: Path, capsys) -> None:
     rc = main(_train_args(synth, tmp_path, "--task", "hpa28", "--epochs", "3", "--name",
-                          "cli-tiny", "--progress", "jsonl"))  # fmt: skip
+                          "cli-tiny", "--progress", "jsonl", "--threshold-prior", "0",
+                          "--pos-weight-max", "3"))  # fmt: skip
     out = capsys.readouterr().out.splitlines()
     assert rc == 0
     events = [json.loads(line) for line in out]  # every stdout line is one JSON object
     assert events[0]["event"] in ("loading", "start") and events[-1]["event"] == "done"
     model = Path(events[-1]["path"])
     assert model == tmp_path / "cli-tiny-v1" and read_spec(model).task.name == "hpa28"
+    config = read_spec(model).training["config"]
+    assert config["threshold_prior"] == 0 and config["pos_weight_max"] == 3
 
     # single RGB composites named by stem, one class each, Kaggle CSV
     rgb = tmp_path / "rgb"

@@ -118,6 +118,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument(
+        "--pos-weight-max",
+        type=float,
+        default=10.0,
+        help="cap on the per-class loss weights from the label frequencies (1 = unweighted)",
+    )
+    t.add_argument(
+        "--threshold-prior",
+        type=float,
+        default=20.0,
+        help="pull per-class thresholds of classes with few validation positives toward one "
+        "shared threshold, with weight K / (positives + K); 0 = each class on its own",
+    )
     t.add_argument("--schedule", choices=["onecycle", "cosine"], default="onecycle")
     t.add_argument(
         "--freeze-epochs", type=int, help="head-only epochs when fine-tuning (default 1)"
@@ -256,6 +269,8 @@ def make_config(args: argparse.Namespace) -> Any:
             batch_size=args.batch_size,
             lr=args.lr,
             weight_decay=args.weight_decay,
+            pos_weight_max=args.pos_weight_max,
+            threshold_prior=args.threshold_prior,
             schedule=args.schedule,
             freeze_epochs=args.freeze_epochs,
             patience=args.patience,
