@@ -7,7 +7,10 @@ Two numbers per architecture:
   training part of each epoch only (validation excluded), first epoch skipped
   as warm-up;
 * ``model``: forward + backward + step on random tensors of the same shape,
-  the ceiling the input pipeline could reach.
+  the ceiling the input pipeline could reach, in the channels-last layout that
+  training uses; ``NCHW/NHWC`` is the same loop in the default layout, measured
+  in turns with it (best of 3 each), divided by it: below 1 means channels-last
+  is faster (the reason ``core.train`` uses it).
 
 Usage::
 
@@ -26,14 +29,18 @@ from pathlib import Path
 import torch
 
 
-def model_only(arch: str, size: int, batch: int, device: torch.device, steps: int = 8) -> float:
+def model_only(
+    arch: str, size: int, batch: int, device: torch.device, steps: int = 8, nhwc: bool = True
+) -> float:
     from napari_hpa.core.architectures import build_model
 
-    net = build_model(arch, 4, 28).to(device).train()
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    torch.manual_seed(0)
+    net = build_model(arch, 4, 28).to(device, memory_format=layout).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    x = torch.randn(batch, 4, size, size, device=device)
+    x = torch.randn(batch, 4, size, size, device=device).contiguous(memory_format=layout)
     y = (torch.rand(batch, 28, device=device) < 0.1).float()
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
@@ -95,12 +102,17 @@ def main() -> None:
         data = load_csv(folder, folder / "labels.csv", "hpa28")
         print(f"device={device} threads={torch.get_num_threads()} size={args.size} "
               f"batch={args.batch_size} images={args.images} workers={args.workers}")  # fmt: skip
-        print(f"{'arch':<22}{'params':>10}{'engine img/s':>15}{'model img/s':>14}")
+        print(f"{'arch':<22}{'params':>10}{'engine img/s':>15}{'model img/s':>14}{'NCHW/NHWC':>11}")
         for arch in args.archs.split(","):
             rate, n_params = engine(arch, data, args)
-            ceiling = model_only(arch, args.size, args.batch_size, device)
-            print(f"{arch:<22}{n_params:>10,}{rate:>15.1f}{ceiling:>14.1f}")
-            print(f"train_images_per_s[{arch}]={rate:.1f}")
+            rates: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(3):  # in turns, so that load from elsewhere hits both alike
+                for nhwc in (True, False):
+                    one = model_only(arch, args.size, args.batch_size, device, nhwc=nhwc)
+                    rates[nhwc].append(one)
+            ceiling, ratio = max(rates[True]), max(rates[False]) / max(rates[True])
+            print(f"{arch:<22}{n_params:>10,}{rate:>15.1f}{ceiling:>14.1f}{ratio:>11.2f}")
+            print(f"train_images_per_s[{arch}]={rate:.1f} nchw_over_nhwc[{arch}]={ratio:.2f}")
 
 
 if __name__ == "__main__":

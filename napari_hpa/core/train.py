@@ -305,8 +305,8 @@ class _Run:
             pin_memory=self.device.type == "cuda",
         )
         self.criterion = _loss_fn(self.task, y_train, cfg.pos_weight_max).to(self.device)
-        # NHWC: oneDNN's and cuDNN's faster convolutions (training img/s on 2 CPU cores:
-        # small_cnn +20 %, mobilenet_v3_small +25-50 %, efficientnet_lite0 +40 %)
+        # NHWC: oneDNN's and cuDNN's faster convolutions (on 2 CPU cores, 1.2-1.5x the
+        # training img/s of small_cnn and the mobile backbones; docs/benchmarks.md)
         self.net.to(self.device, memory_format=torch.channels_last)
         model, batch = LoadedModel(self.spec, self.net, None), max(8, cfg.batch_size)
         self.predictor = Predictor(model, device=self.device, batch_size=batch, amp=cfg.amp)
