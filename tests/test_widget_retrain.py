@@ -180,3 +180,26 @@ def test_a_run_finished_while_napari_was_closed_is_shown(make_napari_viewer, qtb
     qtbot.waitUntil(lambda: widget.state.comparison is not None, timeout=TRAIN_MS)
     assert widget.state.comparison.child == "tiny@2" and widget.has_result
     assert JobManager().recover() == []  # seen now
+
+
+def test_long_warning_stays_below_the_counts_table(qtbot, tmp_path: Path) -> None:
+    """A word-wrapped warning in a narrow, short dock used to be drawn over the table."""
+    from napari_hpa.jobs.retrain import ClassCount, DataSummary
+    from napari_hpa.widgets._counts_panel import CountsPanel
+
+    panel = CountsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(300, 260)
+    panel.show()
+    counts = [ClassCount(i, f"Class number {i}", 1 + i % 3, 0) for i in range(12)]
+    panel.show_summary(DataSummary(tmp_path / "a.sqlite", "hpa28", 40, 0, counts))
+    qtbot.waitUntil(lambda: panel.warning_label.text() != "", timeout=5_000)
+    label, table = panel.warning_label, panel.counts_table
+    for width in (300, 220, 420):
+        panel.resize(width, 260)
+        qtbot.wait(50)
+        assert label.text().count("fewer than") == 1 and len(label.text()) > 100
+        assert label.height() >= label.heightForWidth(label.width())  # every wrapped line fits
+        assert label.geometry().top() >= table.geometry().bottom()  # below the table, not on it
+    panel.show_summary(None)
+    assert label.height() == 0

@@ -53,11 +53,12 @@ class CountsPanel(QGroupBox):
         self.counts_table = QTableWidget(0, 3)
         self.counts_table.setHorizontalHeaderLabels(["Class", "Images", "Cells"])
         self.counts_table.setToolTip(tip("counts"))
-        compact_table(self.counts_table, 120)
+        compact_table(self.counts_table, 80)  # 3 rows; it scrolls, and a short dock needs room
         self.totals_label = QLabel("")
         self.warning_label = QLabel("")
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("color: #f0b429;")
+        self.warning_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         data_layout = QVBoxLayout(self)
         data_layout.addLayout(db_row)
         data_layout.addWidget(self.totals_label)
@@ -80,7 +81,7 @@ class CountsPanel(QGroupBox):
         table.setRowCount(0)
         if summary is None:
             self.totals_label.setText("")
-            self.warning_label.setText("")
+            self.show_warning("")
             return
         self.totals_label.setText(
             f"{summary.n_images} corrected images, {summary.n_cells} corrected cells "
@@ -95,7 +96,26 @@ class CountsPanel(QGroupBox):
                     item.setForeground(warn)
                     item.setToolTip(f"fewer than {MIN_IMAGES_PER_CLASS} corrected images")
                 table.setItem(row, col, item)
-        self.warning_label.setText("\n".join(f"⚠ {w}" for w in summary.warnings))
+        self.show_warning("\n".join(f"⚠ {w}" for w in summary.warnings))
+
+    def show_warning(self, text: str) -> None:
+        """Show ``text`` (may be several lines) under the counts, or nothing if empty."""
+        self.warning_label.setText(text)
+        self._fit_warning()
+
+    def _fit_warning(self) -> None:
+        """Make the warning exactly as tall as its wrapped text at the label's width.
+
+        A squeezed dock gave the word-wrapped label fewer lines than its text needed,
+        and QLabel drew the overflow over the counts table above it.
+        """
+        label = self.warning_label
+        width = max(label.width(), 100)  # before the first layout pass: a narrow guess
+        label.setFixedHeight(label.heightForWidth(width) if label.text() else 0)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit_warning()
 
 
 def short_path(path: Path, parts: int = 3) -> str:

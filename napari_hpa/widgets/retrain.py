@@ -306,7 +306,7 @@ class RetrainWidget(_JobFollower, QWidget):
     def _on_summary(self, summary: DataSummary | BaseException) -> None:
         self.state.summary = None if isinstance(summary, BaseException) else summary
         if isinstance(summary, BaseException):
-            self.warning_label.setText(f"Cannot read the database: {summary}")
+            self.counts_panel.show_warning(f"Cannot read the database: {summary}")
         elif not self.state.base_chosen and summary.n_images == 0 and summary.corrected_tasks:
             # The corrections are for another task: start from a model of that task.
             match = model_for_tasks(self._entries, summary.corrected_tasks)
