@@ -65,7 +65,6 @@ class PhaseSchedule:
     ) -> None:
         self.start, self.epochs, self.batches = start_epoch, epochs, max(1, batches_per_epoch)
         self.sched = make_scheduler(opt, kind, lr, self.total + 1)
-        self.fitted_epochs = epochs  # the phase's length as last fitted to the time
         self.steps = 0  # optimizer steps taken in this phase
         self.pos0, self.step0, self.rate = 0, 0, 1.0
 
@@ -79,8 +78,7 @@ class PhaseSchedule:
         if epochs_left is None:
             return
         done = epoch - self.start
-        self.fitted_epochs = min(self.epochs, done + max(1, epochs_left))
-        left = (self.fitted_epochs - done) * self.batches
+        left = (min(self.epochs, done + max(1, epochs_left)) - done) * self.batches
         self.pos0, self.step0 = self.sched.last_epoch, self.steps
         self.rate = max(1.0, (self.total - self.pos0) / left)
 
