@@ -44,14 +44,17 @@ def test_reset_head() -> None:
 
 @pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("stem_stride", [1, 2])
-def test_small_cnn_pools_keep_cam_exact(pool: str, stem_stride: int) -> None:
-    net = build_model("small_cnn", 4, 5, width=4, pool=pool, stem_stride=stem_stride).eval()
+@pytest.mark.parametrize("stage1_stride", [1, 2])
+def test_small_cnn_pools_keep_cam_exact(pool: str, stem_stride: int, stage1_stride: int) -> None:
+    kw = {"pool": pool, "stem_stride": stem_stride, "stage1_stride": stage1_stride}
+    net = build_model("small_cnn", 4, 5, width=4, **kw).eval()
     x = torch.rand(2, 4, 64, 64)
     with torch.no_grad():
         logits = net(x)
         cam_logits, cam = net.forward_with_cam(x)
     torch.testing.assert_close(logits, cam_logits, atol=1e-4, rtol=1e-4)
-    assert cam.shape[-1] == (4 if stem_stride == 1 else 2)  # stride 16 or 32
+    # total stride: 2 (pool) x 4 (stages 2, 3) x the two chosen strides
+    assert cam.shape[-1] == 64 // (8 * stem_stride * stage1_stride)
     if pool != "avg":  # the class maps are pooled: the logit is at least the map's mean
         assert torch.all(logits >= cam.mean(dim=(2, 3)) - 1e-5)
 
@@ -60,7 +63,7 @@ def test_small_cnn_defaults_are_the_original_network() -> None:
     """Models saved before ``pool``/``stem_stride`` existed (arch_kwargs without them)
     rebuild the same network: same parameters, head on the mean feature."""
     old = build_model("small_cnn", 4, 3, width=4)
-    new = build_model("small_cnn", 4, 3, width=4, pool="avg", stem_stride=1)
+    new = build_model("small_cnn", 4, 3, width=4, pool="avg", stem_stride=1, stage1_stride=2)
     assert old.pool == "avg"
     assert [(n, p.shape) for n, p in old.state_dict().items()] == [
         (n, p.shape) for n, p in new.state_dict().items()
@@ -76,6 +79,8 @@ def test_small_cnn_defaults_are_the_original_network() -> None:
         build_model("small_cnn", 4, 3, pool="median")
     with pytest.raises(ValueError, match="stem_stride"):
         build_model("small_cnn", 4, 3, stem_stride=3)
+    with pytest.raises(ValueError, match="stage1_stride"):
+        build_model("small_cnn", 4, 3, stage1_stride=4)
 
 
 def test_bundled_small_cnn_fixture_loads_as_before() -> None:

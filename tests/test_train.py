@@ -219,9 +219,12 @@ def test_cli_gives_new_small_cnn_the_current_recipe_and_records_it() -> None:
     parse = build_parser().parse_args
     cfg = make_config(parse(["train", "--data", "d", "--labels", "l.csv"]))
     assert cfg.arch_kwargs == SMALL_CNN_DEFAULTS
-    assert SMALL_CNN_DEFAULTS == {"width": 16, "pool": "avgmax", "stem_stride": 2}
-    cfg = make_config(parse(["train", "--width", "8", "--pool", "avg", "--stem-stride", "1"]))
-    assert cfg.arch_kwargs == {"width": 8, "pool": "avg", "stem_stride": 1}
+    assert SMALL_CNN_DEFAULTS == {
+        "width": 16, "pool": "avgmax", "stem_stride": 2, "stage1_stride": 1
+    }  # fmt: skip
+    args = ["train", "--width", "8", "--pool", "avg", "--stem-stride", "1", "--stage1-stride", "2"]
+    cfg = make_config(parse(args))
+    assert cfg.arch_kwargs == {"width": 8, "pool": "avg", "stem_stride": 1, "stage1_stride": 2}
     assert make_config(parse(["train", "--arch", "resnet18"])).arch_kwargs == {}
     assert make_config(parse(["train", "--base", "some-model"])).arch_kwargs == {}
 

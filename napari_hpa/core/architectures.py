@@ -141,23 +141,28 @@ def small_cnn(
     dropout: float = 0.1,
     pool: str = "avg",
     stem_stride: int = 1,
+    stage1_stride: int = 2,
 ) -> ClassifierNet:
     """A small VGG-like CNN that trains in minutes on two CPU cores.
 
     Each stage doubles the width and halves the resolution; ``depth`` stages.
     ``stem_stride=2`` makes the first convolution strided: a quarter of the
     cost at full resolution, where most of the time goes, while its 3x3
-    window still sees every input pixel (a 2-px dot is not lost). ``pool``:
-    see :class:`ClassifierNet`. The defaults (``avg``, 1) are the original
-    network, which models saved without these keys rebuild.
+    window still sees every input pixel (a 2-px dot is not lost).
+    ``stage1_stride=1`` keeps the second stage at the resolution of the max
+    pool before it; with 2 (the original) the pool and a strided convolution
+    follow each other and that resolution has no convolution of its own.
+    ``pool``: see :class:`ClassifierNet`. The defaults (``avg``, 1, 2) are the
+    original network, which models saved without these keys rebuild.
     """
-    if stem_stride not in (1, 2):
-        raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
+    for name, value in (("stem_stride", stem_stride), ("stage1_stride", stage1_stride)):
+        if value not in (1, 2):
+            raise ValueError(f"{name} must be 1 or 2, not {value!r}")
     layers: list[nn.Module] = []
     cin = in_channels
     for i in range(depth):
         cout = width * 2 ** min(i, 3)
-        stride = 2 if i else stem_stride
+        stride = (stem_stride, stage1_stride)[i] if i < 2 else 2
         layers += [_conv_bn_relu(cin, cout, stride=stride), _conv_bn_relu(cout, cout)]
         if i == 0:
             layers.append(nn.MaxPool2d(2))

@@ -50,6 +50,7 @@ from .augment import (
     preload,
     validation_tiles,
 )
+from .averaging import WeightAverage
 from .checkpoint import InputSpec, LoadedModel, ModelSpec, load_model
 from .data import DataError, TrainData, data_fingerprint, split, targets_matrix
 from .metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
@@ -74,6 +75,8 @@ class TrainConfig:
     ``threshold_prior`` pulls the per-class thresholds of classes with few
     validation positives toward one shared threshold
     (:func:`~napari_hpa.core.metrics.tune_thresholds`, ``prior_weight``).
+    ``weight_average`` > 0 validates and saves an exponential moving average of
+    the weights with that decay per step (:mod:`~napari_hpa.core.averaging`).
     """
 
     name: str = "my-model"
@@ -104,6 +107,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pos_weight_max: float = 10.0
     threshold_prior: float = 20.0
+    weight_average: float = 0.0
     cache_mb: int = 2048
     out_root: str | None = None
     description: str = ""
@@ -120,6 +124,8 @@ class TrainConfig:
             raise ValueError("epochs and batch size must be >= 1 and the learning rate > 0")
         if not 0 <= self.val_fraction < 1:
             raise ValueError("the validation fraction must be in [0, 1)")
+        if not 0 <= self.weight_average < 1:
+            raise ValueError("the weight-averaging decay must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -308,7 +314,10 @@ class _Run:
         # NHWC: oneDNN's and cuDNN's faster convolutions (on 2 CPU cores, 1.2-1.5x the
         # training img/s of small_cnn and the mobile backbones; docs/benchmarks.md)
         self.net.to(self.device, memory_format=torch.channels_last)
-        model, batch = LoadedModel(self.spec, self.net, None), max(8, cfg.batch_size)
+        self.average = WeightAverage(self.net, cfg.weight_average) if cfg.weight_average else None
+        # the network that is validated and kept: the weight average, or the live one
+        self.eval_net = self.average.net if self.average else self.net
+        model, batch = LoadedModel(self.spec, self.eval_net, None), max(8, cfg.batch_size)
         self.predictor = Predictor(model, device=self.device, batch_size=batch, amp=cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
@@ -406,18 +415,20 @@ class _Run:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.schedule.step()
+        if self.average:
+            self.average.update(self.net)
         return total / max(n, 1)
 
     def validate(self, epoch: int, train_loss: float) -> dict[str, Any]:
         """Score the epoch on validation; remember it if it is the best so far."""
         task, y = self.task, self.y_val
-        self.net.eval()  # Predictor does not switch modes per call; batch norm must not adapt
+        self.eval_net.eval()  # Predictor does not switch modes; batch norm must not adapt
         probs = self.predictor.predict_prepared(self.tiles)
         if self.predictor.device != self.device:
             # Validation ran out of GPU memory and fell back to the CPU, taking the
             # shared network along: training goes on where the optimizer's state is.
             self.emit({"event": "warning", "message": "validation ran on the CPU (GPU OOM)"})
-            self.net.to(self.device)
+            self.eval_net.to(self.device)
             self.predictor.device = self.device
         k = task.num_classes
         if task.multilabel:
@@ -437,7 +448,7 @@ class _Run:
         better = not best or m["macro_f1"] > best["metrics"]["macro_f1"] + 1e-9
         tie = best and abs(m["macro_f1"] - best["metrics"]["macro_f1"]) <= 1e-9
         if better or (tie and ll < best["val_loss"]):
-            state = {n: v.detach().cpu().clone() for n, v in self.net.state_dict().items()}
+            state = {n: v.detach().cpu().clone() for n, v in self.eval_net.state_dict().items()}
             self.best = {"epoch": epoch + 1, "metrics": m, "val_loss": ll, "probs": probs}
             self.best.update(thresholds=thr, state=state)
             self.bad_epochs = 0
