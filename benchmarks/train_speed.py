@@ -17,6 +17,10 @@ Usage::
     python benchmarks/train_speed.py [--size 128] [--images 192] [--epochs 3]
         [--batch-size 32] [--archs small_cnn,mobilenet_v3_small] [--device auto]
         [--threads N] [--workers 0]
+        [--variant small_cnn:width=24,pool=avgmax,stem_stride=2 ...]
+
+``--variant ARCH:KEY=VALUE,...`` (repeatable) adds a row for an architecture
+with keywords, e.g. two small_cnn recipes side by side.
 """
 
 from __future__ import annotations
@@ -25,18 +29,35 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``"small_cnn:width=16,stage1_stride=1"`` -> ("small_cnn", {"width": 16, ...})."""
+    arch, _, rest = text.partition(":")
+    kwargs: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        kwargs[key] = int(value) if value.lstrip("-").isdigit() else value
+    return arch, kwargs
+
+
 def model_only(
-    arch: str, size: int, batch: int, device: torch.device, steps: int = 8, nhwc: bool = True
+    arch: str,
+    size: int,
+    batch: int,
+    device: torch.device,
+    steps: int = 8,
+    nhwc: bool = True,
+    kwargs: dict[str, Any] | None = None,
 ) -> float:
     from napari_hpa.core.architectures import build_model
 
     layout = torch.channels_last if nhwc else torch.contiguous_format
     torch.manual_seed(0)
-    net = build_model(arch, 4, 28).to(device, memory_format=layout).train()
+    net = build_model(arch, 4, 28, **(kwargs or {})).to(device, memory_format=layout).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -65,10 +86,13 @@ def model_only(
     return steps * batch / (time.perf_counter() - t0)
 
 
-def engine(arch: str, data, args: argparse.Namespace) -> tuple[float, int]:
+def engine(
+    arch: str, data, args: argparse.Namespace, kwargs: dict[str, Any] | None = None
+) -> tuple[float, int]:
     from napari_hpa.core.train import TrainConfig, fit
 
-    cfg = TrainConfig(name=f"speed-{arch}", arch=arch, size=args.size, epochs=args.epochs,
+    cfg = TrainConfig(name=f"speed-{arch}", arch=arch, arch_kwargs=dict(kwargs or {}),
+                      size=args.size, epochs=args.epochs,
                       batch_size=args.batch_size, val_fraction=0.1, patience=0,
                       workers=args.workers, device=args.device)  # fmt: skip
     result = fit(cfg, data)
@@ -88,6 +112,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--variant", action="append", default=[], help="ARCH:KEY=VALUE,...")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,16 +128,21 @@ def main() -> None:
         print(f"device={device} threads={torch.get_num_threads()} size={args.size} "
               f"batch={args.batch_size} images={args.images} workers={args.workers}")  # fmt: skip
         print(f"{'arch':<22}{'params':>10}{'engine img/s':>15}{'model img/s':>14}{'NCHW/NHWC':>11}")
-        for arch in args.archs.split(","):
-            rate, n_params = engine(arch, data, args)
+        rows = [(a, {}) for a in filter(None, args.archs.split(","))]
+        rows += [parse_variant(v) for v in args.variant]
+        for arch, kwargs in rows:
+            label = arch + "".join(f" {k}={v}" for k, v in kwargs.items())
+            rate, n_params = engine(arch, data, args, kwargs)
             rates: dict[bool, list[float]] = {True: [], False: []}
             for _ in range(3):  # in turns, so that load from elsewhere hits both alike
                 for nhwc in (True, False):
-                    one = model_only(arch, args.size, args.batch_size, device, nhwc=nhwc)
+                    one = model_only(
+                        arch, args.size, args.batch_size, device, nhwc=nhwc, kwargs=kwargs
+                    )
                     rates[nhwc].append(one)
             ceiling, ratio = max(rates[True]), max(rates[False]) / max(rates[True])
-            print(f"{arch:<22}{n_params:>10,}{rate:>15.1f}{ceiling:>14.1f}{ratio:>11.2f}")
-            print(f"train_images_per_s[{arch}]={rate:.1f} nchw_over_nhwc[{arch}]={ratio:.2f}")
+            print(f"{label}\n{'':<22}{n_params:>10,}{rate:>15.1f}{ceiling:>14.1f}{ratio:>11.2f}")
+            print(f"train_images_per_s[{label}]={rate:.1f} nchw_over_nhwc[{label}]={ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 from .architectures import _ARCHITECTURES
 from .augment import ImageCache
 from .data import TrainData
+from .model_setup import new_input_spec
 from .train import (
     Progress,
     ShouldStop,
@@ -26,7 +27,6 @@ from .train import (
     done_event,
     fit,
     make_cache,
-    new_input_spec,
     save_result,
     with_overrides,
 )

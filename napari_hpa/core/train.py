@@ -26,7 +26,6 @@ Choices and why:
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 import warnings
@@ -37,9 +36,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from .architectures import ClassifierNet, build_model
+from .architectures import ClassifierNet
 from .augment import (
     AugmentConfig,
     ImageCache,
@@ -51,14 +49,13 @@ from .augment import (
     validation_tiles,
 )
 from .averaging import WeightAverage
-from .checkpoint import InputSpec, LoadedModel, ModelSpec, load_model
+from .checkpoint import LoadedModel, ModelSpec
 from .data import DataError, TrainData, data_fingerprint, split, targets_matrix
 from .metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
+from .model_setup import make_loss, setup_model
 from .predict import Predictor, choose_device, is_oom
-from .registry import resolve_model
 from .report import save_result
 from .schedule import PhaseSchedule
-from .tasks import HPA_CHANNELS, Task
 
 Progress = Callable[[dict[str, Any]], None]
 ShouldStop = Callable[[], bool]
@@ -164,63 +161,6 @@ class _Stop(Exception):
         self.status = status
 
 
-# ----------------------------------------------------------------------------- model setup
-def _setup_model(config: TrainConfig, task: Task) -> tuple[ClassifierNet, ModelSpec, dict]:
-    """The network and an (unsaved) spec: from the parent when fine-tuning, else new."""
-    info: dict[str, Any] = {}
-    if config.base:
-        try:
-            entry = resolve_model(config.base)
-        except LookupError as exc:
-            raise DataError(str(exc)) from None
-        parent = load_model(entry.path)
-        ps = parent.spec
-        net = parent.net
-        new_task = Task(
-            task.name, task.kind, task.classes, tuple(ps.input.channels), task.description
-        )
-        same = ps.task.classes == new_task.classes and ps.task.kind == new_task.kind
-        if not same:
-            net.reset_head(new_task.num_classes)
-        inp = copy.deepcopy(ps.input)
-        if config.size:
-            inp.size = int(config.size)
-        if config.fit:
-            inp.fit = int(config.fit)
-        info = {"parent": ps.id, "parent_task": ps.task.name, "new_head": not same}
-        spec = ModelSpec(
-            config.name,
-            0,
-            ps.arch,
-            new_task if not same else ps.task,
-            inp,
-            arch_kwargs=dict(ps.arch_kwargs),
-            parent=ps.id,
-        )
-        return net, spec, info
-    inp = new_input_spec(config, task)
-    channels = inp.channels
-    net = build_model(config.arch, len(channels), task.num_classes, **config.arch_kwargs)
-    spec = ModelSpec(config.name, 0, config.arch, task, inp, arch_kwargs=dict(config.arch_kwargs))
-    return net, spec, info
-
-
-def new_input_spec(config: TrainConfig, task: Task) -> InputSpec:
-    """Input spec of a model trained from scratch (mean/std are filled in from the data)."""
-    optional = config.optional_channels
-    if optional is None:
-        optional = ["er"] if tuple(task.channels) == HPA_CHANNELS else []
-    return InputSpec(
-        channels=list(task.channels),
-        size=int(config.size or 128),
-        fit=config.fit,
-        optional_channels=list(optional),
-        normalize=config.normalize or "percentile",
-        invert=config.invert,
-        pad_square=config.pad_square,
-    )
-
-
 def _workers(config: TrainConfig, n_items: int) -> int:
     """DataLoader workers: as configured, else none for tiny data or two cores, else up to 4."""
     if config.workers is not None:
@@ -229,26 +169,14 @@ def _workers(config: TrainConfig, n_items: int) -> int:
     return 0 if n_items < 512 or (cpus or 1) <= 2 else min(4, (cpus or 1) - 1)
 
 
-def _loss_fn(task: Task, y: np.ndarray, max_weight: float) -> nn.Module:
-    n = max(len(y), 1)
-    pos = y.sum(0)
-    if task.multilabel:
-        w = np.where(pos > 0, (n - pos) / np.maximum(pos, 1), 1.0)
-        return nn.BCEWithLogitsLoss(
-            pos_weight=torch.tensor(np.clip(w, 1.0, max_weight), dtype=torch.float32)
-        )
-    w = np.where(pos > 0, n / (task.num_classes * np.maximum(pos, 1)), 1.0)
-    return nn.CrossEntropyLoss(
-        weight=torch.tensor(np.clip(w, 1 / max_weight, max_weight), dtype=torch.float32)
-    )
-
-
 # ----------------------------------------------------------------------------- training
 class _Run:
     """One training run's state, split into steps so that each reads on its own."""
 
     #: Safety factor on the estimated epoch duration when fitting epochs into the time limit.
     TIME_MARGIN = 1.05
+    #: The moving average of the weights (``TrainConfig.weight_average``), set by prepare().
+    average: WeightAverage | None = None
 
     def __init__(
         self,
@@ -265,7 +193,7 @@ class _Run:
         torch.manual_seed(config.seed)
         np.random.seed(config.seed % 2**32)
         self.device = choose_device(config.device)
-        self.net, self.spec, self.info = _setup_model(config, data.task)
+        self.net, self.spec, self.info = setup_model(config, data.task)
         self.task = self.spec.task
         self.train_s, self.val_s = split(data, config.val_fraction, config.seed)
         if not self.train_s or not self.val_s:
@@ -310,7 +238,7 @@ class _Run:
             _workers(cfg, len(dataset)),
             pin_memory=self.device.type == "cuda",
         )
-        self.criterion = _loss_fn(self.task, y_train, cfg.pos_weight_max).to(self.device)
+        self.criterion = make_loss(self.task, y_train, cfg.pos_weight_max).to(self.device)
         # NHWC: oneDNN's and cuDNN's faster convolutions (on 2 CPU cores, 1.2-1.5x the
         # training img/s of small_cnn and the mobile backbones; docs/benchmarks.md)
         self.net.to(self.device, memory_format=torch.channels_last)
