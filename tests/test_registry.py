@@ -47,3 +47,16 @@ def test_bundled_models_are_listed() -> None:
     bundled = [m for m in registry.list_models() if m.source == "bundled"]
     assert bundled, f"no bundled model in {registry.bundled_models_dir()}"
     assert registry.default_model().source == "bundled"
+
+
+def test_card_reads_text_and_report_figures(_isolated_home: Path) -> None:
+    folder = write_tiny_model(registry.user_models_dir(), name="carded")
+    entry = registry.resolve_model("carded")
+    bare = entry.card()
+    assert bare.text is None and bare.figures == ()  # no card: nothing, and no error
+    (folder / "README.md").write_text("# carded v1\n\nTrained on my cells.\n", encoding="utf-8")
+    (folder / "report").mkdir()
+    (folder / "report" / "curves.png").write_bytes(b"png")
+    card = registry.read_card(folder)
+    assert card.text.startswith("# carded v1")
+    assert card.figures == (("Training curves", folder / "report" / "curves.png"),)

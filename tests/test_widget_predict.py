@@ -218,3 +218,33 @@ def test_gray_and_rgb_models(make_napari_viewer, qtbot, hpa_dir, tmp_path):
     assert widget.select_model(str(write_tiny_model(user_models_dir(), name="tiny-hpa4")))
     assert widget.cells_check.isEnabled() and widget.cells_check.isChecked()
     assert widget.state.find_cells
+
+
+def test_model_card_window(make_napari_viewer, qtbot, tiny_model):
+    """The Card button opens the chosen model's README and report figures; a model
+    without them gets a short description instead of an error."""
+    from napari_hpa.core.registry import resolve_model
+    from napari_hpa.widgets._model_card import MAX_FIGURE_WIDTH
+
+    widget = PredictWidget(make_napari_viewer())
+    assert widget.select_model("hpa28-synthetic-tiny")
+    entry = resolve_model("hpa28-synthetic-tiny")
+    widget.card_button.click()
+    dialog = widget.card_dialog
+    qtbot.waitUntil(dialog.isVisible, timeout=5_000)
+    tabs = [dialog.tabs.tabText(i) for i in range(dialog.tabs.count())]
+    assert tabs == ["Model card", "Confusion matrix", "Training curves"]
+    assert dialog.windowTitle() == f"Model card: {entry.id}"
+    assert "Tiny HPA28 demo classifier" in dialog.text.toPlainText()
+    for label in dialog.figures.values():
+        assert not label.pixmap().isNull() and label.pixmap().width() <= MAX_FIGURE_WIDTH
+
+    widget.card_button.click()  # the same model: the same window, brought forward
+    assert widget.card_dialog is dialog
+
+    assert widget.select_model(str(tiny_model))
+    widget.card_button.click()
+    assert widget.card_dialog is not dialog and not dialog.isVisible()
+    text = widget.card_dialog.text.toPlainText()
+    assert "has no model card" in text and "tiny-hpa" in text
+    assert widget.card_dialog.tabs.count() == 1

@@ -45,6 +45,36 @@ class ModelEntry:
     def version(self) -> int:
         return self.spec.version
 
+    def card(self) -> ModelCard:
+        """The model card and report figures saved beside the weights."""
+        return read_card(self.path)
+
+
+#: Report figures a model folder may hold, with the titles they are shown under.
+CARD_FIGURES = (("Confusion matrix", "confusion.png"), ("Training curves", "curves.png"))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a model says about itself: ``README.md`` (None if absent) and report figures."""
+
+    text: str | None
+    figures: tuple[tuple[str, Path], ...]
+
+
+def read_card(folder: str | Path) -> ModelCard:
+    """The card of the model in ``folder``; missing files are left out, never an error
+    (an older or hand-made model may have no report)."""
+    folder = Path(folder)
+    readme = folder / "README.md"
+    try:
+        text = readme.read_text(encoding="utf-8") if readme.is_file() else None
+    except (OSError, UnicodeDecodeError) as exc:
+        text = f"(could not read {readme}: {exc})"
+    report = folder / "report"
+    figures = tuple((title, report / name) for title, name in CARD_FIGURES)
+    return ModelCard(text, tuple((t, p) for t, p in figures if p.is_file()))
+
 
 def user_home() -> Path:
     """The user's napari-hpa folder (models, jobs); ``$NAPARI_HPA_HOME`` overrides it."""

@@ -7,6 +7,8 @@ TOOLTIPS: dict[str, str] = {
     "model": "Model to run: name@version, its task and the channels it reads. "
     "Press ↻ after training or importing a model to list new versions.",
     "refresh": "Look for new models and versions (bundled and in your user folder).",
+    "card": "The chosen model's card: what it is for, how it was trained and tested, with "
+    "its confusion matrix and training curves.",
     "device": "Where the model runs: auto picks a CUDA GPU if there is one, else the CPU.",
     "channels": "Which image layer feeds each channel of the model. Filled in from the layer "
     "names and colours; change it for layers opened some other way.",

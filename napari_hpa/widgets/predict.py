@@ -33,6 +33,7 @@ from ..jobs import settings
 from . import _layers as L
 from . import _results as R
 from ._jobs import compute_cam, run_prediction
+from ._model_card import ModelCardDialog
 from ._state import PredictionResult, PredictState, connect_while_alive, session_for
 from ._table import ProbabilityTable
 from ._tooltips import tip
@@ -83,6 +84,11 @@ class PredictWidget(QWidget):
         self.refresh_button.setText("↻")
         self.refresh_button.setToolTip(tip("refresh"))
         self.refresh_button.clicked.connect(self.refresh_models)
+        self.card_button = QToolButton()
+        self.card_button.setText("Card")
+        self.card_button.setToolTip(tip("card"))
+        self.card_button.clicked.connect(self.show_card)
+        self.card_dialog: ModelCardDialog | None = None
         self.device_combo = QComboBox()
         self.device_combo.setToolTip(tip("device"))
         for name in ("auto", "cpu", "cuda"):
@@ -92,6 +98,7 @@ class PredictWidget(QWidget):
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.refresh_button)
+        model_row.addWidget(self.card_button)
         form = QFormLayout()
         form.addRow("Model", model_row)
         form.addRow("Device", self.device_combo)
@@ -176,6 +183,18 @@ class PredictWidget(QWidget):
             self.status.setText("No models found: train one or install a bundled model.")
         self._on_model_changed()
 
+    def show_card(self) -> None:
+        """Open (or bring forward) the chosen model's card in its own window."""
+        entry = self.entry
+        if entry is None:
+            return
+        if self.card_dialog is None or self.card_dialog.entry.path != entry.path:
+            if self.card_dialog is not None:
+                self.card_dialog.close()
+            self.card_dialog = ModelCardDialog(entry, self)
+        self.card_dialog.show()
+        self.card_dialog.raise_()
+
     def select_model(self, model: ModelEntry | str) -> bool:
         """Select a model by entry, path, ``name@version`` or id; False if it is not listed."""
         if isinstance(model, str):
@@ -197,6 +216,7 @@ class PredictWidget(QWidget):
     def _on_model_changed(self, *_: Any) -> None:
         entry = self.entry
         self.state.model_path = None if entry is None else str(entry.path)
+        self.card_button.setEnabled(entry is not None)
         self.state.manual.clear()
         self._update_cells_option(entry)
         self._rebuild_channels()
