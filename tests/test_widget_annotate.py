@@ -54,12 +54,15 @@ def setup(make_napari_viewer, qtbot, hpa_dir):
 
 
 def _wait_prediction(qtbot, predict: PredictWidget, annotate: AnnotateWidget, source: str):
+    """Until the prediction is finished *and then* stored. The order matters: the result
+    is published twice (image level, then with the cells), and each starts a writer; the
+    store is only complete once the writer started by the last one is done."""
     qtbot.waitUntil(lambda: predict.session.result is not None
                     and predict.session.result.source == source, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: annotate.store is not None and annotate._writer is None
-                    and annotate.store.model_id(source, TASK) is not None, timeout=WAIT_MS)
     qtbot.waitUntil(lambda: not predict.state.running and predict.cam_worker is None,
                     timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: annotate.store is not None and annotate._writer is None
+                    and annotate.store.model_id(source, TASK) is not None, timeout=WAIT_MS)
 
 
 def _checked(annotate: AnnotateWidget) -> set[int]:

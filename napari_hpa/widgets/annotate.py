@@ -276,12 +276,15 @@ class AnnotateWidget(QWidget):
         if self.store is None:
             return
         worker = create_worker(store_prediction, self.store, result, _start_thread=False)
-        worker.returned.connect(self._on_stored)
+        worker.returned.connect(partial(self._on_stored, worker))
         self._writer = worker
         worker.start()
 
-    def _on_stored(self, _: Any = None) -> None:
-        self._writer = None
+    def _on_stored(self, worker: Any, _: Any = None) -> None:
+        # A result is published twice (image level, then with the cells): the first
+        # writer's end must not mark the second one's rows as stored.
+        if worker is self._writer:
+            self._writer = None
         self._refresh()
 
     # -- the checklist ---------------------------------------------------------------------
