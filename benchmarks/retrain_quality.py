@@ -13,7 +13,7 @@ then :func:`~napari_hpa.jobs.retrain.start_compare`), without the GUI:
 Usage::
 
     python benchmarks/retrain_quality.py [--images 200] [--size 128] \
-        [--parent hpa28-synthetic-tiny | weak] [--preset quick]
+        [--parent hpa28-synthetic-tiny | weak] [--preset quick] [--extra "--freeze-bn"]
 
 ``--parent weak`` starts from a small_cnn trained for one epoch on 40 other
 images (a deliberately weak model); by default the bundled synthetic model is
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--extra", default="", help="more napari-hpa train flags")
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="napari-hpa-retrain-quality-"))
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     job = start_retrain(RetrainRequest(parent, db, preset=args.preset,
                                        holdout_fraction=args.holdout, seed=args.seed,
-                                       device=args.device), manager)
+                                       device=args.device,
+                                       extra_args=shlex.split(args.extra)), manager)
     last = -1
     while not job.is_final:
         job.poll()

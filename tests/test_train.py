@@ -137,6 +137,27 @@ def test_finetune_writes_child_and_leaves_parent_untouched(
     assert _hash_tree(parent.path) == before
 
 
+def test_freeze_bn_keeps_the_parents_statistics(trained, easy_dir: Path, tmp_path: Path) -> None:
+    """``freeze_bn``: fine-tuning trains the weights but leaves every batch-norm layer's
+    running statistics at the parent's; without it they move."""
+    parent, _ = trained
+    data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+
+    def stats(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in net.state_dict().items() if "running_" in k}
+
+    before = load_model(parent.path).net.state_dict()
+    kw = {"base": str(parent.path), "epochs": 2, "freeze_epochs": 0}
+    frozen = train_model(tiny_config(tmp_path, name="frozen", freeze_bn=True, **kw), data)
+    moving = train_model(tiny_config(tmp_path, name="moving", **kw), data)
+    assert stats(frozen.net) and read_spec(frozen.path).training["config"]["freeze_bn"] is True
+    for k, v in stats(frozen.net).items():
+        torch.testing.assert_close(v, before[k])
+    assert any(not torch.allclose(v, before[k]) for k, v in stats(moving.net).items())
+    weights = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
+    assert any(not torch.allclose(frozen.net.state_dict()[k], before[k]) for k in weights)
+
+
 def test_cancel_keeps_best_epoch_or_writes_nothing(easy_dir: Path, tmp_path: Path) -> None:
     data = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
     events: list[dict] = []

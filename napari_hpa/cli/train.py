@@ -153,6 +153,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="validate and save a moving average of the weights with this decay per step "
         "(e.g. 0.99); 0 = the live weights",
     )
+    t.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="keep the batch-norm statistics (the parent's when fine-tuning) instead of "
+        "re-estimating them from small batches",
+    )
     t.add_argument("--schedule", choices=["onecycle", "cosine"], default="onecycle")
     t.add_argument(
         "--freeze-epochs", type=int, help="head-only epochs when fine-tuning (default 1)"
@@ -295,6 +301,7 @@ def make_config(args: argparse.Namespace) -> Any:
             pos_weight_max=args.pos_weight_max,
             threshold_prior=args.threshold_prior,
             weight_average=args.weight_average,
+            freeze_bn=args.freeze_bn,
             schedule=args.schedule,
             freeze_epochs=args.freeze_epochs,
             patience=args.patience,

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from .architectures import ClassifierNet
 from .augment import (
@@ -74,6 +75,10 @@ class TrainConfig:
     (:func:`~napari_hpa.core.metrics.tune_thresholds`, ``prior_weight``).
     ``weight_average`` > 0 validates and saves an exponential moving average of
     the weights with that decay per step (:mod:`~napari_hpa.core.averaging`).
+    ``freeze_bn`` keeps every batch-norm layer's statistics as they are (the
+    parent's, when fine-tuning): small batches from another microscope then
+    cannot replace them with noisy batch statistics; the layers' scale and
+    shift still train.
     """
 
     name: str = "my-model"
@@ -105,6 +110,7 @@ class TrainConfig:
     pos_weight_max: float = 10.0
     threshold_prior: float = 20.0
     weight_average: float = 0.0
+    freeze_bn: bool = False
     cache_mb: int = 2048
     out_root: str | None = None
     description: str = ""
@@ -280,6 +286,10 @@ class _Run:
         self.net.train()
         if epoch < self.freeze:
             self.net.backbone.eval()  # frozen: keep the parent's batch-norm statistics
+        elif self.config.freeze_bn:
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()  # normalise with the running statistics; do not update them
         self.sampler.set_epoch(epoch)
         total, count, n_batches = 0.0, 0, len(self.loader)
         for b, (x, y) in enumerate(self.loader):
