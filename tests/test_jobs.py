@@ -313,6 +313,7 @@ def test_start_retrain_snapshots_and_holds_out(tmp_path: Path) -> None:
         cmd = job.record.command
         assert cmd[:3] == [sys.executable, "-m", "napari_hpa"] and "--progress" in cmd
         assert cmd[cmd.index("--db") + 1] == str(job.folder / TRAIN_DB_FILE)
+        assert "--freeze-bn" in cmd  # the presets keep the parent's batch-norm statistics
         holdout = json.loads((job.folder / HOLDOUT_FILE).read_text())
         held = [r["source"] for r in holdout["images"]]
         assert len(held) == 3
