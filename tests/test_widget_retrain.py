@@ -203,3 +203,30 @@ def test_long_warning_stays_below_the_counts_table(qtbot, tmp_path: Path) -> Non
         assert label.geometry().top() >= table.geometry().bottom()  # below the table, not on it
     panel.show_summary(None)
     assert label.height() == 0
+
+
+def test_long_comparison_headline_is_not_cut(qtbot) -> None:
+    """The headline kept a fixed 3 lines; a 4-line headline in the dock was cut off."""
+    from napari_hpa.widgets._compare_panel import ComparePanel
+
+    panel = ComparePanel()
+    qtbot.addWidget(panel)
+    panel.resize(330, 300)
+    panel.show()
+    panel.clear()
+    qtbot.wait(50)
+    label = panel.headline
+    placeholder_height = label.height()
+    assert placeholder_height >= 3 * label.fontMetrics().lineSpacing()  # room kept when empty
+    label.setText(
+        "hpa28-efficientnet_lite0@3 is better than hpa28-efficientnet_lite0@2 on 12 held-out "
+        "images: macro F1 0.217 vs 0.000 (+0.217); 10 class(es) improved, 0 got worse."
+    )
+    for width in (330, 260, 500):
+        panel.resize(width, 300)
+        qtbot.wait(50)
+        assert label.height() >= label.heightForWidth(label.width())  # every line shown
+        assert label.geometry().bottom() < panel.compare_table.geometry().top()
+    panel.resize(260, 300)
+    qtbot.wait(50)
+    assert label.height() > placeholder_height  # it grew past the three lines

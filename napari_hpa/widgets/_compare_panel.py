@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
-from qtpy.QtWidgets import QGroupBox, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGroupBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from ..core import registry
 from ..jobs.compare import Comparison
 from ._counts_panel import compact_table
+from ._fitted_label import FittedLabel
 from ._retrain_tips import tip
 
 
@@ -31,10 +32,7 @@ class ComparePanel(QGroupBox):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Result", parent)
-        self.headline = QLabel("")
-        self.headline.setWordWrap(True)
-        self.headline.setFixedHeight(3 * self.headline.fontMetrics().lineSpacing() + 4)
-        self.headline.setAlignment(Qt.AlignLeft | Qt.AlignTop)
+        self.headline = FittedLabel("", min_lines=3)  # grows when the text needs more
         self.compare_table = QTableWidget(0, 4)
         self.compare_table.setHorizontalHeaderLabels(["Class", "Parent F1", "New F1", "Change"])
         self.compare_table.setToolTip(tip("compare"))

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..jobs.retrain import MIN_IMAGES_PER_CLASS, DataSummary
+from ._fitted_label import FittedLabel
 from ._retrain_tips import tip
 
 
@@ -55,10 +56,8 @@ class CountsPanel(QGroupBox):
         self.counts_table.setToolTip(tip("counts"))
         compact_table(self.counts_table, 80)  # 3 rows; it scrolls, and a short dock needs room
         self.totals_label = QLabel("")
-        self.warning_label = QLabel("")
-        self.warning_label.setWordWrap(True)
+        self.warning_label = FittedLabel("")
         self.warning_label.setStyleSheet("color: #f0b429;")
-        self.warning_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         data_layout = QVBoxLayout(self)
         data_layout.addLayout(db_row)
         data_layout.addWidget(self.totals_label)
@@ -101,21 +100,6 @@ class CountsPanel(QGroupBox):
     def show_warning(self, text: str) -> None:
         """Show ``text`` (may be several lines) under the counts, or nothing if empty."""
         self.warning_label.setText(text)
-        self._fit_warning()
-
-    def _fit_warning(self) -> None:
-        """Make the warning exactly as tall as its wrapped text at the label's width.
-
-        A squeezed dock gave the word-wrapped label fewer lines than its text needed,
-        and QLabel drew the overflow over the counts table above it.
-        """
-        label = self.warning_label
-        width = max(label.width(), 100)  # before the first layout pass: a narrow guess
-        label.setFixedHeight(label.heightForWidth(width) if label.text() else 0)
-
-    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        super().resizeEvent(event)
-        self._fit_warning()
 
 
 def short_path(path: Path, parts: int = 3) -> str:
