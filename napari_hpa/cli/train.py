@@ -261,8 +261,12 @@ def load_data(args: argparse.Namespace) -> TrainData:
 def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Architecture keywords of a new model: small_cnn gets the current recipe's defaults
     (:data:`SMALL_CNN_DEFAULTS`), written to model.json so the model rebuilds the same."""
-    given = {"width": args.width, "pool": args.pool, "stem_stride": args.stem_stride}
-    given["stage1_stride"] = args.stage1_stride
+    given = {
+        "width": args.width,
+        "pool": args.pool,
+        "stem_stride": args.stem_stride,
+        "stage1_stride": args.stage1_stride,
+    }
     given = {k: v for k, v in given.items() if v is not None}
     if args.arch != "small_cnn" or args.base:
         return {"width": args.width} if args.width else {}
