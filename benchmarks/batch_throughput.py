@@ -42,13 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_hpa.core.architectures import build_model
-from napari_hpa.core.batch import BatchProgress, BatchSummary, default_batch_size, run_batch
-from napari_hpa.core.checkpoint import InputSpec, ModelSpec, load_model, save_model
-from napari_hpa.core.io import find_images, read_image
-from napari_hpa.core.predict import Predictor
-from napari_hpa.core.registry import DEFAULT_MODEL_NAMES, default_model, resolve_model
-from napari_hpa.core.synth import write_samples
+from napari_hpa.core.batch.run import BatchProgress, BatchSummary, default_batch_size, run_batch
+from napari_hpa.core.image.io import find_images, read_image
+from napari_hpa.core.image.synth import write_samples
+from napari_hpa.core.model.architectures import build_model
+from napari_hpa.core.model.checkpoint import InputSpec, ModelSpec, load_model, save_model
+from napari_hpa.core.model.predict import Predictor
+from napari_hpa.core.model.registry import DEFAULT_MODEL_NAMES, default_model, resolve_model
 from napari_hpa.core.tasks import get_task
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 def _setup(root: Path, n: int, size: int) -> tuple[Path, list[str]]:
     """Generated images, every one corrected by the user, and a weak parent model."""
     os.environ["NAPARI_HPA_HOME"] = str(root / "home")
-    from napari_hpa.core import registry
-    from napari_hpa.core.annotations import AnnotationStore, default_db_path
-    from napari_hpa.core.io import find_images
-    from napari_hpa.core.synth import write_samples
+    from napari_hpa.core.image.io import find_images
+    from napari_hpa.core.image.synth import write_samples
+    from napari_hpa.core.labels.store import AnnotationStore, default_db_path
+    from napari_hpa.core.model import registry
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from helpers import write_tiny_model
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtCore import Qt, QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_hpa.core.io import read_image
-    from napari_hpa.widgets import _layers as L
+    from napari_hpa import layers as L
+    from napari_hpa.core.image.io import read_image
     from napari_hpa.widgets.retrain import RetrainWidget
 
     viewer = napari.Viewer(show=True)

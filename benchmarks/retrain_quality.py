@@ -34,8 +34,8 @@ from pathlib import Path
 
 
 def _correct_all(images: Path, db: Path, task: str) -> int:
-    from napari_hpa.core.annotations import AnnotationStore
-    from napari_hpa.core.io import find_images
+    from napari_hpa.core.image.io import find_images
+    from napari_hpa.core.labels.store import AnnotationStore
 
     with open(images / "labels.csv", encoding="utf-8") as fh:
         labels = {r["Id"]: [int(t) for t in r["Target"].split()] for r in csv.DictReader(fh)}
@@ -50,7 +50,7 @@ def _weak_parent(root: Path, size: int) -> str:
     """A small_cnn trained for one epoch on 40 other images: a deliberately weak parent."""
     import subprocess
 
-    from napari_hpa.core.synth import write_samples
+    from napari_hpa.core.image.synth import write_samples
 
     data = write_samples(root / "weak-data", n=40, size=size, seed=999)
     cmd = [sys.executable, "-m", "napari_hpa", "train", "--data", str(data), "--labels",
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(tempfile.mkdtemp(prefix="napari-hpa-retrain-quality-"))
     os.environ["NAPARI_HPA_HOME"] = str(root / "home")
-    from napari_hpa.core.annotations import default_db_path
-    from napari_hpa.core.synth import write_samples
+    from napari_hpa.core.image.synth import write_samples
+    from napari_hpa.core.labels.store import default_db_path
     from napari_hpa.jobs.retrain import (
         RetrainRequest,
         read_comparison,

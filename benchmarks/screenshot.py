@@ -68,8 +68,8 @@ def main() -> int:
     from qtpy.QtWidgets import QApplication
 
     from napari_hpa.cli.open import setup_viewer
-    from napari_hpa.core.registry import sample_data_dir
-    from napari_hpa.widgets import _results as R
+    from napari_hpa.core.model.registry import sample_data_dir
+    from napari_hpa.widgets._shared import results as R
 
     work = Path(tempfile.mkdtemp(prefix="napari-hpa-shot-"))
     for f in sample_data_dir().glob("synth_*"):

@@ -53,7 +53,7 @@ def model_only(
     nhwc: bool = True,
     kwargs: dict[str, Any] | None = None,
 ) -> float:
-    from napari_hpa.core.architectures import build_model
+    from napari_hpa.core.model.architectures import build_model
 
     layout = torch.channels_last if nhwc else torch.contiguous_format
     torch.manual_seed(0)
@@ -89,7 +89,7 @@ def model_only(
 def engine(
     arch: str, data, args: argparse.Namespace, kwargs: dict[str, Any] | None = None
 ) -> tuple[float, int]:
-    from napari_hpa.core.train import TrainConfig, fit
+    from napari_hpa.core.train.loop import TrainConfig, fit
 
     cfg = TrainConfig(name=f"speed-{arch}", arch=arch, arch_kwargs=dict(kwargs or {}),
                       size=args.size, epochs=args.epochs,
@@ -117,9 +117,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from napari_hpa.core.data import load_csv
-    from napari_hpa.core.predict import choose_device
-    from napari_hpa.core.synth import write_samples
+    from napari_hpa.core.image.synth import write_samples
+    from napari_hpa.core.model.predict import choose_device
+    from napari_hpa.core.train.data import load_csv
 
     device = choose_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -91,7 +91,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from napari_hpa.cli import main as cli
-    from napari_hpa.core.synth import write_samples
+    from napari_hpa.core.image.synth import write_samples
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="napari-hpa-synth-bench-"))
     t0 = time.perf_counter()

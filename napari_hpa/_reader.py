@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .core.io import (
+from .core.image.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
     find_images,
@@ -88,7 +88,7 @@ def get_reader(path: PathLike | list[PathLike]) -> ReaderFunction | None:
 
 def read(path: PathLike | list[PathLike]) -> list[tuple]:
     """Read ``path`` (or several) into layer data tuples; notify on failure."""
-    from .widgets._layers import image_layer_data
+    from .layers import image_layer_data
 
     paths = path if isinstance(path, list) else [path]
     out: list[tuple] = []
@@ -146,7 +146,7 @@ def _already_open(source: str, path: PathLike) -> bool:
         return False
     if viewer is None:
         return False
-    from .widgets._layers import meta
+    from .layers import meta
 
     ours = [meta(lyr) for lyr in viewer.layers]
     channels = {m.get("channel") for m in ours if m.get("source") == source}

@@ -1,6 +1,6 @@
 """npe2 sample data: the bundled generated HPA-style fields, and a real HPA field if one is at hand.
 
-The generated fields live in ``sample_data/`` (``registry.sample_data_dir()``),
+The generated fields live in ``napari_hpa/bundled_samples/`` (``registry.sample_data_dir()``),
 made with ``core.synth.write_samples``. Real HPA images are not shipped: the
 "real HPA example" opens the set named by ``$NAPARI_HPA_REAL_SAMPLE`` (an HPA
 ``<folder>/<id>``, a member file or any image), else the public 4-channel field
@@ -12,21 +12,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .core.io import read_image
-from .core.registry import sample_data_dir
+from .core.image.io import read_image
+from .core.model.registry import sample_data_dir
 
 REAL_SAMPLE_ENV = "NAPARI_HPA_REAL_SAMPLE"
 _SHARED_FIELD = Path("hpa_public_4ch_examples") / "images" / "57_F11_1"
 
 
 def _layers(source: str | Path) -> list[tuple]:
-    from .widgets._layers import image_layer_data
+    from .layers import image_layer_data
 
     return image_layer_data(read_image(source))
 
 
 def synthetic_sample(index: int = 0) -> list[tuple]:
-    """Layers of bundled generated field ``index`` (``sample_data/synth_000<index>``)."""
+    """Layers of bundled generated field ``index`` (``bundled_samples/synth_000<index>``)."""
     return _layers(sample_data_dir() / f"synth_{index:04d}")
 
 

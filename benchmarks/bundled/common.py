@@ -18,7 +18,7 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("NAPARI_HPA_DATA", REPO.parent / "shared" / "data"))
 CACHE = Path(os.environ.get("NAPARI_HPA_CACHE", "/tmp/napari_hpa_bundled"))
-MODELS = REPO / "models"
+MODELS = REPO / "napari_hpa" / "bundled_models"
 
 
 def setup_torch(threads: int = 2, seed: int = 0) -> None:

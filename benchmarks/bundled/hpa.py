@@ -39,15 +39,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_hpa.core import metrics
-from napari_hpa.core.architectures import ClassifierNet
-from napari_hpa.core.channels import adapt_channels
-from napari_hpa.core.checkpoint import InputSpec, ModelSpec, load_model, save_model
-from napari_hpa.core.efficientnet_lite import efficientnet_lite0, pretrained_backbone
-from napari_hpa.core.io import ImageData, read_image
-from napari_hpa.core.predict import Predictor
-from napari_hpa.core.preprocess import percentile_normalize, prepare_tiles, resize
-from napari_hpa.core.synth import SUPPORTED_CLASSES, make_dataset
+from napari_hpa.core.image.channels import adapt_channels
+from napari_hpa.core.image.io import ImageData, read_image
+from napari_hpa.core.image.synth import SUPPORTED_CLASSES, make_dataset
+from napari_hpa.core.model import metrics
+from napari_hpa.core.model.architectures import ClassifierNet
+from napari_hpa.core.model.architectures.efficientnet_lite import (
+    efficientnet_lite0,
+    pretrained_backbone,
+)
+from napari_hpa.core.model.checkpoint import InputSpec, ModelSpec, load_model, save_model
+from napari_hpa.core.model.predict import Predictor
+from napari_hpa.core.model.tiles import percentile_normalize, prepare_tiles, resize
 from napari_hpa.core.tasks import HPA28_CLASSES, HPA_CHANNELS, get_task
 
 from .common import (
@@ -642,7 +645,7 @@ def model_card(
         "",
         "## Recipe",
         "",
-        "1. ImageNet EfficientNet-Lite0 (converted to `napari_hpa.core.efficientnet_lite`), stem",
+        "1. ImageNet EfficientNet-Lite0 (converted to `napari_hpa.core.model.architectures.efficientnet_lite`), stem",
         "   widened to 4 channels (`adapt_first_conv`), ER filters zeroed, backbone frozen.",
         f"2. Random training crops per image ({tr['crops_per_image']}): scale 0.8-1.25 around the",
         f"   {FIT}-px fit, random {SIZE}-px position, D4; composites and synth fields lose",
@@ -664,7 +667,7 @@ def model_card(
         "",
         "## Held-out results",
         "",
-        "Computed on the saved model through `napari_hpa.core.predict.Predictor`.",
+        "Computed on the saved model through `napari_hpa.core.model.predict.Predictor`.",
         "",
         "| metric | this model | same recipe, random init | chance |",
         "|---|---|---|---|",

@@ -31,13 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_hpa.core import metrics
-from napari_hpa.core.architectures import ClassifierNet
-from napari_hpa.core.checkpoint import InputSpec, ModelSpec, load_model, save_model
-from napari_hpa.core.efficientnet_lite import pretrained_backbone
-from napari_hpa.core.io import read_image
-from napari_hpa.core.predict import Predictor
-from napari_hpa.core.preprocess import prepare_tiles
+from napari_hpa.core.image.io import read_image
+from napari_hpa.core.model import metrics
+from napari_hpa.core.model.architectures import ClassifierNet
+from napari_hpa.core.model.architectures.efficientnet_lite import pretrained_backbone
+from napari_hpa.core.model.checkpoint import InputSpec, ModelSpec, load_model, save_model
+from napari_hpa.core.model.predict import Predictor
+from napari_hpa.core.model.tiles import prepare_tiles
 from napari_hpa.core.tasks import make_task
 
 from .common import (
@@ -547,7 +547,7 @@ def model_card(
         "## Held-out results",
         "",
         f"Evaluated on the {summary['n_held_out']} held-out images read from disk through",
-        "`napari_hpa.core.predict.Predictor` (the path users get).",
+        "`napari_hpa.core.model.predict.Predictor` (the path users get).",
         "",
         "| metric | this model | chance |",
         "|---|---|---|",

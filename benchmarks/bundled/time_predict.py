@@ -13,8 +13,8 @@ import torch
 
 def main(model: str, image: str) -> None:
     torch.set_num_threads(2)
-    from napari_hpa.core.io import read_image
-    from napari_hpa.core.predict import Predictor
+    from napari_hpa.core.image.io import read_image
+    from napari_hpa.core.model.predict import Predictor
 
     t0 = time.perf_counter()
     pred = Predictor(model, device="cpu")

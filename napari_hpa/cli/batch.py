@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.batch import BatchError, BatchProgress, BatchSummary, run_batch
+from ..core.batch.run import BatchError, BatchProgress, BatchSummary, run_batch
 from . import UserError
 
 #: Error messages printed at the end of a run.

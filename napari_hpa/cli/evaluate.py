@@ -1,6 +1,6 @@
 """``napari-hpa evaluate``: score a model on labelled images.
 
-Predictions go through :class:`~napari_hpa.core.predict.Predictor` (the same
+Predictions go through :class:`~napari_hpa.core.model.predict.Predictor` (the same
 path as ``predict``) with the model's stored thresholds. Prints a metrics JSON,
 then ``top1_accuracy=...``/``top3_accuracy=...`` when every image has one label,
 and ``macro_f1=<value>`` as the last line, for scripts.
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core.channels import ChannelMismatchError
-from ..core.checkpoint import CheckpointError
-from ..core.data import DataError, load_csv, load_folder_per_class, targets_matrix
-from ..core.io import ImageReadError, read_image
-from ..core.metrics import evaluate
+from ..core.image.channels import ChannelMismatchError
+from ..core.image.io import ImageReadError, read_image
+from ..core.model.checkpoint import CheckpointError
+from ..core.model.metrics import evaluate
 from ..core.tasks import BUILTIN_TASKS
+from ..core.train.data import DataError, load_csv, load_folder_per_class, targets_matrix
 from . import UserError
 
 
@@ -63,9 +63,9 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.predict import Predictor
-    from ..core.report import write_metrics_report
+    from ..core.model.predict import Predictor
     from ..core.tasks import get_task
+    from ..core.train.report import write_metrics_report
 
     try:
         predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.annotations import AnnotationStore, AnnotationStoreError
+from ..core.labels.store import AnnotationStore, AnnotationStoreError
 from ..core.tasks import BUILTIN_TASKS, Task
 from . import UserError
 
@@ -61,7 +61,7 @@ def task_classes(name: str) -> Task | None:
     """The class names of task ``name``: a built-in task, else a model's task of that name."""
     if name in BUILTIN_TASKS:
         return BUILTIN_TASKS[name]
-    from ..core.registry import list_models
+    from ..core.model.registry import list_models
 
     for entry in reversed(list_models()):
         if entry.spec.task.name == name:
@@ -70,7 +70,7 @@ def task_classes(name: str) -> Task | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core import export as exporting
+    from ..core.labels import export as exporting
 
     fmt = _format(args)
     if not args.db.is_file():

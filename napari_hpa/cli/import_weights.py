@@ -23,7 +23,7 @@ _SHOW = 4
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..core.architectures import available_archs
+    from ..core.model.architectures.base import available_archs
 
     p = sub.add_parser(
         "import-weights",
@@ -131,22 +131,22 @@ def _fit_message(net: Any, state: dict[str, Any], arch: str) -> str | None:
 
 def _next_free(name: str, root: Path) -> int:
     """The next version of ``name`` known to the registry or present in ``root``."""
-    from ..core.registry import next_version
+    from ..core.model.registry import next_version
 
     taken = [p.name.rsplit("-v", 1)[1] for p in root.glob(f"{name}-v*")]
     return max(next_version(name), 1 + max((int(v) for v in taken if v.isdigit()), default=0))
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.architectures import build_model
-    from ..core.checkpoint import (
+    from ..core.model.architectures.base import build_model
+    from ..core.model.checkpoint import (
         CheckpointError,
         InputSpec,
         ModelSpec,
         import_torch_weights,
         save_model,
     )
-    from ..core.registry import user_models_dir
+    from ..core.model.registry import user_models_dir
 
     path = Path(args.weights).expanduser()
     if not path.is_file():

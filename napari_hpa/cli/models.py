@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..core.registry import bundled_models_dir, list_models, user_models_dir
+from ..core.model.registry import bundled_models_dir, list_models, user_models_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

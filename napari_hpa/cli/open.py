@@ -29,9 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check(path: str | None, model: str | None) -> Any:
     """Fail early (before napari starts) on a missing path or an unknown model."""
-    from ..core.checkpoint import CheckpointError
-    from ..core.io import is_hpa_source
-    from ..core.registry import resolve_model
+    from ..core.image.io import is_hpa_source
+    from ..core.model.checkpoint import CheckpointError
+    from ..core.model.registry import resolve_model
 
     if path is not None and not Path(path).expanduser().exists() and not is_hpa_source(path):
         raise UserError(f"{path}: no such file, folder or HPA image id")

@@ -8,10 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..core.channels import ChannelMismatchError
-from ..core.checkpoint import CheckpointError
-from ..core.io import ImageReadError, find_images, read_image
-from ..core.predict import Prediction, Predictor
+from ..core.image.channels import ChannelMismatchError
+from ..core.image.io import ImageReadError, find_images, read_image
+from ..core.model.checkpoint import CheckpointError
+from ..core.model.predict import Prediction, Predictor
 from . import UserError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.synth import write_samples
+from ..core.image.synth.fields import write_samples
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -16,13 +16,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..core.architectures import POOLS, available_archs
-from ..core.augment import AugmentConfig
-from ..core.channels import ChannelMismatchError
-from ..core.checkpoint import CheckpointError
-from ..core.data import DataError, TrainData, load_annotations, load_csv, load_folder_per_class
-from ..core.io import ImageReadError
+from ..core.image.channels import ChannelMismatchError
+from ..core.image.io import ImageReadError
+from ..core.model.architectures.base import POOLS, available_archs
+from ..core.model.checkpoint import CheckpointError
 from ..core.tasks import BUILTIN_TASKS, HPA_CHANNELS, Task, get_task, make_task
+from ..core.train.augment import AugmentConfig
+from ..core.train.data import (
+    DataError,
+    TrainData,
+    load_annotations,
+    load_csv,
+    load_folder_per_class,
+)
 from . import UserError
 
 CHANNEL_SETS = {"hpa": HPA_CHANNELS, "rgb": ("red", "green", "blue"), "gray": ("gray",)}
@@ -220,7 +226,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _task_arg(args: argparse.Namespace) -> Task | str | list[str] | None:
     if not args.task:
         if args.base:
-            from ..core.registry import resolve_model
+            from ..core.model.registry import resolve_model
 
             return resolve_model(args.base).spec.task
         return None
@@ -274,7 +280,7 @@ def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_config(args: argparse.Namespace) -> Any:
-    from ..core.train import TrainConfig
+    from ..core.train.loop import TrainConfig
 
     arch_kwargs = _arch_kwargs(args)
     optional = None
@@ -400,7 +406,7 @@ class StopFlag:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.train import train_model
+    from ..core.train.loop import train_model
 
     emit = _printer(args.progress)
     if args.threads:
@@ -414,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
             emit({"event": "warning", "message": w})
         with StopFlag() as flag:
             if args.search:
-                from ..core.search import run_search
+                from ..core.train.search import run_search
 
                 result = run_search(config, data, args.search, args.sampler, emit, flag)
             else:

@@ -4,9 +4,9 @@ Run as a background process by :func:`napari_hpa.jobs.retrain.start_compare`::
 
     python -m napari_hpa.jobs.compare --parent P --child C --holdout holdout.json --out compare.json
 
-Both models go through :class:`~napari_hpa.core.predict.Predictor` (the one
+Both models go through :class:`~napari_hpa.core.model.predict.Predictor` (the one
 inference path) with their own stored thresholds, and are scored with
-:func:`napari_hpa.core.metrics.evaluate`, so the numbers are the ones
+:func:`napari_hpa.core.model.metrics.evaluate`, so the numbers are the ones
 ``napari-hpa evaluate`` reports. Progress is one JSON object per stdout line.
 """
 
@@ -135,9 +135,9 @@ def compare_models(
     """
     import numpy as np
 
-    from ..core.io import ImageReadError, read_image
-    from ..core.metrics import evaluate
-    from ..core.predict import Predictor
+    from ..core.image.io import ImageReadError, read_image
+    from ..core.model.metrics import evaluate
+    from ..core.model.predict import Predictor
 
     emit = progress or (lambda e: None)
     models = [Predictor(parent, device=device), Predictor(child, device=device)]

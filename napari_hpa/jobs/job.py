@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core import registry
+from ..core.model import registry
 from ..core.process import _group_alive, _proc_start_ticks, _signal_group, pid_alive
 from .progress import Progress, event_kind
 from .record import (

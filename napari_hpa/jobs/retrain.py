@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core import registry
-from ..core.annotations import AnnotationStore
-from ..core.data import split_indices
+from ..core.labels.store import AnnotationStore
+from ..core.model import registry
 from ..core.tasks import Task
+from ..core.train.data import split_indices
 from .compare import COMPARE_FILE, Comparison
 from .runner import Job, JobError, JobManager, python_command
 

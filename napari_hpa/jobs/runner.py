@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..core import registry
+from ..core.model import registry
 from ..core.process import _group_alive as _group_alive
 from ..core.process import pid_alive
 from .job import CANCEL_GRACE_S, CANCEL_LIMIT_S, JOB_NICENESS, EventCallback, Job

@@ -12,11 +12,11 @@ __all__ = ["PredictWidget", "AnnotateWidget"]
 
 def __getattr__(name: str):  # lazy: importing the package must not pull in Qt
     if name == "PredictWidget":
-        from .predict import PredictWidget
+        from .predict.widget import PredictWidget
 
         return PredictWidget
     if name == "AnnotateWidget":
-        from .annotate import AnnotateWidget
+        from .annotate.widget import AnnotateWidget
 
         return AnnotateWidget
     raise AttributeError(name)

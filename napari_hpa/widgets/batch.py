@@ -1,6 +1,6 @@
 """The Batch dock widget: classify a folder into a table without leaving napari.
 
-The work is :func:`napari_hpa.core.batch.run_batch` in a napari ``thread_worker``
+The work is :func:`napari_hpa.core.batch.run.run_batch` in a napari ``thread_worker``
 (the GUI never blocks). The core's progress callback runs on that thread, so it
 only stores the latest numbers; a 10 Hz timer on the GUI thread shows them. That
 keeps the GUI smooth at any image rate, and nothing Qt is touched off its thread.
@@ -34,10 +34,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.batch import BatchProgress, BatchSummary, run_batch
-from ..core.batch_table import read_table
-from ..core.registry import list_models
-from ..jobs import settings
+from ..core.batch.run import BatchProgress, BatchSummary, run_batch
+from ..core.batch.table import read_table
+from ..core.model import preferences as settings
+from ..core.model.registry import list_models
 
 #: Rows of the results table loaded after a run (the file itself holds them all).
 MAX_RESULT_ROWS = 5000
@@ -367,8 +367,8 @@ class BatchWidget(QWidget):
 
     def open_result(self, row: int, column: int = 0) -> None:
         """Open a result's image as one additive layer per channel and show its prediction."""
-        from ..core.io import ImageReadError, read_image
-        from ._layers import image_layer_data
+        from ..core.image.io import ImageReadError, read_image
+        from ..layers import image_layer_data
 
         if not 0 <= row < len(self._results):
             return

@@ -1,0 +1,1 @@
+"""Batch prediction of whole folders: streaming, resumable, on one machine or a dask cluster."""

@@ -1,0 +1,397 @@
+"""The consumer side of a batch: batching, the model, rows, CAM files, progress.
+
+:class:`Pipeline` takes decoded images (from a worker pool or decoded inline),
+runs the model through the :class:`Predictor`, and appends rows to the result
+table. The same class runs a local batch and each Dask task, so both write
+identical rows. :class:`ThreadTuner` picks the model's torch thread count from
+the pipeline's measured rate, because the best value depends on the machine's
+other load as much as on the model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..image.io import ImageReadError
+from ..model.checkpoint import ModelSpec
+from ..model.predict import Prediction, PredictionCancelled, Predictor, decide
+from .decode import Decoded, Mode, error_message
+from .table import ResultWriter, Row
+
+ProgressFn = Callable[["BatchProgress"], None]
+StopFn = Callable[[], bool]
+
+#: Seconds between two progress callbacks (the last one is always sent).
+PROGRESS_INTERVAL = 0.1
+#: Seconds between two fsyncs of the table.
+SYNC_INTERVAL = 2.0
+#: Error messages kept in the summary.
+MAX_ERROR_MESSAGES = 20
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class BatchProgress:
+    """Where a run stands; passed to the ``progress`` callback.
+
+    ``done`` and ``errors`` count images finished in this run (``done`` includes
+    the errors); ``skipped`` were already in the table; ``total`` is all images
+    found. ``recent_errors`` holds the messages since the previous callback, so
+    a viewer can list corrupt files as they occur even though calls are throttled.
+    """
+
+    done: int
+    errors: int
+    skipped: int
+    total: int
+    elapsed: float
+    last_image: str | None = None
+    recent_errors: list[str] = field(default_factory=list)
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.total - self.skipped - self.done)
+
+    @property
+    def rate(self) -> float:
+        """Images per second in this run."""
+        return self.done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate (None before the first image)."""
+        return self.remaining / self.rate if self.rate > 0 else None
+
+    @property
+    def fraction(self) -> float:
+        return (self.skipped + self.done) / self.total if self.total else 1.0
+
+
+# ----------------------------------------------------------------------------- the pipeline
+class Pipeline:
+    """Decoded images in, rows out: batching, the model, CAM files, progress, stop.
+
+    One instance serves a local run (decode in a process pool) and a Dask task
+    (decode inline on the worker), so both write identical rows.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        writer: ResultWriter,
+        mode: Mode,
+        *,
+        cam_dir: Path | None = None,
+        cam_root: Path | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+        total: int = 0,
+        skipped: int = 0,
+    ) -> None:
+        self.predictor = predictor
+        self.writer = writer
+        self.mode = mode
+        self.cam_dir = cam_dir
+        self.cam_root = cam_root
+        self.progress_fn = progress
+        self.should_stop = should_stop
+        self.total, self.skipped = total, skipped
+        self.done = self.errors = 0
+        self.error_messages: list[str] = []
+        self.cancelled = False
+        self._recent: list[str] = []
+        self._batch: list[Decoded] = []
+        self._tiles = 0
+        self._start = time.perf_counter()
+        self._last_report = 0.0
+        self._last_sync = time.perf_counter()
+        self._last_image: str | None = None
+        self.tuner: ThreadTuner | None = None
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.predictor.spec
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._start
+
+    def run(self, stream: Iterable[Decoded | None]) -> bool:
+        """Consume ``stream``; True if it finished, False if ``should_stop`` ended it."""
+        self._start = time.perf_counter()
+        self.report(force=True)
+        try:
+            for item in stream:
+                if self.should_stop is not None and self.should_stop():
+                    self.cancelled = True
+                    break
+                if item is None:  # nothing decoded right now: use the idle model
+                    self.flush()
+                    continue
+                self.add(item)
+            if not self.cancelled:
+                self.flush()
+        except PredictionCancelled:  # stopped between two forward passes of a batch
+            self.cancelled = True
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()  # a generator's finally shuts its worker pool down now, not at GC
+        self.writer.sync()
+        self.report(force=True)
+        return not self.cancelled
+
+    def add(self, item: Decoded) -> None:
+        if item.error is not None:
+            self._write(
+                [Row(item.source, self.predictor.model_id, status="error", error=item.error)]
+            )
+            return
+        if item.probs is not None:  # a worker ran the model
+            p = item.probs.astype(np.float32)
+            self._write([Row(item.source, self.predictor.model_id, p, decide(p, self.spec))])
+            return
+        if self.mode != "tiles":
+            self._write(self._one(item))
+            return
+        assert item.tiles is not None
+        self._batch.append(item)
+        self._tiles += len(item.tiles)
+        if self._tiles >= self.predictor.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Run the model on the images gathered so far (one forward pass per batch)."""
+        if not self._batch:
+            return
+        batch, self._batch, self._tiles = self._batch, [], 0
+        # should_stop between forward passes: a batch of big images is many passes, and
+        # its rows are simply not written (the re-run does them).
+        probs = self.predictor.predict_prepared([d.tiles for d in batch], self.should_stop)
+        model = self.predictor.model_id
+        rows = [
+            Row(d.source, model, p.astype(np.float32), decide(p, self.predictor.spec))
+            for d, p in zip(batch, probs, strict=True)
+        ]
+        self._write(rows)
+
+    def _one(self, item: Decoded) -> list[Row]:
+        """Per-cell or CAM mode: a whole image at a time, through the Predictor's own API."""
+        assert item.image is not None
+        model = self.predictor.model_id
+        image = item.image
+        want_cam = self.cam_dir is not None
+        try:
+            if self.mode == "cells":
+                assert item.labels is not None
+                cells = self.predictor.predict_cells(image, item.labels, self.should_stop)
+                if not cells:
+                    msg = f"{item.source}: no cells found in the image"
+                    return [Row(item.source, model, status="error", error=msg, cell=None)]
+                rows = [
+                    Row(item.source, model, p.probabilities, p.predicted, cell=c)
+                    for c, p in sorted(cells.items())
+                ]
+                if want_cam:
+                    classes = sorted({i for r in rows for i in r.predicted})
+                    self._save_cam(self.predictor.predict_one(image, cam_classes=classes))
+            else:
+                pred = self.predictor.predict_one(
+                    image,
+                    cam_classes="predicted" if want_cam else None,
+                    should_stop=self.should_stop,
+                )
+                rows = [Row(item.source, model, pred.probabilities, pred.predicted)]
+                if want_cam:
+                    self._save_cam(pred)
+            return rows
+        except (ImageReadError, ValueError) as exc:
+            return [Row(item.source, model, status="error", error=error_message(item.source, exc))]
+
+    def _save_cam(self, pred: Prediction) -> None:
+        """TIFF of the predicted classes' maps, written before the row, atomically."""
+        import tifffile
+
+        assert self.cam_dir is not None
+        if not pred.cams:
+            return
+        path = cam_path(self.cam_dir, pred.source, self.cam_root)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        classes = sorted(pred.cams)
+        stack = np.stack([pred.cams[c] for c in classes]).astype(np.float32)
+        names = [pred.classes[c] for c in classes]
+        tifffile.imwrite(tmp, stack, metadata={"axes": "CYX", "Labels": names}, imagej=False)
+        os.replace(tmp, path)
+
+    def _write(self, rows: list[Row]) -> None:
+        by_image: dict[str, list[Row]] = {}
+        for row in rows:
+            by_image.setdefault(row.image, []).append(row)
+        if self.mode == "cells":
+            for group in by_image.values():  # one write per image: its cells stay together
+                self.writer.write(group)
+        else:
+            self.writer.write(rows)
+        for image, group in by_image.items():
+            self.done += 1
+            self._last_image = image
+            if group[0].status != "ok":
+                self.errors += 1
+                self._recent.append(group[0].error)
+                if len(self.error_messages) < MAX_ERROR_MESSAGES:
+                    self.error_messages.append(group[0].error)
+        now = time.perf_counter()
+        if now - self._last_sync >= SYNC_INTERVAL:
+            self.writer.sync()
+            self._last_sync = now
+        if self.tuner is not None:
+            threads = self.tuner.update(now, self.done)
+            if threads is not None:
+                import torch
+
+                torch.set_num_threads(threads)
+        self.report()
+
+    def record(self, done: int, errors: int, messages: Sequence[str], last: str | None) -> None:
+        """Count images finished elsewhere (a Dask worker) and report them."""
+        self.done += done
+        self.errors += errors
+        self._recent.extend(messages)
+        room = MAX_ERROR_MESSAGES - len(self.error_messages)
+        self.error_messages.extend(list(messages)[: max(0, room)])
+        self._last_image = last or self._last_image
+        self.report()
+
+    def report(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.progress_fn is None or (not force and now - self._last_report < PROGRESS_INTERVAL):
+            return
+        self._last_report = now
+        recent, self._recent = self._recent, []
+        self.progress_fn(
+            BatchProgress(
+                self.done,
+                self.errors,
+                self.skipped,
+                self.total,
+                self.elapsed,
+                self._last_image,
+                recent,
+            )
+        )
+
+
+def cam_path(cam_dir: Path, source: str, root: Path | None) -> Path:
+    """``<cam_dir>/<source relative to root>_cam.tif``: subfolders kept, so ids never collide."""
+    src = Path(source)
+    try:
+        rel = src.resolve().relative_to(root.resolve()) if root is not None else Path(src.name)
+    except ValueError:
+        rel = Path(src.name)
+    return cam_dir / rel.parent / f"{rel.name}_cam.tif"
+
+
+# ----------------------------------------------------------------------------- defaults
+def usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_workers(device: str = "cpu") -> int:
+    """Worker processes: one per core (at most 8 on the CPU, 16 beside a GPU).
+
+    On the CPU the workers decode *and* run the model (``infer="workers"``), one
+    process per core with ``cores // workers`` torch threads each: independent
+    single-threaded models keep every core busy without the OpenMP barriers of a
+    multi-threaded model that shares its cores with decoders. Beside a GPU they
+    only decode, leaving one core to feed the GPU. More than 8 CPU workers would
+    mostly add memory (each holds torch and the model), so big machines give each
+    worker more threads instead.
+    """
+    cpus = usable_cpus()
+    if device != "cpu":
+        return max(1, min(cpus - 1, 16))
+    return max(1, min(cpus, 8))
+
+
+def default_batch_size(device: str = "cpu") -> int:
+    """Tiles per forward pass: small on the CPU, where activations of a small batch stay
+    in cache (EfficientNet-Lite0, 160 px tiles, 2 cores: 4 tiles 31 img/s, 16 tiles 18
+    img/s); large on a GPU, which needs big batches to be busy."""
+    return 4 if device == "cpu" else 32
+
+
+def thread_candidates(workers: int) -> list[int]:
+    """Torch thread counts the :class:`ThreadTuner` tries for the model on the CPU."""
+    cpus = usable_cpus()
+    return sorted({1, max(1, cpus - workers), cpus})
+
+
+class ThreadTuner:
+    """Choose the model's torch thread count by measuring the pipeline's own rate.
+
+    Why measure: whether the model gains from more threads while decode workers
+    share the cores depends on the model, the images and the machine's other
+    load (on a busy machine one thread is often several times faster than two,
+    as an OpenMP barrier waits for a descheduled thread). After a warm-up each
+    candidate runs for at least ``phase`` seconds and ``min_batches`` batches;
+    the fastest is kept for ``hold`` seconds, then the probe repeats, so a long
+    run adapts when the machine's load changes.
+    """
+
+    def __init__(
+        self,
+        candidates: Sequence[int],
+        phase: float = 2.0,
+        hold: float = 300.0,
+        min_batches: int = 3,
+    ) -> None:
+        self.candidates = list(dict.fromkeys(int(c) for c in candidates)) or [1]
+        self.phase, self.hold, self.min_batches = phase, hold, min_batches
+        self.current = self.candidates[-1]  # torch's own default: all cores
+        self.history: list[tuple[int, float]] = []
+        self._state = "start"
+        self._queue: list[int] = []
+        self._rates: dict[int, float] = {}
+        self._mark = (0.0, 0)
+        self._until = 0.0
+        self._batches = 0
+
+    def update(self, now: float, done: int) -> int | None:
+        """Call after each batch; returns the new thread count when it changes."""
+        if len(self.candidates) < 2:
+            return None
+        if self._state == "start":
+            self._begin("warmup", now, done, self.phase)
+            return None
+        self._batches += 1
+        if now < self._until or (self._state != "hold" and self._batches < self.min_batches):
+            return None
+        if self._state == "probe":
+            t0, d0 = self._mark
+            self._rates[self.current] = rate = (done - d0) / max(now - t0, 1e-9)
+            self.history.append((self.current, rate))
+        else:  # end of warm-up or of a hold: probe every candidate again
+            self._queue, self._rates = list(self.candidates), {}
+        if self._queue:
+            self._begin("probe", now, done, self.phase)
+            return self._switch(self._queue.pop(0))
+        self._begin("hold", now, done, self.hold)
+        return self._switch(max(self._rates, key=self._rates.__getitem__))
+
+    def _begin(self, state: str, now: float, done: int, length: float) -> None:
+        self._state, self._mark, self._until, self._batches = state, (now, done), now + length, 0
+
+    def _switch(self, threads: int) -> int | None:
+        if threads == self.current:
+            return None
+        self.current = threads
+        return threads

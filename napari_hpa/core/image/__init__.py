@@ -1,0 +1,1 @@
+"""Images: reading and writing them, their channels, their cells, and generated fields."""

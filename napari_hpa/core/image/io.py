@@ -1,0 +1,552 @@
+"""Read images into ``(C, H, W)`` float32 arrays in ``[0, 1]``, and find them on disk.
+
+Sources
+-------
+A *source* is the string that names one image everywhere (GUI, CLI, annotations):
+
+* an HPA channel set ``<folder>/<id>``, whose files are ``<id>_red``, ``_green``,
+  ``_blue`` and ``_yellow`` (``.png``, ``.tif``, ``.tiff``, ``.jpg``, ``.jpeg``).
+  They are read as channels ``tasks.HPA_CHANNELS`` (microtubules, protein,
+  nucleus, er), in that order. A path to any one member names the whole set;
+* any other image file: its path.
+
+Conventions
+-----------
+* uint8 is divided by 255; uint16 by 65535, or by 4095 when the maximum is below
+  4096 (12-bit camera data); other integers by ``2**bits - 1`` for the smallest of
+  8/12/16/32/64 bits that holds the maximum (signed with negatives: min-max). A
+  float image already in [0, 1] is kept, else min-max scaled. ``metadata`` records
+  ``bit_depth`` and ``rescaled`` (the ``(min, max)`` used) where it applies.
+* PNG/JPEG whose three colour planes are identical (grayscale saved as RGB) come
+  back as one ``"gray"`` channel (``metadata["collapsed_gray"] = True``).
+* Planes over :data:`WORK_PIXELS` are reduced by an integer factor on reading
+  (``metadata["downscaled"]`` = factor, ``["original_shape"]`` = (H, W)); planes
+  over :data:`MAX_PIXELS` are refused before decoding.
+* Every failure is an :class:`ImageReadError`, never a decoder's own exception.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import glob as _glob
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tasks import HPA_CHANNELS
+
+#: Largest accepted plane (H * W); larger images are refused before decoding.
+MAX_PIXELS = 12000 * 12000
+#: Largest plane kept at full resolution: larger ones are reduced on reading by the
+#: smallest integer factor (block mean) that brings them under it. Every later step
+#: (channel mapping, normalisation, resizing) makes full-size float copies, so an
+#: unreduced 10^8-pixel plane would need several GB; models see a few hundred pixels.
+WORK_PIXELS = 8192 * 8192
+#: File name endings treated as images by :func:`find_images`.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: HPA colour suffixes in channel order (red = microtubules ... yellow = ER).
+HPA_COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+_HPA_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".ome.tif", ".ome.tiff")
+_HPA_RE = re.compile(
+    r"^(?P<id>.+)_(?P<color>red|green|blue|yellow)\.(?:ome\.)?(?:png|tiff?|jpe?g)$", re.I
+)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+class ImageReadError(ValueError):
+    """An image could not be read; ``str(err)`` is ``"<path>: <reason>"``."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(path, reason)
+        self.path = Path(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(eq=False)
+class ImageData:
+    """One image: ``data`` (C, H, W) float32 in [0, 1] and where it came from."""
+
+    data: np.ndarray
+    channel_names: tuple[str, ...]
+    paths: tuple[Path, ...]
+    image_id: str
+    source: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- names
+def split_hpa_name(path: str | os.PathLike) -> tuple[str, str] | None:
+    """Return ``(id, colour)`` for an HPA channel file name such as ``x_red.png``, else None."""
+    m = _HPA_RE.match(Path(path).name)
+    return (m.group("id"), m.group("color").lower()) if m else None
+
+
+def _hpa_members(folder: Path, image_id: str) -> dict[str, Path]:
+    """Existing channel files of the set ``folder/image_id``, by colour."""
+    found: dict[str, Path] = {}
+    for color in HPA_COLORS:
+        names = (f"{image_id}_{color}{e}" for ext in _HPA_EXTS for e in (ext, ext.upper()))
+        hit = next((folder / n for n in names if (folder / n).is_file()), None)
+        if hit is not None:
+            found[color] = hit
+    return found
+
+
+def is_hpa_source(source: str | os.PathLike) -> bool:
+    """True if ``source`` is an HPA channel file, or a ``<folder>/<id>`` with channel files."""
+    p = Path(source)
+    if p.is_file():
+        return split_hpa_name(p) is not None
+    return bool(_hpa_members(p.parent, p.name))
+
+
+def _image_id(path: Path) -> str:
+    return re.sub(r"\.ome$", "", path.stem, flags=re.I)  # x.ome.tif -> x
+
+
+# ----------------------------------------------------------------------------- reading
+def read_image(
+    path: str | os.PathLike,
+    *,
+    hpa_set: bool = True,
+    max_pixels: int | None = None,
+    work_pixels: int | None = None,
+) -> ImageData:
+    """Read an image file or an HPA channel set.
+
+    Parameters
+    ----------
+    path
+        An image file, an HPA channel file (reads its whole set), or ``<folder>/<id>``.
+    hpa_set
+        If False, an HPA-named file is read alone as a plain image.
+    max_pixels
+        Largest accepted H * W; default :data:`MAX_PIXELS`.
+    work_pixels
+        Larger planes are reduced by an integer factor; default :data:`WORK_PIXELS`,
+        0 keeps full resolution.
+
+    Raises
+    ------
+    ImageReadError
+        For a missing, empty, truncated, non-image, too large or unsupported file,
+        or an incomplete or inconsistent HPA set.
+    """
+    p = Path(path).expanduser()
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
+    work = WORK_PIXELS if work_pixels is None else int(work_pixels)
+    if hpa_set:
+        parts = split_hpa_name(p) if p.is_file() else None
+        if parts is not None:
+            return _read_hpa(p.parent, parts[0], limit, work)
+        if not p.exists() and _hpa_members(p.parent, p.name):
+            return _read_hpa(p.parent, p.name, limit, work)
+    raw, names, meta = _read_file(p, limit, work)
+    data = _to_unit(raw, p, meta)
+    return ImageData(data, names, (p,), _image_id(p), str(p), meta)
+
+
+def _read_hpa(folder: Path, image_id: str, limit: int, work: int) -> ImageData:
+    source = folder / image_id
+    members = _hpa_members(folder, image_id)
+    missing = [c for c in HPA_COLORS if c not in members]
+    if missing:
+        have = ", ".join(c for c in HPA_COLORS if c in members) or "none"
+        raise ImageReadError(
+            source,
+            f"incomplete HPA channel set: missing {', '.join(missing)} (found {have}); "
+            "pass hpa_set=False to read one file on its own",
+        )
+    planes, metas = [], []
+    for color in HPA_COLORS:
+        raw, _, meta = _read_file(members[color], limit, work)
+        if raw.shape[0] > 1:  # a colour-tinted channel file: its intensity is the max
+            raw = raw.max(axis=0, keepdims=True)
+            meta["tinted"] = True
+        planes.append(raw[0])
+        metas.append(meta)
+    shapes = {c: planes[i].shape for i, c in enumerate(HPA_COLORS)}
+    if len(set(shapes.values())) > 1:
+        detail = ", ".join(f"{members[c].name} {h}x{w}" for c, (h, w) in shapes.items())
+        raise ImageReadError(source, f"HPA channels have different sizes: {detail}")
+    meta: dict[str, Any] = {"format": "hpa", "channels": metas}
+    if len({p.dtype for p in planes}) == 1:  # scale jointly: one bit depth for the set
+        data = _to_unit(np.stack(planes), source, meta)
+    else:
+        data = np.concatenate(
+            [_to_unit(planes[i][None], members[c], metas[i]) for i, c in enumerate(HPA_COLORS)]
+        )
+    paths = tuple(members[c] for c in HPA_COLORS)
+    return ImageData(data, tuple(HPA_CHANNELS), paths, image_id, str(source), meta)
+
+
+def _read_file(
+    p: Path, limit: int, work: int = 0
+) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
+    """Decode one file to a raw ``(C, H, W)`` array of its own dtype, names and metadata."""
+    if not p.exists():
+        if p.is_symlink():  # exists() follows links: "not found" would hide the real cause
+            raise ImageReadError(p, _dangling_reason(p))
+        raise ImageReadError(p, "file not found")
+    if p.is_dir():
+        raise ImageReadError(p, "is a folder, not an image file")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise ImageReadError(p, f"cannot open file ({exc.strerror or exc})") from None
+    if not head:
+        raise ImageReadError(p, "file is empty (0 bytes)")
+    reader = _read_tiff if head in _TIFF_MAGIC else _read_pil
+    try:
+        raw, names, meta = reader(p, limit)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(p, "not enough memory to decode the image") from None
+    except Exception as exc:  # decoders raise many types; none may escape
+        why = f"{type(exc).__name__}: {exc}"
+        raise ImageReadError(
+            p, f"cannot decode: truncated, corrupt or unsupported ({why})"
+        ) from None
+    if raw.ndim != 3 or 0 in raw.shape:
+        raise ImageReadError(p, f"image has a zero-size dimension (shape {raw.shape})")
+    h, w = raw.shape[1:]
+    if work and h * w > work and raw.dtype.kind in "biuf":  # others are refused later
+        factor = math.ceil(math.sqrt(h * w / work))
+        while (h // factor) * (w // factor) > work:
+            factor += 1
+        if h // factor == 0 or w // factor == 0:
+            raise ImageReadError(p, f"image is too elongated to reduce ({w}x{h})")
+        meta.update(downscaled=factor, original_shape=(h, w))
+        raw = _block_mean(raw, factor)
+    return raw, names, meta
+
+
+def _block_mean(raw: np.ndarray, factor: int) -> np.ndarray:
+    """Reduce (C, H, W) by ``factor`` (mean of factor x factor blocks), keeping the dtype.
+
+    Sums strided views into one output-sized float32 array (no full-size float
+    copy); the last ``H % factor`` rows and ``W % factor`` columns are dropped.
+    """
+    c, h, w = raw.shape
+    oh, ow = h // factor, w // factor
+    acc = np.zeros((c, oh, ow), np.float32)
+    for dy in range(factor):
+        for dx in range(factor):
+            acc += raw[:, dy : oh * factor : factor, dx : ow * factor : factor]
+    acc /= factor * factor
+    if raw.dtype.kind == "b":
+        return acc >= 0.5
+    if raw.dtype.kind in "ui":
+        return np.rint(acc).astype(raw.dtype)
+    return acc.astype(raw.dtype, copy=False)
+
+
+def _dangling_reason(p: Path) -> str:
+    """Why a symbolic link leads nowhere: a loop or a missing target."""
+    try:
+        p.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop so
+        return "symbolic link loop (the link points back at itself)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back at itself)"
+    return f"broken symbolic link (its target {os.readlink(p)!r} does not exist)"
+
+
+def _check_plane(p: Path, h: int, w: int, limit: int) -> None:
+    if h == 0 or w == 0:
+        raise ImageReadError(p, f"image has a zero-size dimension ({h}x{w})")
+    if h * w > limit:
+        raise ImageReadError(
+            p, f"image is too large: {w}x{h} = {h * w} pixels per plane, limit {limit}"
+        )
+
+
+def _read_pil(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
+    from PIL import Image, UnidentifiedImageError
+
+    if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = limit  # our own check below applies the limit
+    try:
+        im = Image.open(p)
+    except UnidentifiedImageError:
+        raise ImageReadError(p, "not an image file (or an unsupported format)") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(p, f"image is too large (limit {limit} pixels)") from None
+    with im:
+        w, h = im.size
+        _check_plane(p, h, w, limit)
+        meta: dict[str, Any] = {"format": (im.format or "").lower(), "mode": im.mode}
+        try:
+            im.load()
+        except OSError as exc:
+            raise ImageReadError(p, f"file is truncated or corrupt ({exc})") from None
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode in ("PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+            im = im.convert("RGBA" if mode in ("PA", "RGBa") else "RGB")
+        arr = np.asarray(im)
+        if mode.startswith("I;16"):
+            arr = arr.astype(np.uint16)  # I;16B is big-endian
+    if arr.ndim == 2:
+        return arr[None], ("gray",), meta
+    if arr.shape[2] == 2:  # LA: drop alpha
+        return arr[None, :, :, 0], ("gray",), meta
+    arr = np.moveaxis(arr[:, :, :3], -1, 0)
+    if np.array_equal(arr[0], arr[1]) and np.array_equal(arr[0], arr[2]):
+        meta["collapsed_gray"] = True
+        return np.ascontiguousarray(arr[:1]), ("gray",), meta
+    return np.ascontiguousarray(arr), ("red", "green", "blue"), meta
+
+
+def _guess_axes(shape: tuple[int, ...]) -> str:
+    """Axes of an array without metadata: a small last axis (<= 4) is channels."""
+    yxc = len(shape) in (3, 4) and shape[-1] <= 4 < shape[-3]
+    return {2: "YX", 3: "YXC" if yxc else "CYX", 4: "ZYXC" if yxc else "ZCYX", 5: "TZCYX"}.get(
+        len(shape), ""
+    )
+
+
+def _ome_channel_names(xml: str | None) -> list[str]:
+    try:
+        pixels = ET.fromstring(xml or "").find(".//{*}Pixels")
+    except ET.ParseError:
+        return []
+    return [] if pixels is None else [c.get("Name", "") for c in pixels.findall("{*}Channel")]
+
+
+def _read_tiff(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
+    import tifffile
+
+    with tifffile.TiffFile(p) as tif:
+        if not tif.series:
+            raise ImageReadError(p, "TIFF file holds no image")
+        series = tif.series[0]
+        shape = tuple(int(s) for s in series.shape)
+        axes = str(series.axes).upper()
+        if 0 in shape:
+            raise ImageReadError(p, f"image has a zero-size dimension (shape {shape})")
+        if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+            axes = _guess_axes(shape)
+        elif not set(axes) & set("CSZT") and len(shape) > 2:
+            # generic pages ('I', 'Q'): no real axis metadata, guess like a bare array
+            axes = _guess_axes(shape) or axes
+        if not axes:
+            raise ImageReadError(p, f"cannot interpret a {len(shape)}-D TIFF (shape {shape})")
+        _check_plane(p, shape[axes.index("Y")], shape[axes.index("X")], limit)
+        rgb = getattr(tif.pages[0], "photometric", None) == tifffile.PHOTOMETRIC.RGB
+        names = _ome_channel_names(tif.ome_metadata) if tif.is_ome else []
+        if not names and tif.is_imagej:
+            labels = (tif.imagej_metadata or {}).get("Labels")
+            names = list(labels) if isinstance(labels, (list, tuple)) else []
+        arr = series.asarray()
+    meta: dict[str, Any] = {"format": "tiff", "axes": axes}
+    arr, from_samples = _to_cyx(p, arr, axes, meta)
+    if rgb and from_samples and arr.shape[0] in (3, 4):
+        return arr[:3], ("red", "green", "blue"), meta
+    c = arr.shape[0]
+    if len(names) != c or not all(names) or len(set(names)) != c:
+        names = [f"ch{i}" for i in range(c)] if c > 1 else ["gray"]
+    return arr, tuple(str(n) for n in names), meta
+
+
+def _to_cyx(p: Path, arr: np.ndarray, axes: str, meta: dict[str, Any]) -> tuple[np.ndarray, bool]:
+    """Rearrange a TIFF array with ``axes`` to (C, Y, X): Z max-projected, first T."""
+    if "C" not in axes and "S" in axes:
+        axes = axes.replace("S", "C")
+    elif "C" not in axes:  # one unnamed axis (pages, 'Q', 'I') acts as channels
+        extra = [a for a in axes if a not in "YXZT"]
+        if extra:
+            axes = axes.replace(extra[0], "C", 1)
+    from_samples = "S" not in axes and "S" in meta["axes"]
+    if "T" in axes:  # first time point
+        arr, axes = np.take(arr, 0, axis=axes.index("T")), axes.replace("T", "")
+    if "Z" in axes:
+        meta["z_projection"] = "max"
+        arr, axes = arr.max(axis=axes.index("Z")), axes.replace("Z", "")
+    if "C" not in axes:
+        arr, axes = arr[None], "C" + axes
+    if sorted(axes) != ["C", "X", "Y"]:
+        raise ImageReadError(p, f"unsupported TIFF axes {meta['axes']!r}")
+    return np.ascontiguousarray(np.transpose(arr, [axes.index(a) for a in "CYX"])), from_samples
+
+
+def _to_unit(arr: np.ndarray, p: str | os.PathLike, meta: dict[str, Any]) -> np.ndarray:
+    """Scale a raw array to float32 in [0, 1] by its dtype (see the module docstring)."""
+    kind = arr.dtype.kind
+    meta["dtype"] = str(arr.dtype)
+    if kind == "b":
+        meta["bit_depth"] = 1
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8:  # the common case, on every image of a batch: one copy
+        meta["bit_depth"] = 8
+        out = arr.astype(np.float32)
+        return np.divide(out, 255, out=out)
+    if kind in "ui":
+        lo, hi = int(arr.min()), int(arr.max())
+        if kind == "i" and lo < 0:
+            return _minmax(arr, lo, hi, meta)
+        if arr.dtype.itemsize == 1:
+            bits = 7
+        elif arr.dtype.itemsize == 2:
+            bits = 12 if hi < 4096 else (16 if kind == "u" else 15)
+        else:
+            bits = next(b for b in (8, 12, 16, 32, 64) if hi < 2**b)
+        meta["bit_depth"] = bits
+        return (arr.astype(np.float64 if bits > 24 else np.float32) / (2**bits - 1)).astype(
+            np.float32
+        )
+    if kind == "f":
+        if not np.isfinite(arr).all():
+            raise ImageReadError(p, "image contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo >= 0.0 and hi <= 1.0:
+            return arr.astype(np.float32)
+        return _minmax(arr, lo, hi, meta)
+    raise ImageReadError(p, f"unsupported pixel type {arr.dtype}")
+
+
+def _minmax(arr: np.ndarray, lo: float, hi: float, meta: dict[str, Any]) -> np.ndarray:
+    meta["rescaled"] = (lo, hi)
+    if hi == lo:
+        return np.clip(arr, 0, 1).astype(np.float32)
+    return ((arr.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- finding
+def find_images(
+    paths: str | os.PathLike | Iterable[str | os.PathLike],
+    recursive: bool = True,
+    glob: str | None = None,
+) -> list[str]:
+    """Expand files, folders, HPA ids and wildcards into sorted, unique sources.
+
+    HPA channel files become one ``<folder>/<id>`` source (complete or not: an
+    incomplete set fails later, in :func:`read_image`). Folders are walked
+    (``recursive``) for :data:`IMAGE_EXTENSIONS`, optionally filtered by the file
+    name pattern ``glob``; hidden names (``.x``) are skipped, symlinked folders are
+    not followed (so a link loop cannot hang the walk), unreadable folders are
+    ignored. Image-named symlinks that lead nowhere are kept, so reading them
+    reports the broken link instead of the image silently missing. Files named
+    explicitly are kept whatever their extension.
+
+    Raises
+    ------
+    ImageReadError
+        For a path that is neither a file, a folder, an HPA id nor a matching wildcard.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: set[str] = set()
+    for item in paths:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            for f in _walk(p, recursive):
+                if glob is None or fnmatch.fnmatch(f.name, glob):
+                    out.add(_source_of(f))
+        elif p.is_file():
+            out.add(_source_of(p))
+        elif p.is_symlink() or _hpa_members(p.parent, p.name):  # a dangling link: read it
+            out.add(str(p))  # to say why (loop or missing target)
+        elif _glob.has_magic(str(item)):
+            matches = [
+                m
+                for m in _glob.glob(str(p), recursive=True)
+                if os.path.isdir(m) or m.lower().endswith(IMAGE_EXTENSIONS)
+            ]
+            out.update(find_images(matches, recursive, glob) if matches else [])
+        else:
+            raise ImageReadError(p, "no such file, folder or HPA channel set")
+    return sorted(out)
+
+
+def _source_of(f: Path) -> str:
+    parts = split_hpa_name(f)
+    return str(f.parent / parts[0]) if parts else str(f)
+
+
+def _walk(root: Path, recursive: bool) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
+        for name in filenames:
+            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            f = Path(dirpath) / name
+            if f.is_file() or f.is_symlink():  # a dangling link becomes an error, not a gap
+                found.append(f)
+    return found
+
+
+# ----------------------------------------------------------------------------- writing
+def _to_uint8(data: np.ndarray) -> np.ndarray:
+    arr = np.asarray(data)
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind not in "fb":
+        raise ValueError(f"expected float in [0, 1] or uint8 data, got {arr.dtype}")
+    return np.round(np.clip(arr.astype(np.float32), 0, 1) * 255).astype(np.uint8)
+
+
+def write_hpa_set(
+    folder: str | os.PathLike, image_id: str, data: np.ndarray, fmt: str = "png"
+) -> tuple[Path, ...]:
+    """Write (4, H, W) data as 8-bit ``<id>_red.<fmt>`` ... ``_yellow``; return the paths."""
+    arr = np.asarray(data)
+    if arr.ndim != 3 or arr.shape[0] != 4:
+        raise ValueError(f"an HPA set needs (4, H, W) data, got shape {arr.shape}")
+    fmt = fmt.lower().lstrip(".")
+    if fmt not in ("png", "tif", "tiff", "jpg", "jpeg"):
+        raise ValueError(f"unsupported HPA file format {fmt!r}")
+    paths = tuple(Path(folder) / f"{image_id}_{c}.{fmt}" for c in HPA_COLORS)
+    for plane, path in zip(_to_uint8(arr), paths, strict=True):
+        write_image(path, plane[None])
+    return paths
+
+
+def write_image(
+    path: str | os.PathLike, data: np.ndarray, channel_names: Iterable[str] | None = None
+) -> Path:
+    """Write (C, H, W) data: TIFF keeps the dtype (axes ``CYX``; OME names if given).
+
+    PNG/JPEG take 1 (gray) or 3 (RGB) channels, uint8/uint16 or float in [0, 1]
+    (written 8-bit; single-channel uint16 PNG stays 16-bit).
+    """
+    from PIL import Image
+
+    path, arr = Path(path), np.asarray(data)
+    arr = arr[None] if arr.ndim == 2 else arr
+    if arr.ndim != 3:
+        raise ValueError(f"expected (C, H, W) data, got shape {arr.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        arr = arr.astype(np.float32) if arr.dtype == np.float64 else arr
+        names = list(channel_names or [])
+        meta = {"axes": "CYX", **({"Channel": {"Name": names}} if names else {})}
+        tifffile.imwrite(path, arr, photometric="minisblack", metadata=meta, ome=bool(names))
+        return path
+    if arr.shape[0] not in (1, 3):
+        raise ValueError(f"{path.suffix} files take 1 or 3 channels, got {arr.shape[0]}")
+    if arr.shape[0] == 1 and arr.dtype == np.uint16 and path.suffix.lower() == ".png":
+        Image.fromarray(arr[0]).save(path)
+        return path
+    u8 = (arr >> 8).astype(np.uint8) if arr.dtype == np.uint16 else _to_uint8(arr)
+    img = Image.fromarray(u8[0]) if u8.shape[0] == 1 else Image.fromarray(np.moveaxis(u8, 0, -1))
+    img.save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+    return path

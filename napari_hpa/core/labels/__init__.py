@@ -1,0 +1,1 @@
+"""Labels: the annotations database (model and user labels per image and cell) and its exports."""

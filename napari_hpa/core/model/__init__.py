@@ -1,0 +1,1 @@
+"""Models: networks, the checkpoint format, the registry, input tiles, the Predictor, metrics."""

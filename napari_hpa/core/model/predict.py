@@ -1,0 +1,339 @@
+"""Run a model on images: the one inference path for GUI, CLI, batch and evaluation.
+
+The :class:`Predictor` chooses the device (CUDA, then MPS, then CPU), batches
+tiles across images, uses mixed precision on CUDA, and survives running out of
+GPU memory by halving the batch and finally falling back to the CPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ..image.io import ImageData
+from .checkpoint import LoadedModel, ModelSpec, load_model
+from .metrics import decide_multilabel
+from .registry import ModelEntry, resolve_model
+from .tiles import TileGrid, prepare_tiles, stitch_maps
+
+CamRequest = Sequence[int] | Literal["predicted", "all"] | None
+
+
+class PredictionCancelled(Exception):
+    """Raised inside :meth:`Predictor.predict` when ``should_stop`` returns True."""
+
+
+def choose_device(preference: str | torch.device = "auto") -> torch.device:
+    """The device to use: ``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    pref = str(preference).lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            "CUDA was requested but no CUDA GPU is available; use --device cpu or auto"
+        )
+    if pref == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError("MPS was requested but is not available on this machine")
+    return torch.device(pref)
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for a GPU out-of-memory error (the only error worth a retry on a smaller batch)."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", ()
+    )
+    return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
+
+
+@dataclass
+class Prediction:
+    """The result for one image (or one cell)."""
+
+    image_id: str
+    source: str
+    model_id: str
+    classes: tuple[str, ...]
+    probabilities: np.ndarray
+    predicted: list[int]
+    cams: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def predicted_names(self) -> list[str]:
+        return [self.classes[i] for i in self.predicted]
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        order = np.argsort(-self.probabilities)[:k]
+        return [(self.classes[i], float(self.probabilities[i])) for i in order]
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.source,
+            "image_id": self.image_id,
+            "model": self.model_id,
+            "probabilities": dict(zip(self.classes, map(float, self.probabilities), strict=True)),
+            "predicted": [int(i) for i in self.predicted],
+            "predicted_names": self.predicted_names,
+        }
+
+
+def decide(probabilities: np.ndarray, spec: ModelSpec) -> list[int]:
+    """Predicted classes: over their threshold (multilabel; at least the top one), or the argmax."""
+    if spec.task.multilabel:
+        chosen = decide_multilabel(np.asarray(probabilities)[None], np.asarray(spec.thresholds))
+        return [int(i) for i in np.flatnonzero(chosen[0])]
+    return [int(np.argmax(probabilities))]
+
+
+class Predictor:
+    """A loaded model on a device, ready to classify images.
+
+    Parameters
+    ----------
+    model
+        A name, ``name@version``, a model folder, a registry entry, a loaded
+        model, or None for the default (bundled HPA) model.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    batch_size
+        Tiles per forward pass; halved automatically on GPU out-of-memory.
+    amp
+        Mixed precision (float16 autocast) on CUDA.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | ModelEntry | LoadedModel | None = None,
+        device: str | torch.device = "auto",
+        batch_size: int = 8,
+        amp: bool = True,
+    ) -> None:
+        if isinstance(model, LoadedModel):
+            loaded = model
+        else:
+            entry = model if isinstance(model, ModelEntry) else resolve_model(model)
+            loaded = load_model(entry.path)
+        self.model = loaded
+        self.device = choose_device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.amp = amp
+        self.model.net.to(self.device).eval()
+
+    @property
+    def spec(self) -> ModelSpec:
+        return self.model.spec
+
+    @property
+    def model_id(self) -> str:
+        return self.model.spec.id
+
+    def prepare(self, image: ImageData, whole: bool = False) -> tuple[np.ndarray, TileGrid]:
+        """Input tiles for one image (CPU only, so it can run in worker processes)."""
+        return prepare_tiles(image.data, image.channel_names, self.spec.input, whole=whole)
+
+    # -- the forward pass, with the GPU out-of-memory fallback -------------------------
+
+    def _forward(self, batch: np.ndarray, with_cam: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = x.to(self.device)
+        use_amp = self.amp and self.device.type == "cuda"
+        self.model.net.eval()  # a caller (validation in training) may have left train mode on
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            if with_cam:
+                logits, cam = self.model.net.forward_with_cam(x)
+                return logits.float().cpu().numpy(), cam.float().cpu().numpy()
+            return self.model.net(x).float().cpu().numpy(), None
+
+    def _fall_back_to_cpu(self, reason: BaseException) -> None:
+        warnings.warn(
+            f"GPU out of memory even with batch size 1 ({reason}); continuing on the CPU",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.device = torch.device("cpu")
+        self.model.net.to(self.device)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def run_tiles(
+        self,
+        tiles: np.ndarray,
+        with_cam: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (N, K) and optionally CAMs (N, K, h, w) for prepared tiles.
+
+        ``should_stop`` is polled before every forward pass (raising
+        :class:`PredictionCancelled`): a large image is many batches, and a cancel
+        must not wait for all of them.
+        """
+        logits: list[np.ndarray] = []
+        cams: list[np.ndarray] = []
+        start = 0
+        while start < len(tiles):
+            if should_stop is not None and should_stop():
+                raise PredictionCancelled()
+            batch = tiles[start : start + self.batch_size]
+            try:
+                out, cam = self._forward(batch, with_cam)
+            except (RuntimeError, MemoryError) as exc:
+                if not is_oom(exc) or self.device.type == "cpu":
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.batch_size > 1:
+                    self.batch_size = max(1, self.batch_size // 2)
+                    warnings.warn(
+                        f"GPU out of memory; retrying with batch size {self.batch_size}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                else:
+                    self._fall_back_to_cpu(exc)
+                continue
+            logits.append(out)
+            if cam is not None:
+                cams.append(cam)
+            start += len(batch)
+        k = self.spec.task.num_classes
+        all_logits = np.concatenate(logits) if logits else np.zeros((0, k), np.float32)
+        return all_logits, (np.concatenate(cams) if cams else None)
+
+    def to_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Per-tile logits (T, K) -> one probability vector (K,) per image (mean over tiles)."""
+        t = torch.from_numpy(logits)
+        probs = torch.sigmoid(t) if self.spec.task.multilabel else torch.softmax(t, dim=1)
+        return probs.mean(dim=0).numpy()
+
+    def predict_prepared(
+        self,
+        tiles_per_image: Sequence[np.ndarray],
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Probabilities (N, K) for images already turned into tiles by :meth:`prepare`."""
+        if not tiles_per_image:
+            return np.zeros((0, self.spec.task.num_classes), np.float32)
+        counts = [len(t) for t in tiles_per_image]
+        logits, _ = self.run_tiles(np.concatenate(tiles_per_image), should_stop=should_stop)
+        out, start = [], 0
+        for n in counts:
+            out.append(self.to_probabilities(logits[start : start + n]))
+            start += n
+        return np.stack(out)
+
+    # -- public prediction API -----------------------------------------------------------
+
+    def _cam_classes(
+        self, request: CamRequest, probs: np.ndarray, predicted: list[int]
+    ) -> list[int]:
+        if request is None:
+            return []
+        if request == "predicted":
+            return list(predicted)
+        if request == "all":
+            return list(range(len(probs)))
+        return [int(c) for c in request]
+
+    def _cam_maps(
+        self, cams: np.ndarray, grid: TileGrid, classes: list[int]
+    ) -> dict[int, np.ndarray]:
+        if not classes:
+            return {}
+        chosen = cams[:, classes]
+        t = torch.from_numpy(chosen)
+        if self.spec.task.multilabel:
+            heat = torch.sigmoid(t)
+        else:
+            heat = torch.softmax(torch.from_numpy(cams), dim=1)[:, classes]
+        stitched = stitch_maps(heat.numpy(), grid)
+        return {c: np.clip(stitched[i], 0, 1) for i, c in enumerate(classes)}
+
+    def predict(
+        self,
+        images: Sequence[ImageData],
+        cam_classes: CamRequest = None,
+        progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[Prediction]:
+        """Classify images; ``progress(done, total)`` is called after each image.
+
+        ``should_stop`` is polled between images and between forward passes; when
+        it returns True, :class:`PredictionCancelled` is raised.
+        """
+        results = []
+        for i, image in enumerate(images):
+            if should_stop is not None and should_stop():
+                raise PredictionCancelled()
+            results.append(self.predict_one(image, cam_classes, should_stop=should_stop))
+            if progress is not None:
+                progress(i + 1, len(images))
+        return results
+
+    def predict_one(
+        self,
+        image: ImageData,
+        cam_classes: CamRequest = None,
+        whole: bool = False,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Prediction:
+        """Classify one image; optional class-activation maps at image resolution."""
+        tiles, grid = self.prepare(image, whole=whole)
+        logits, cams = self.run_tiles(tiles, cam_classes is not None, should_stop)
+        probs = self.to_probabilities(logits)
+        predicted = decide(probs, self.spec)
+        maps = {}
+        if cams is not None:
+            maps = self._cam_maps(cams, grid, self._cam_classes(cam_classes, probs, predicted))
+        return Prediction(
+            image_id=image.image_id,
+            source=image.source,
+            model_id=self.model_id,
+            classes=self.spec.task.classes,
+            probabilities=probs.astype(np.float32),
+            predicted=predicted,
+            cams=maps,
+        )
+
+    def predict_cells(
+        self,
+        image: ImageData,
+        labels: np.ndarray,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict[int, Prediction]:
+        """Classify each segmented cell on its own crop (other cells masked out)."""
+        from ..image.cells import cell_crops
+
+        crops = cell_crops(image.data, labels)
+        if not crops:
+            return {}
+        tiles = [
+            prepare_tiles(crop, image.channel_names, self.spec.input, whole=True)[0]
+            for _, crop in crops
+        ]
+        probs = self.predict_prepared(tiles, should_stop)
+        out = {}
+        for (cell_id, _), p in zip(crops, probs, strict=False):
+            out[int(cell_id)] = Prediction(
+                image_id=f"{image.image_id}#cell{cell_id}",
+                source=image.source,
+                model_id=self.model_id,
+                classes=self.spec.task.classes,
+                probabilities=p.astype(np.float32),
+                predicted=decide(p, self.spec),
+            )
+        return out

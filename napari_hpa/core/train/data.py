@@ -1,0 +1,495 @@
+"""Training data: where labelled images come from, and how they are split.
+
+Three sources give the same :class:`TrainData` (a task plus a list of
+``(source, targets)`` samples), so training never cares where labels came from:
+
+* a folder of images plus a Kaggle-format CSV (``Id,Target``; targets are
+  space-separated class ids or names). An Id is an HPA id (``<folder>/<Id>``
+  channel set), a file stem, or a path relative to the folder;
+* a folder per class (single-label tasks);
+* the annotation database's corrected labels (:mod:`napari_hpa.core.labels.store`).
+
+The image pipeline (cache, crops, augmentation) is in :mod:`napari_hpa.core.train.augment`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..image.io import IMAGE_EXTENSIONS, find_images, read_image, split_hpa_name
+from ..tasks import BUILTIN_TASKS, HPA28_CLASSES, HPA_CHANNELS, Task, TaskKind, get_task
+
+_ID_COLUMNS = ("id", "image", "file", "filename", "source", "path")
+_TARGET_COLUMNS = ("target", "targets", "label", "labels", "class_id", "class", "classes")
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: its source (as :func:`io.read_image` takes it) and class indices."""
+
+    source: str
+    targets: tuple[int, ...]
+
+
+@dataclass
+class TrainData:
+    """A task and its labelled images.
+
+    ``val_samples``, when given, is used as the validation set instead of a
+    random split (e.g. a curated held-out folder). ``warnings`` lists rows that
+    were skipped, for the CLI to show.
+    """
+
+    task: Task
+    samples: list[Sample]
+    val_samples: list[Sample] | None = None
+    origin: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def targets_matrix(self, samples: Sequence[Sample] | None = None) -> np.ndarray:
+        """Multi-hot (N, K) float32 targets."""
+        return targets_matrix(self.samples if samples is None else samples, self.task.num_classes)
+
+
+def targets_matrix(samples: Sequence[Sample], num_classes: int) -> np.ndarray:
+    y = np.zeros((len(samples), num_classes), np.float32)
+    for i, s in enumerate(samples):
+        y[i, list(s.targets)] = 1.0
+    return y
+
+
+# ----------------------------------------------------------------------------- tasks
+def channels_for(source: str) -> tuple[str, ...]:
+    """The task channels natural for an image: HPA's four, RGB, or gray."""
+    image = read_image(source)
+    names = tuple(n.lower() for n in image.channel_names)
+    if names == tuple(HPA_CHANNELS):
+        return tuple(HPA_CHANNELS)
+    if len(names) == 1:
+        return ("gray",)
+    return ("red", "green", "blue")
+
+
+def _needs_channels(task: Task | str | Sequence[str] | None) -> bool:
+    """A task built from the labels takes its channels from the images."""
+    return not isinstance(task, Task) and not (isinstance(task, str) and task in BUILTIN_TASKS)
+
+
+def _split_tokens(value: str) -> list[str]:
+    value = value.strip()
+    if not value:
+        return []
+    sep = "|" if "|" in value else ";" if ";" in value else None
+    return [t.strip() for t in (value.split(sep) if sep else value.split()) if t.strip()]
+
+
+def build_task(
+    rows: Sequence[Sequence[str]],
+    task: Task | str | Sequence[str] | None = None,
+    *,
+    label_classes: Sequence[str] | None = None,
+    kind: TaskKind | str = "auto",
+    channels: Sequence[str] | None = None,
+    name: str = "custom",
+    row_ids: Sequence[str] | None = None,
+) -> tuple[Task, list[tuple[int, ...] | None]]:
+    """Turn label tokens into a task and class indices per row.
+
+    Parameters
+    ----------
+    rows
+        Each row's label tokens (class ids or names).
+    task
+        A :class:`Task`, a built-in task name, a list of class names (a subset
+        task, e.g. one class for a binary task), or None to read the classes
+        from the labels.
+    label_classes
+        What numeric labels index into. Defaults to the task's classes, or to
+        HPA's 28 classes when the task is a list of HPA class names.
+    kind
+        ``auto`` picks multiclass when every row has exactly one of two or more
+        classes, else multilabel (one class is always multilabel: a sigmoid).
+    channels
+        Input channels of a new task (default HPA's four).
+    row_ids
+        Each row's image Id, to name the row in an error message.
+
+    Returns
+    -------
+    The task and, per row, its class indices (None: the row names no class of
+    a multiclass task and must be skipped).
+    """
+    if isinstance(task, str):
+        task = get_task(task) if task in BUILTIN_TASKS else [task]
+    channels = tuple(channels or HPA_CHANNELS)
+    if isinstance(task, Task):
+        classes, fixed_kind = list(task.classes), task.kind
+        namespace = list(label_classes or task.classes)
+    elif task is not None:
+        classes, fixed_kind = [str(c) for c in task], None
+        lowered = {c.lower() for c in HPA28_CLASSES}
+        default_ns = HPA28_CLASSES if all(c.lower() in lowered for c in classes) else classes
+        namespace = list(label_classes or default_ns)
+        hpa = {c.lower(): c for c in HPA28_CLASSES}
+        classes = [hpa.get(c.lower(), c) if namespace is HPA28_CLASSES else c for c in classes]
+    else:
+        fixed_kind = None
+        tokens = {t for row in rows for t in row}
+        if label_classes:
+            namespace = list(label_classes)
+            used = sorted({_resolve(t, namespace) for t in tokens})
+            classes = [namespace[i] for i in used]
+        elif tokens and all(t.isdigit() for t in tokens):
+            namespace = [f"class{i}" for i in range(max(int(t) for t in tokens) + 1)]
+            classes = [namespace[i] for i in sorted({int(t) for t in tokens})]
+        else:
+            classes = sorted(tokens)
+            namespace = classes
+        if not classes:
+            raise DataError("the labels name no class")
+    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    resolved: list[set[int]] = []
+    for i, row in enumerate(rows):
+        idx = set()
+        for token in row:
+            try:
+                cname = namespace[_resolve(token, namespace)]
+            except DataError as exc:
+                raise DataError(_row_error(exc, row, row_ids[i] if row_ids else None)) from None
+            if cname.lower() in lookup:
+                idx.add(lookup[cname.lower()])
+        resolved.append(idx)
+    if fixed_kind is None:
+        if kind == "auto":
+            single = all(len(r) == 1 for r in resolved)
+            kind = "multiclass" if single and len(classes) > 1 else "multilabel"
+        if kind == "multiclass" and len(classes) < 2:
+            raise DataError("a multiclass task needs at least two classes")
+        task = Task(name, kind, tuple(classes), channels)  # type: ignore[arg-type]
+    out: list[tuple[int, ...] | None] = []
+    for r in resolved:
+        if task.kind == "multiclass" and len(r) != 1:
+            out.append(None)
+        else:
+            out.append(tuple(sorted(r)))
+    return task, out
+
+
+def _row_error(exc: DataError, row: Sequence[str], row_id: str | None) -> str:
+    """The message for a bad label token, naming its row (and hinting at the separator)."""
+    where = f"Id {row_id!r}: " if row_id is not None else ""
+    words = [t for t in row if not t.isdigit()]
+    hint = (
+        "; class names that contain spaces must be separated by '|' or ';'"
+        if len(words) > 1
+        else ""
+    )
+    return f"{where}{exc}{hint}"
+
+
+def _resolve(token: str, namespace: Sequence[str]) -> int:
+    if token.isdigit():
+        i = int(token)
+        if i >= len(namespace):
+            raise DataError(f"class id {i} is out of range (ids go from 0 to {len(namespace) - 1})")
+        return i
+    lowered = [c.lower() for c in namespace]
+    if token.lower() in lowered:
+        return lowered.index(token.lower())
+    raise DataError(f"unknown class {token!r} (known: {', '.join(namespace[:10])}...)")
+
+
+# ----------------------------------------------------------------------------- sources
+def _index_images(data_dir: Path) -> dict[str, list[str]]:
+    """Map every name an Id may use (relative path with/without extension, stem) to sources."""
+    index: dict[str, list[str]] = {}
+    for source in find_images(data_dir, recursive=True):
+        p = Path(source)
+        rel = p.relative_to(data_dir).as_posix() if p.is_relative_to(data_dir) else p.as_posix()
+        keys = {rel}
+        stem_rel = re.sub(r"(\.ome)?\.[^./]+$", "", rel) if p.is_file() else rel
+        keys |= {stem_rel, Path(stem_rel).name}
+        if p.is_file() and split_hpa_name(p) is None:
+            keys.add(p.name)
+        for key in keys:
+            index.setdefault(key.lower(), []).append(source)
+    return index
+
+
+def read_label_csv(path: str | Path) -> list[tuple[str, list[str]]]:
+    """Rows ``(Id, tokens)`` of a Kaggle-style CSV (``Id,Target``; a few aliases accepted)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the label file ({exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
+    id_col = next((header[c] for c in _ID_COLUMNS if c in header), None)
+    tgt_col = next((header[c] for c in _TARGET_COLUMNS if c in header), None)
+    if id_col is None or tgt_col is None:
+        found = ", ".join(header) or "none"
+        raise DataError(f"{path}: expected columns Id,Target (Kaggle format); found {found}")
+    rows = []
+    lines: dict[str, list[int]] = {}
+    for row in reader:
+        image_id = (row.get(id_col) or "").strip()
+        if image_id:
+            rows.append((image_id, _split_tokens(row.get(tgt_col) or "")))
+            lines.setdefault(image_id, []).append(reader.line_num)
+    if not rows:
+        raise DataError(f"{path}: no labelled rows")
+    # which of two rows is right cannot be guessed, and a silent pick would also
+    # put one image in both the training and the validation split
+    dupes = {i: n for i, n in lines.items() if len(n) > 1}
+    if dupes:
+        shown = "; ".join(
+            f"{i!r} on lines {', '.join(map(str, n))}" for i, n in list(dupes.items())[:3]
+        )
+        more = f" (and {len(dupes) - 3} more)" if len(dupes) > 3 else ""
+        raise DataError(
+            f"{path}: {len(dupes)} Id(s) appear more than once: {shown}{more}; "
+            "keep one row per image"
+        )
+    return rows
+
+
+def load_csv(
+    data_dir: str | Path,
+    labels: str | Path,
+    task: Task | str | Sequence[str] | None = None,
+    *,
+    label_classes: Sequence[str] | None = None,
+    kind: str = "auto",
+    channels: Sequence[str] | None = None,
+) -> TrainData:
+    """Images in ``data_dir`` labelled by a Kaggle CSV; rows without an image are skipped."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such folder")
+    rows = read_label_csv(labels)
+    index = _index_images(data_dir)
+    warnings: list[str] = []
+    found: list[tuple[str, list[str]]] = []
+    found_ids: list[str] = []
+    missing = []
+    for image_id, tokens in rows:
+        key = image_id.lower().strip("/")
+        hits = index.get(key) or index.get(re.sub(r"\.(png|jpe?g|tiff?)$", "", key), [])
+        if not hits:
+            missing.append(image_id)
+        elif len(set(hits)) > 1:
+            warnings.append(f"Id {image_id!r} matches several images; give its relative path")
+        else:
+            found.append((hits[0], tokens))
+            found_ids.append(image_id)
+    if missing:
+        warnings.append(
+            f"{len(missing)} of {len(rows)} labelled Ids have no image in {data_dir} "
+            f"(e.g. {', '.join(missing[:3])})"
+        )
+    if not found:
+        raise DataError(f"none of the {len(rows)} Ids in {labels} matches an image in {data_dir}")
+    empty = sum(1 for _, tokens in found if not tokens)
+    if empty == len(found):
+        raise DataError(
+            f"{labels}: no row names a class (every Target of the {len(found)} matched "
+            "images is empty); fill the Target column with class ids or names"
+        )
+    if channels is None and _needs_channels(task):
+        channels = channels_for(found[0][0])
+    try:
+        new_task, targets = build_task(
+            [t for _, t in found],
+            task,
+            label_classes=label_classes,
+            kind=kind,
+            channels=channels,
+            row_ids=found_ids,
+        )
+    except DataError as exc:
+        raise DataError(f"{labels}: {exc}") from None
+    if empty and new_task.multilabel:  # an empty Target is what the Kaggle export writes for "none"
+        warnings.append(
+            f"{empty} row(s) of {Path(labels).name} have an empty Target: "
+            "trained as 'none of the classes'"
+        )
+    samples = _samples(found, targets, new_task, warnings)
+    return TrainData(
+        new_task, samples, origin=f"{data_dir} + {Path(labels).name}", warnings=warnings
+    )
+
+
+def _samples(found, targets, task: Task, warnings: list[str]) -> list[Sample]:
+    samples = [Sample(src, t) for (src, _), t in zip(found, targets, strict=True) if t is not None]
+    skipped = len(found) - len(samples)
+    if skipped:
+        warnings.append(f"{skipped} images have no single class of the task and were skipped")
+    if not samples:
+        raise DataError(f"no image is labelled with a class of task {task.name!r}")
+    return samples
+
+
+def load_folder_per_class(
+    data_dir: str | Path,
+    task: Task | str | Sequence[str] | None = None,
+    channels: Sequence[str] | None = None,
+) -> TrainData:
+    """A single-label data set laid out as ``data_dir/<class name>/<images>``."""
+    data_dir = Path(data_dir).expanduser().resolve()
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: no such folder")
+    class_dirs = sorted(d for d in data_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    found = []
+    for d in class_dirs:
+        found += [(s, [d.name]) for s in find_images(d, recursive=True)]
+    if len(class_dirs) < 2 or not found:
+        raise DataError(f"{data_dir}: expected one sub-folder of images per class (at least two)")
+    if task is None:
+        task = [d.name for d in class_dirs]
+    if channels is None and _needs_channels(task):
+        channels = channels_for(found[0][0])
+    warnings: list[str] = []
+    new_task, targets = build_task(
+        [t for _, t in found],
+        task,
+        kind="multiclass",
+        channels=channels,
+        label_classes=[d.name for d in class_dirs] if not isinstance(task, Task) else None,
+    )
+    samples = _samples(found, targets, new_task, warnings)
+    return TrainData(new_task, samples, origin=f"{data_dir} (folder per class)", warnings=warnings)
+
+
+def load_annotations(db_path: str | Path, task: Task) -> TrainData:
+    """Images whose labels a user corrected in the annotation database, for ``task``."""
+    from ..labels.store import AnnotationStore, AnnotationStoreError
+
+    db_path = Path(db_path).expanduser()
+    if not db_path.is_file():
+        raise DataError(f"{db_path}: no such annotation database")
+    try:
+        with AnnotationStore(db_path) as store:
+            rows = store.corrected_images(task.name)
+    except AnnotationStoreError as exc:
+        raise DataError(str(exc)) from None
+    samples = []
+    for row in rows:  # (source, image_id, effective labels)
+        source, labels = row[0], row[-1]
+        idx = tuple(sorted({task.class_index(int(c)) for c in labels}))
+        if task.kind == "multiclass" and len(idx) != 1:
+            continue
+        samples.append(Sample(str(source), idx))
+    if not samples:
+        raise DataError(f"{db_path}: no corrected labels for task {task.name!r}")
+    return TrainData(task, samples, origin=f"{db_path} (corrected labels)")
+
+
+# ----------------------------------------------------------------------------- provenance
+def _files_of(source: str) -> list[Path]:
+    p = Path(source)
+    if p.is_file():
+        return [p]
+    return sorted(
+        f
+        for f in p.parent.glob(f"{p.name}_*")
+        if split_hpa_name(f)
+        and split_hpa_name(f)[0] == p.name  # type: ignore[index]
+        and f.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def data_fingerprint(samples: Sequence[Sample]) -> str:
+    """sha256 over sorted (source, targets, file sizes and mtimes): same data, same hash."""
+    h = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: (s.source, s.targets)):
+        h.update(f"{s.source}\t{' '.join(map(str, s.targets))}".encode())
+        for f in _files_of(s.source):
+            try:
+                st = f.stat()
+                h.update(f"\t{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+            except OSError:
+                h.update(f"\t{f.name}:missing".encode())
+        h.update(b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- splitting
+def split_indices(
+    y: np.ndarray, val_fraction: float, seed: int = 0, multilabel: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/validation split that keeps every class's share in both parts.
+
+    Multilabel data use iterative stratification (Sechidis et al. 2011): the
+    rarest label is placed first, each of its samples going to the part that
+    still lacks most of that label. Single-label data are split per class. A
+    class with one sample stays in training; validation gets at least one image.
+    """
+    y = np.asarray(y).astype(bool)
+    n = len(y)
+    rng = np.random.default_rng(seed)
+    if n < 2 or val_fraction <= 0:
+        return np.arange(n), np.arange(0)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    is_val = np.zeros(n, bool)
+    if multilabel:
+        want = np.stack([y.sum(0) * (1 - val_fraction), y.sum(0) * val_fraction]).astype(float)
+        size_left = np.array([n - n_val, n_val], float)
+        left = np.ones(n, bool)
+        while left[y.any(1)].any():
+            pos = (y & left[:, None]).sum(0)
+            label = int(np.argmin(np.where(pos > 0, pos, np.iinfo(np.int64).max)))
+            for i in rng.permutation(np.flatnonzero(y[:, label] & left)):
+                d = want[:, label]
+                part = (
+                    int(np.argmax(d))
+                    if d[0] != d[1]
+                    else int(np.argmax(size_left + rng.random(2) * 1e-3))
+                )
+                if size_left[part] <= 0:
+                    part = 1 - part
+                is_val[i] = part == 1
+                want[part, y[i]] -= 1
+                size_left[part] -= 1
+                left[i] = False
+        rest = rng.permutation(np.flatnonzero(left))
+        take = int(max(0, min(len(rest), size_left[1])))
+        is_val[rest[:take]] = True
+    else:
+        labels = y.argmax(1)
+        shares = []
+        for c in np.unique(labels):
+            members = rng.permutation(np.flatnonzero(labels == c))
+            exact = len(members) * val_fraction
+            base = min(int(exact), len(members) - 1)
+            is_val[members[:base]] = True
+            shares.append((exact - base, c, members, base))
+        missing = n_val - int(is_val.sum())
+        for _, _c, members, base in sorted(shares, key=lambda t: (-t[0], rng.random())):
+            if missing <= 0:
+                break
+            if len(members) - base >= 2:
+                is_val[members[base]] = True
+                missing -= 1
+    if not is_val.any():
+        is_val[rng.integers(n)] = True
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def split(data: TrainData, val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """Training and validation samples (the explicit validation set if the data have one)."""
+    if data.val_samples is not None:
+        return list(data.samples), list(data.val_samples)
+    tr, va = split_indices(data.targets_matrix(), val_fraction, seed, data.task.multilabel)
+    return [data.samples[i] for i in tr], [data.samples[i] for i in va]

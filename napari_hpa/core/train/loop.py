@@ -1,0 +1,527 @@
+"""Train or fine-tune a classifier and write it as a new model version.
+
+One function, :func:`train_model`, is what the CLI, the Retrain widget, the
+hyperparameter search and the tests all call, so they cannot drift apart.
+Progress goes to a callback as small dicts (the ``--progress jsonl`` events);
+``should_stop`` is polled every batch so that cancelling is quick, and a
+stopped run still writes its best epoch.
+
+Choices and why:
+
+* multilabel: BCE-with-logits with a per-class ``pos_weight`` (negatives /
+  positives, clipped) because HPA classes range from common to very rare;
+  multiclass: cross-entropy with clipped inverse-frequency class weights;
+* AdamW with one-cycle (default) or warm-up + cosine schedule; with a time
+  limit the schedule is fitted to the epochs that the time allows (re-estimated
+  every epoch from the epochs' duration; :mod:`~napari_hpa.core.train.schedule`), so a
+  time-limited run ends annealed after its last whole epoch instead of being cut;
+* fine-tuning trains the (possibly new) head alone for ``freeze_epochs``, then
+  everything at ``lr * finetune_lr_factor``, so a random head cannot wreck
+  pretrained features;
+* the best epoch by validation macro F1 is kept (early stopping on patience);
+  per-class thresholds are tuned on validation to maximise F1;
+* validation runs through :class:`~napari_hpa.core.model.predict.Predictor`, the one
+  inference path, on the same tiles prediction uses.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..model.architectures.base import ClassifierNet
+from ..model.checkpoint import LoadedModel, ModelSpec
+from ..model.metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
+from ..model.predict import Predictor, choose_device, is_oom
+from .augment import (
+    AugmentConfig,
+    ImageCache,
+    TrainDataset,
+    channel_stats,
+    make_cache,
+    make_loader,
+    preload,
+    validation_tiles,
+)
+from .averaging import WeightAverage
+from .data import DataError, TrainData, data_fingerprint, split, targets_matrix
+from .report import save_result
+from .schedule import PhaseSchedule
+from .setup import make_loss, setup_model
+
+Progress = Callable[[dict[str, Any]], None]
+ShouldStop = Callable[[], bool]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (recorded in ``model.json``).
+
+    ``None`` for ``size``, ``normalize``, ``freeze_epochs`` and
+    ``optional_channels`` means: the parent's value when fine-tuning, else a
+    default (128 px, percentile, 0 epochs, ``["er"]`` for HPA channels);
+    ``workers=None`` picks none for tiny data or two cores, else up to four.
+    ``threshold_prior`` pulls the per-class thresholds of classes with few
+    validation positives toward one shared threshold
+    (:func:`~napari_hpa.core.model.metrics.tune_thresholds`, ``prior_weight``).
+    ``weight_average`` > 0 validates and saves an exponential moving average of
+    the weights with that decay per step (:mod:`~napari_hpa.core.train.averaging`).
+    ``freeze_bn`` keeps every batch-norm layer's statistics as they are (the
+    parent's, when fine-tuning): small batches from another microscope then
+    cannot replace them with noisy batch statistics; the layers' scale and
+    shift still train.
+    """
+
+    name: str = "my-model"
+    arch: str = "small_cnn"
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None
+    size: int | None = None
+    fit: int | None = None
+    normalize: str | None = None
+    invert: bool = False
+    pad_square: bool = False
+    optional_channels: list[str] | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    freeze_epochs: int | None = None
+    finetune_lr_factor: float = 0.1
+    patience: int = 5
+    val_fraction: float = 0.2
+    seed: int = 0
+    workers: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    max_minutes: float | None = None
+    crops_per_image: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pos_weight_max: float = 10.0
+    threshold_prior: float = 20.0
+    weight_average: float = 0.0
+    freeze_bn: bool = False
+    cache_mb: int = 2048
+    out_root: str | None = None
+    description: str = ""
+    notes: str = ""
+    half: bool = False
+    batch_events_per_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.schedule not in ("onecycle", "cosine"):
+            raise ValueError(f"schedule must be onecycle or cosine, not {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs and batch size must be >= 1 and the learning rate > 0")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError("the validation fraction must be in [0, 1)")
+        if not 0 <= self.weight_average < 1:
+            raise ValueError("the weight-averaging decay must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``path`` is None until saved (or when nothing could be kept)."""
+
+    status: str  # completed | early_stopping | cancelled | time_limit
+    spec: ModelSpec | None = None
+    net: ClassifierNet | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    n_train: int = 0
+    n_val: int = 0
+    fingerprint: str = ""
+    val_targets: np.ndarray | None = None
+    val_probs: np.ndarray | None = None
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return float(self.metrics.get("macro_f1", float("nan"))) if self.metrics else float("nan")
+
+
+class TrainingOutOfMemory(DataError):
+    """The GPU cannot hold even one image per step: a setting the user can change
+    (a :class:`DataError`, so the CLI prints one line and a job reports the reason)."""
+
+
+class _Stop(Exception):
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+
+def _workers(config: TrainConfig, n_items: int) -> int:
+    """DataLoader workers: as configured, else none for tiny data or two cores, else up to 4."""
+    if config.workers is not None:
+        return max(0, int(config.workers))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return 0 if n_items < 512 or (cpus or 1) <= 2 else min(4, (cpus or 1) - 1)
+
+
+# ----------------------------------------------------------------------------- training
+class _Run:
+    """One training run's state, split into steps so that each reads on its own."""
+
+    #: Safety factor on the estimated epoch duration when fitting epochs into the time limit.
+    TIME_MARGIN = 1.05
+    #: The moving average of the weights (``TrainConfig.weight_average``), set by prepare().
+    average: WeightAverage | None = None
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TrainData,
+        emit: Progress,
+        stop: Callable[[], None],
+        deadline: float | None = None,
+    ):
+        self.config, self.data, self.emit, self.stop = config, data, emit, stop
+        self.deadline = deadline  # time.monotonic() value of the time limit, or None
+        self.epoch_seconds: list[float] = []  # training + validation time per epoch
+        self.t0 = time.monotonic()
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        self.device = choose_device(config.device)
+        self.net, self.spec, self.info = setup_model(config, data.task)
+        self.task = self.spec.task
+        self.train_s, self.val_s = split(data, config.val_fraction, config.seed)
+        if not self.train_s or not self.val_s:
+            raise DataError(
+                f"need at least 2 labelled images (one to validate on), got {len(data.samples)}"
+            )
+        self.fingerprint = data_fingerprint(list(self.train_s) + list(self.val_s))
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.use_amp = config.amp and self.device.type == "cuda"
+        self.micro = 0  # images per forward pass; 0 = the whole batch (until a GPU OOM)
+        freeze = config.freeze_epochs
+        if freeze is None:
+            freeze = 1 if config.base else 0
+        self.freeze = min(max(0, freeze), config.epochs - 1)
+
+    def prepare(self, cache: ImageCache | None) -> None:
+        """Load and cache images, fit input statistics, build the loader, loss and predictor."""
+        cfg, spec = self.config, self.spec.input
+        if cache is None:
+            cache = make_cache(spec, cfg.augment.crop_scale[0], cfg.cache_mb * 2**20)
+        self.train_s = preload(self.train_s, cache, self.emit, self.stop)
+        if not self.train_s:
+            raise DataError("no readable training image")
+        if not cfg.base:  # a new model normalises with its own data's statistics
+            spec.mean, spec.std = channel_stats(
+                [cache.get(s.source)[0] for s in self.train_s[:200]]
+            )
+        k = self.task.num_classes
+        y_train = targets_matrix(self.train_s, k)
+        sources = [s.source for s in self.train_s]
+        aug, crops = cfg.augment, cfg.crops_per_image
+        dataset = TrainDataset(sources, y_train, cache, spec, aug, crops, cfg.seed)
+        self.tiles, bad = validation_tiles(self.val_s, spec, self.emit, self.stop)
+        self.val_s = [s for i, s in enumerate(self.val_s) if i not in set(bad)]
+        if not self.val_s:
+            raise DataError("no readable validation image")
+        self.y_val = targets_matrix(self.val_s, k)
+        self.loader, self.sampler = make_loader(
+            dataset,
+            cfg.batch_size,
+            _workers(cfg, len(dataset)),
+            pin_memory=self.device.type == "cuda",
+        )
+        self.criterion = make_loss(self.task, y_train, cfg.pos_weight_max).to(self.device)
+        # NHWC: oneDNN's and cuDNN's faster convolutions (on 2 CPU cores, 1.2-1.5x the
+        # training img/s of small_cnn and the mobile backbones; docs/benchmarks.md)
+        self.net.to(self.device, memory_format=torch.channels_last)
+        self.average = WeightAverage(self.net, cfg.weight_average) if cfg.weight_average else None
+        # the network that is validated and kept: the weight average, or the live one
+        self.eval_net = self.average.net if self.average else self.net
+        model, batch = LoadedModel(self.spec, self.eval_net, None), max(8, cfg.batch_size)
+        self.predictor = Predictor(model, device=self.device, batch_size=batch, amp=cfg.amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+
+    def start_phase(self, epoch: int) -> None:
+        """Head only before ``freeze``, then all layers (at a lower rate when fine-tuning)."""
+        cfg = self.config
+        head_only = epoch < self.freeze
+        for p in self.net.backbone_parameters():
+            p.requires_grad_(not head_only)
+        params = self.net.head_parameters() if head_only else list(self.net.parameters())
+        lr = cfg.lr if head_only or not cfg.base else cfg.lr * cfg.finetune_lr_factor
+        epochs = self.freeze if head_only else cfg.epochs - self.freeze
+        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        self.schedule = PhaseSchedule(self.opt, cfg.schedule, lr, epoch, epochs, len(self.loader))
+        self.bad_epochs = 0
+
+    def epochs_that_fit(self) -> int | None:
+        """How many more whole epochs (with validation) fit before the time limit;
+        None without a limit or before the first epoch has been timed."""
+        if self.deadline is None or not self.epoch_seconds:
+            return None
+        recent = self.epoch_seconds[-3:]
+        per_epoch = self.TIME_MARGIN * sum(recent) / len(recent)
+        return int((self.deadline - time.monotonic()) // max(per_epoch, 1e-9))
+
+    def schedule_done(self) -> bool:
+        """The last phase's schedule has reached its end (only a time-fitted one can early)."""
+        sch = self.schedule
+        return sch.start + sch.epochs >= self.config.epochs and sch.at_end()
+
+    def train_epoch(self, epoch: int) -> float:
+        self.net.train()
+        if epoch < self.freeze:
+            self.net.backbone.eval()  # frozen: keep the parent's batch-norm statistics
+        elif self.config.freeze_bn:
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()  # normalise with the running statistics; do not update them
+        self.sampler.set_epoch(epoch)
+        total, count, n_batches = 0.0, 0, len(self.loader)
+        for b, (x, y) in enumerate(self.loader):
+            self.stop()
+            value = self.step(x, y)
+            total, count = total + value * len(x), count + len(x)
+            now = time.monotonic()
+            if now - self.last_event >= 1.0 / self.config.batch_events_per_s or b + 1 == n_batches:
+                self.last_event = now
+                pos = {"epoch": epoch + 1, "batch": b + 1, "n_batches": n_batches}
+                self.emit({"event": "batch", **pos, "loss": round(value, 5)})
+        return total / max(count, 1)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """One optimizer step; returns the batch's mean loss.
+
+        On out-of-memory (CUDA's, or any allocator's that says so) the batch is
+        split into micro-batches whose gradients add up to the whole batch's
+        (one update, the same schedule), halving until it fits; a warning event
+        says so. If not even one image fits, :class:`TrainingOutOfMemory` says
+        what to do instead of a CUDA traceback.
+        """
+        while True:
+            size = min(self.micro or len(x), len(x))
+            try:
+                return self._accumulate(x, y, size)
+            except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is one
+                if not is_oom(exc):
+                    raise
+                self.opt.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if size <= 1:
+                    raise TrainingOutOfMemory(
+                        f"{self.device.type.upper()} out of memory even with one image per "
+                        "step; train on the CPU (--device cpu), with a smaller --size, or a "
+                        "smaller architecture"
+                    ) from None
+                self.micro = max(1, size // 2)
+                message = (
+                    f"{self.device.type.upper()} out of memory with {size} images per step; "
+                    f"continuing with micro-batches of {self.micro} (same batch of {len(x)})"
+                )
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                self.emit({"event": "warning", "message": message})
+
+    def _accumulate(self, x: torch.Tensor, y: torch.Tensor, size: int) -> float:
+        """Forward/backward in chunks of ``size``, then one optimizer step."""
+        self.opt.zero_grad(set_to_none=True)
+        n, total = len(x), 0.0
+        for i in range(0, n, size):
+            xb = x[i : i + size].to(
+                self.device, non_blocking=True, memory_format=torch.channels_last
+            )
+            yb = y[i : i + size].to(self.device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+                logits = self.net(xb)
+            loss = self.criterion(logits.float(), yb if self.task.multilabel else yb.argmax(1))
+            self.scaler.scale(loss * (len(xb) / n) if size < n else loss).backward()
+            total += float(loss.detach()) * len(xb)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.schedule.step()
+        if self.average:
+            self.average.update(self.net)
+        return total / max(n, 1)
+
+    def validate(self, epoch: int, train_loss: float) -> dict[str, Any]:
+        """Score the epoch on validation; remember it if it is the best so far."""
+        task, y = self.task, self.y_val
+        self.eval_net.eval()  # Predictor does not switch modes; batch norm must not adapt
+        probs = self.predictor.predict_prepared(self.tiles)
+        if self.predictor.device != self.device:
+            # Validation ran out of GPU memory and fell back to the CPU, taking the
+            # shared network along: training goes on where the optimizer's state is.
+            self.emit({"event": "warning", "message": "validation ran on the CPU (GPU OOM)"})
+            self.eval_net.to(self.device)
+            self.predictor.device = self.device
+        k = task.num_classes
+        if task.multilabel:
+            thr = tune_thresholds(y, probs, prior_weight=self.config.threshold_prior)
+        else:
+            thr = np.full(k, 0.5)
+        m = evaluate(task.kind, y, probs, thr, task.classes)
+        ll = binary_log_loss(y, probs) if task.multilabel else log_loss(y.argmax(1), probs)
+        lr = round(float(self.opt.param_groups[0]["lr"]), 8)
+        losses = {"train_loss": round(train_loss, 5), "val_loss": round(ll, 5)}
+        row = {"epoch": epoch + 1, **losses, "val_macro_f1": m["macro_f1"], "lr": lr}
+        row["train_seconds"] = round(self.train_seconds, 3)  # the training part (throughput)
+        if not task.multilabel:
+            row["val_accuracy"] = m["accuracy"]
+        self.history.append(row)
+        best = self.best
+        better = not best or m["macro_f1"] > best["metrics"]["macro_f1"] + 1e-9
+        tie = best and abs(m["macro_f1"] - best["metrics"]["macro_f1"]) <= 1e-9
+        if better or (tie and ll < best["val_loss"]):
+            state = {n: v.detach().cpu().clone() for n, v in self.eval_net.state_dict().items()}
+            self.best = {"epoch": epoch + 1, "metrics": m, "val_loss": ll, "probs": probs}
+            self.best.update(thresholds=thr, state=state)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        return row
+
+    def run(self) -> str:
+        cfg = self.config
+        n = {"n_train": len(self.train_s), "n_val": len(self.val_s), "n_batches": len(self.loader)}
+        about = {"device": str(self.device), "task": self.task.name, "name": cfg.name}
+        classes = list(self.task.classes)
+        self.emit({"event": "start", "total_epochs": cfg.epochs, **n, **about, "classes": classes})
+        self.last_event = 0.0
+        for epoch in range(cfg.epochs):
+            if epoch in (0, self.freeze):
+                self.start_phase(epoch)
+            self.schedule.fit(epoch, self.epochs_that_fit())
+            t_epoch = time.monotonic()
+            train_loss = self.train_epoch(epoch)
+            self.train_seconds = time.monotonic() - t_epoch
+            self.stop()
+            row = self.validate(epoch, train_loss)
+            self.epoch_seconds.append(time.monotonic() - t_epoch)
+            elapsed = time.monotonic() - self.t0
+            eta = elapsed / (epoch + 1) * (cfg.epochs - epoch - 1)
+            if self.deadline is not None:  # the time limit ends the run first
+                eta = min(eta, max(0.0, self.deadline - time.monotonic()))
+            timing = {"elapsed_s": round(elapsed, 2), "eta_s": round(eta, 2)}
+            self.emit({"event": "epoch", **row, "best_epoch": self.best["epoch"], **timing})
+            if cfg.patience and self.bad_epochs >= cfg.patience:
+                return "early_stopping"
+            if epoch + 1 < cfg.epochs and (self.epochs_that_fit() == 0 or self.schedule_done()):
+                return "time_limit"  # the next epoch would be cut: stop at the annealed one
+        return "completed"
+
+    def result(self, status: str) -> TrainResult:
+        """The best epoch's network (on the CPU) and numbers; no network if none finished."""
+        duration = round(time.monotonic() - self.t0, 2)
+        extra = {"info": self.info, "device": str(self.device), "duration_s": duration}
+        res = TrainResult(
+            status,
+            history=self.history,
+            n_train=len(self.train_s),
+            n_val=len(self.val_s),
+            fingerprint=self.fingerprint,
+            extra=extra,
+        )
+        if self.best:
+            best = self.best
+            self.net.load_state_dict(best["state"])
+            self.net.to("cpu").eval()
+            self.spec.thresholds = [float(t) for t in best["thresholds"]]
+            note = "validation split (also used for early stopping and the thresholds)"
+            res.metrics = {**best["metrics"], "evaluated_on": note, "best_epoch": best["epoch"]}
+            res.spec, res.net, res.best_epoch = self.spec, self.net, best["epoch"]
+            res.val_targets, res.val_probs = self.y_val, best["probs"]
+        return res
+
+
+def fit(
+    config: TrainConfig,
+    data: TrainData,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    *,
+    cache: ImageCache | None = None,
+) -> TrainResult:
+    """Train in memory; return the best epoch's network and metrics (nothing is written).
+
+    ``cache`` lets several runs on the same data and input spec (search trials)
+    share decoded images.
+    """
+    emit = progress or (lambda event: None)
+    deadline = time.monotonic() + 60 * config.max_minutes if config.max_minutes else None
+
+    def stop() -> None:
+        if should_stop is not None and should_stop():
+            raise _Stop("cancelled")
+        if deadline is not None and time.monotonic() > deadline:
+            raise _Stop("time_limit")
+
+    run = _Run(config, data, emit, stop, deadline)
+    try:
+        run.prepare(cache)
+        status = run.run()
+    except _Stop as s:
+        status = s.status
+    return run.result(status)
+
+
+def done_event(result: TrainResult) -> dict[str, Any]:
+    """The final progress event (``model_id``/``path`` None when nothing was written)."""
+    event: dict[str, Any] = {
+        "event": "done",
+        "model_id": result.spec.id if result.path and result.spec else None,
+        "path": str(result.path) if result.path else None,
+        "status": result.status,
+        "stopped_early": result.status != "completed",
+        "cancelled": result.status == "cancelled",
+        "best_epoch": result.best_epoch,
+        "metrics": {
+            k: v
+            for k, v in result.metrics.items()
+            if k not in ("per_class", "confusion", "thresholds")
+        },
+    }
+    if result.path is None:
+        event["message"] = "stopped before the first epoch finished; no model was written"
+    return event
+
+
+def train_model(
+    config: TrainConfig,
+    data: TrainData,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+) -> TrainResult:
+    """Train (or fine-tune), save the best epoch as a new version, emit ``done``.
+
+    A run stopped by ``should_stop`` or the time limit still saves its best
+    completed epoch; if no epoch completed, nothing is written (``path`` None).
+    """
+    result = fit(config, data, progress, should_stop)
+    if result.net is not None:
+        save_result(result, config, data)
+    if progress is not None:
+        progress(done_event(result))
+    return result
+
+
+def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """A copy of ``config`` with fields (and ``augment`` sub-fields as ``aug_<name>``) changed."""
+    aug = {k[4:]: changes.pop(k) for k in list(changes) if k.startswith("aug_")}
+    new = replace(config, **changes)
+    if aug:
+        new.augment = replace(config.augment, **aug)
+    return new

@@ -1,0 +1,144 @@
+"""Work done off napari's main thread: prediction, activation maps, storing, reading.
+
+Each function runs in a napari ``thread_worker`` (see the widgets). Errors a
+user can cause come back as a message string, so the widget shows them as a
+notification; bugs raise (napari then shows them with their traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Generator
+from typing import Any
+
+import numpy as np
+
+from ... import layers as L
+from ...core.image.channels import ChannelMismatchError
+from ...core.image.io import ImageReadError, read_image
+from ...core.labels.store import AnnotationStore
+from ...core.model.checkpoint import CheckpointError
+from ...core.model.predict import PredictionCancelled
+from ...core.model.registry import ModelEntry
+from . import results as R
+from .session import PredictionResult, Session
+
+#: Errors a user can cause (wrong channels, bad model, no GPU...): a notification, no traceback.
+USER_ERRORS = (
+    ChannelMismatchError, CheckpointError, ImageReadError, LookupError, ValueError, MemoryError,
+)
+
+
+def _leave_a_core() -> None:
+    """Let torch use all cores but one, so napari's main thread always has one to draw."""
+    import torch
+
+    cores = os.cpu_count() or 1
+    if cores > 1 and torch.get_num_threads() >= cores:
+        torch.set_num_threads(cores - 1)
+
+
+def run_prediction(
+    session: Session,
+    entry: ModelEntry,
+    device: str,
+    planes: dict[str, np.ndarray],
+    source: str,
+    image_id: str,
+    average: bool,
+    find_cells: bool,
+    should_stop: Any,
+) -> Generator[tuple, None, PredictionResult | str | None]:
+    """The worker: classify, then segment and classify the cells.
+
+    Yields ``(stage, fraction)`` progress, and once ``(stage, fraction, result)``
+    with the image-level result, so it shows before the cells are done. Returns
+    the full result, an error message (errors a user can cause), or None when
+    cancelled. Bugs raise.
+    """
+    from ...core.image.cells import segment_image
+    from ...core.model.predict import Prediction, decide
+
+    timings: dict[str, float] = {}
+
+    def check() -> None:
+        if should_stop():
+            raise PredictionCancelled()
+
+    try:
+        t = time.perf_counter()
+        loading = not session.is_loaded(entry, device)
+        yield (f"Loading {entry.id}" if loading else "Reading channels", 0.05)
+        _leave_a_core()
+        with session.model_lock:
+            predictor = session.predictor(entry, device)
+        image = L.build_image(planes, source, image_id, average)
+        timings["load"] = time.perf_counter() - t
+        check()
+        yield ("Classifying the image", 0.2)
+        t = time.perf_counter()
+        with session.model_lock:
+            tiles, grid = predictor.prepare(image)
+            check()
+            logits, raw = predictor.run_tiles(tiles, with_cam=True, should_stop=should_stop)
+        probs = predictor.to_probabilities(logits).astype(np.float32)
+        prediction = Prediction(image.image_id, image.source, predictor.model_id,
+                                predictor.spec.task.classes, probs, decide(probs, predictor.spec))
+        result = PredictionResult(image, entry, prediction, cam_factor=R.cam_factor(
+            image.data.shape), timings=timings, raw_cams=raw, grid=grid, predictor=predictor)
+        first = list(dict.fromkeys([*result.order()[:3], *prediction.predicted]))[:8]
+        result.cams = R.low_res_cams(predictor, raw, grid, first, result.cam_factor)
+        timings["classify"] = time.perf_counter() - t
+        if not find_cells:
+            return result
+        yield ("Finding cells", 0.5, result)
+        check()
+        t = time.perf_counter()
+        labels = segment_image(image)
+        timings["segment"] = time.perf_counter() - t
+        check()
+        n = int(labels.max(initial=0))
+        yield (f"Classifying {n} cells", 0.7)
+        t = time.perf_counter()
+        with session.model_lock:
+            cells = predictor.predict_cells(image, labels, should_stop) if n else {}
+        check()
+        yield ("Drawing the cells", 0.9)
+        display = R.prepare_cells(labels, cells, len(prediction.classes))
+        timings["cells"] = time.perf_counter() - t
+        result.labels, result.cells, result.cells_display = labels, cells, display
+        return result
+    except PredictionCancelled:
+        return None
+    except USER_ERRORS as exc:
+        return f"Predict failed for {image_id or source}: {exc}"
+
+
+def compute_cam(result: PredictionResult, class_index: int) -> tuple[int, np.ndarray]:
+    """Worker: the activation map of one more class, from the stored network output."""
+    maps = R.low_res_cams(result.predictor, result.raw_cams, result.grid, [class_index],
+                          result.cam_factor)
+    return class_index, maps[class_index]
+
+
+def store_prediction(store: AnnotationStore, result: PredictionResult) -> None:
+    """Write a prediction's model labels (image and cells) and its cell mask, in one commit."""
+    task, pred = result.entry.spec.task.name, result.prediction
+    with store.transaction():
+        store.add_image(result.source, result.image.image_id, result.image.data.shape)
+        store.set_model_labels(result.source, task, pred.probabilities, pred.predicted,
+                               pred.model_id)
+        if result.labels is not None:
+            store.set_cell_mask(result.source, result.labels)
+            for cell, p in result.cells.items():
+                store.set_model_labels(result.source, task, p.probabilities, p.predicted,
+                                       p.model_id, cell=cell)
+
+
+def read_source(source: str) -> Any:
+    """The image at ``source`` (an ``ImageData``), or why it cannot be read."""
+    try:
+        return read_image(source)
+    except ImageReadError as exc:
+        return f"Cannot open {exc.path}: {exc.reason}"

@@ -1,0 +1,496 @@
+"""The Annotate dock widget: correct predictions, image by image and cell by cell.
+
+Checkboxes show the *effective* labels of the image (or of the selected cell):
+the user's value where there is one, else the model's. Every toggle is written
+at once to the image folder's annotations database (``core.annotations``), so
+nothing is lost when napari closes or crashes. Number keys 1-9 toggle the most
+probable classes, Ctrl+Z / Ctrl+Shift+Z undo and redo, a click on a cell
+selects it (Esc goes back to the whole image), and Next / Previous image walk
+the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QFont, QKeySequence
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QShortcut,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ... import layers as L
+from ...core.image.io import ImageReadError, find_images
+from ...core.labels.store import AnnotationStore, AnnotationStoreError, default_db_path
+from ...core.model import preferences as settings
+from ...core.model.registry import sample_data_dir, user_home
+from ...core.tasks import Task, get_task
+from .._shared import results as R
+from .._shared.session import PredictionResult, connect_while_alive, session_for
+from .._shared.tooltips import tip
+from .._shared.workers import read_source, store_prediction
+from .export import ExportButtons
+
+NUMBER_KEYS = tuple(str(i) for i in range(1, 10))
+
+
+class AnnotateWidget(QWidget):
+    """Dock widget: image- and cell-level class checkboxes written to the annotations database.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer (napari passes it).
+    """
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.store: AnnotationStore | None = None
+        self.source: str | None = None
+        self.image_id: str = ""
+        self.task: Task = self._default_task()
+        self._order: list[int] = []
+        self._loader: Any = None
+        self._writer: Any = None
+        self._bound: list[weakref.ref] = []
+        self._build()
+        self._bind_keys(self.viewer)
+        for layer in self.viewer.layers:
+            self._on_layer_inserted(layer)
+        self.viewer.mouse_drag_callbacks.append(self._on_click)
+        connect_while_alive(
+            self,
+            [
+                (self.viewer.layers.events.inserted, self._on_inserted_event),
+                (self.session.prediction_changed, self._on_prediction),
+                (self.session.cell_selected, self._on_cell_selected),
+            ],
+            cleanup=partial(_unbind, self._bound, self.viewer, self._on_click),
+        )
+        if self.session.result is not None:
+            self._on_prediction(self.session.result)
+        else:
+            self._refresh()
+
+    # -- layout -----------------------------------------------------------------------
+    def _build(self) -> None:
+        self.image_label = QLabel("No image")
+        font = QFont(self.image_label.font())
+        font.setBold(True)
+        self.image_label.setFont(font)
+        self.prev_button = QPushButton("◀ Previous image")
+        self.prev_button.setToolTip(tip("previous"))
+        self.prev_button.clicked.connect(lambda: self.step(-1))
+        self.next_button = QPushButton("Next image ▶")
+        self.next_button.setToolTip(tip("next"))
+        self.next_button.clicked.connect(lambda: self.step(1))
+        self.auto_predict = QCheckBox("auto-predict")
+        self.auto_predict.setChecked(True)
+        self.auto_predict.setToolTip(tip("auto_predict"))
+        nav = QHBoxLayout()
+        nav.addWidget(self.prev_button)
+        nav.addWidget(self.next_button)
+        nav.addWidget(self.auto_predict)
+
+        self.scope_label = QLabel("")
+        self.scope_label.setWordWrap(True)
+        self.list = QListWidget()
+        self.list.setToolTip(tip("labels"))
+        self.list.setMinimumHeight(260)
+        self.list.itemChanged.connect(self._on_item_changed)
+
+        self.accept_button = QPushButton("Accept prediction")
+        self.accept_button.setToolTip(tip("accept"))
+        self.accept_button.clicked.connect(self.accept_prediction)
+        self.undo_button = QPushButton("Undo")
+        self.undo_button.setToolTip(tip("undo"))
+        self.undo_button.clicked.connect(self.undo)
+        self.redo_button = QPushButton("Redo")
+        self.redo_button.setToolTip(tip("redo"))
+        self.redo_button.clicked.connect(self.redo)
+        edit = QHBoxLayout()
+        edit.addWidget(self.accept_button, 1)
+        edit.addWidget(self.undo_button)
+        edit.addWidget(self.redo_button)
+
+        self.db_label = QLabel("")
+        self.db_label.setWordWrap(True)
+        self.db_label.setToolTip(tip("database"))
+        self.db_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.exports = ExportButtons(lambda: self.store, lambda: self.task)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.image_label)
+        layout.addLayout(nav)
+        layout.addWidget(self.scope_label)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(edit)
+        layout.addWidget(self.status)
+        layout.addWidget(self.db_label)
+        layout.addWidget(self.exports)
+        for key in NUMBER_KEYS:  # when the widget itself has the focus
+            QShortcut(
+                QKeySequence(key),
+                self,
+                lambda k=key: self.toggle_rank(int(k) - 1),
+                context=Qt.WidgetWithChildrenShortcut,
+            )
+        QShortcut(QKeySequence.Undo, self, self.undo, context=Qt.WidgetWithChildrenShortcut)
+        QShortcut(
+            QKeySequence("Ctrl+Shift+Z"), self, self.redo, context=Qt.WidgetWithChildrenShortcut
+        )
+
+    # -- keys and clicks on the canvas ------------------------------------------------------
+    def _bind_keys(self, target: Any) -> None:
+        """Bind 1-9, Ctrl+Z, Ctrl+Shift+Z and Esc on the viewer or one of our layers."""
+        actions: dict[str, Callable[[], Any]] = {
+            key: partial(self.toggle_rank, int(key) - 1) for key in NUMBER_KEYS
+        }
+        actions.update(
+            {
+                "Control-Z": self.undo,
+                "Control-Shift-Z": self.redo,
+                "Escape": partial(self.session.select_cell, None),
+            }
+        )
+        for key, action in actions.items():
+
+            def handler(_target: Any, _action: Callable[[], Any] = action) -> None:
+                _action()
+
+            handler.napari_hpa = True  # type: ignore[attr-defined]
+            target.bind_key(key, handler, overwrite=True)
+        self._bound.append(weakref.ref(target))
+
+    def _on_inserted_event(self, event: Any) -> None:
+        self._on_layer_inserted(event.value)
+
+    def _on_cell_selected(self, _cell: Any) -> None:
+        self._refresh()
+
+    def _on_layer_inserted(self, layer: Any) -> None:
+        m = L.meta(layer)
+        if m:  # our layers get the keys too: a layer's own keys win over the viewer's
+            self._bind_keys(layer)
+        if m.get("kind") == "channel" and m.get("source") != self.source:
+            self._set_image(str(m["source"]), str(m.get("image_id", "")))
+
+    def _on_click(self, viewer: Any, event: Any):
+        """Mouse-drag callback: a click (not a drag) on a cell selects it.
+
+        Only in pan/zoom (or pick) mode of the active layer: a click that paints or
+        draws in another layer is not a selection.
+        """
+        if getattr(event, "button", 1) != 1 or getattr(event, "modifiers", ()):
+            return
+        active = viewer.layers.selection.active
+        if getattr(active, "mode", "pan_zoom") not in ("pan_zoom", "pick"):
+            return
+        start = np.asarray(getattr(event, "pos", (0, 0)), float)
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = dragged or np.hypot(*(np.asarray(event.pos, float) - start)) > 4
+            yield
+        if not dragged:
+            self.select_at(event.position)
+
+    def select_at(self, position: Any) -> int | None:
+        """Select the cell under ``position`` (world coordinates); background deselects."""
+        layer = R.find_layer(self.viewer, "cells")
+        if layer is None or not layer.visible or layer.mode not in ("pan_zoom", "pick"):
+            return None
+        value = layer.get_value(position, world=True)
+        cell = int(value) if value is not None and int(value) > 0 else None
+        self.session.select_cell(cell)
+        return cell
+
+    # -- image, store, prediction -----------------------------------------------------------
+    @staticmethod
+    def _default_task() -> Task:
+        try:
+            return settings.model_to_use().spec.task
+        except LookupError:
+            return get_task("hpa28")
+
+    def _set_image(self, source: str, image_id: str) -> None:
+        self.source, self.image_id = source, image_id or Path(source).name
+        self._open_store(source)
+        self._refresh()
+
+    def db_path_for(self, source: str) -> Path:
+        """The database of an image: in its folder, else (layers not from a file, the
+        bundled samples, read-only folders) in the user folder."""
+        samples = sample_data_dir().resolve()
+        if not source.startswith("layer:") and samples not in Path(source).resolve().parents:
+            path = default_db_path(source)
+            folder = path.parent if path.parent.exists() else path.parent.parent
+            if folder.is_dir() and os.access(folder, os.W_OK):
+                return path
+        return user_home() / "annotations.sqlite"
+
+    def _open_store(self, source: str) -> None:
+        from napari.utils.notifications import show_error
+
+        path = self.db_path_for(source)
+        if self.store is not None and self.store.path == path:
+            return
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        try:
+            self.store = AnnotationStore(path)
+        except (AnnotationStoreError, OSError) as exc:
+            show_error(f"Cannot open the annotations database: {exc}")
+            self.db_label.setText(f"Database: none ({exc})")
+            return
+        self.db_label.setText(f"Database: {path}")
+
+    def _on_prediction(self, result: PredictionResult | None) -> None:
+        """A new prediction: store the model's labels (in a worker: the mask is big), then show."""
+        if result is None:
+            self._refresh()
+            return
+        from napari.qt.threading import create_worker
+
+        self.task = result.entry.spec.task
+        self._set_image(result.source, result.image.image_id)
+        if self.store is None:
+            return
+        worker = create_worker(store_prediction, self.store, result, _start_thread=False)
+        worker.returned.connect(partial(self._on_stored, worker))
+        self._writer = worker
+        worker.start()
+
+    def _on_stored(self, worker: Any, _: Any = None) -> None:
+        # A result is published twice (image level, then with the cells): the first
+        # writer's end must not mark the second one's rows as stored.
+        if worker is self._writer:
+            self._writer = None
+        self._refresh()
+
+    # -- the checklist ---------------------------------------------------------------------
+    @property
+    def cell(self) -> int:
+        """The level being edited: the selected cell, or 0 (the whole image)."""
+        return int(self.session.selected_cell or 0)
+
+    def _probabilities(self) -> np.ndarray | None:
+        result = self.session.result
+        if result is None or result.source != self.source:
+            return None
+        if self.cell:
+            pred = result.cells.get(self.cell)
+            return None if pred is None else pred.probabilities
+        return result.prediction.probabilities
+
+    def _refresh(self) -> None:
+        """Rebuild the checklist from the database (effective labels of the current level)."""
+        classes = self.task.classes
+        probs = self._probabilities()
+        if probs is None and self.store is not None and self.source:
+            scores = self.store.model_scores(self.source, self.task.name, self.cell)
+            probs = np.array([scores.get(i, -1.0) for i in range(len(classes))]) if scores else None
+        self._order = (
+            list(np.argsort(-probs, kind="stable"))
+            if probs is not None
+            else list(range(len(classes)))
+        )
+        effective: set[int] = set()
+        model: set[int] = set()
+        user: dict[int, bool] = {}
+        if self.store is not None and self.source:
+            effective = self.store.effective_labels(self.source, self.task.name, self.cell)
+            user = self.store.user_labels(self.source, self.task.name, self.cell)
+            model = self.store.model_labels(self.source, self.task.name, self.cell)
+        self.list.blockSignals(True)
+        self.list.clear()
+        for rank, c in enumerate(self._order):
+            key = f"[{rank + 1}] " if rank < 9 else "      "
+            p = "" if probs is None or probs[c] < 0 else f"  {probs[c]:.2f}"
+            mine = "  ✎ yours" if c in user else ""
+            item = QListWidgetItem(f"{key}{classes[c]}{p}{mine}")
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked if c in effective else Qt.Unchecked)
+            item.setData(Qt.UserRole, int(c))
+            origin = "yours" if c in user else "model"
+            item.setToolTip(
+                f"{classes[c]}: model says {'yes' if c in model else 'no'}; shown: {origin}"
+            )
+            if c in user:
+                font = item.font()
+                font.setBold(True)
+                item.setFont(font)
+            self.list.addItem(item)
+        self.list.blockSignals(False)
+        self._update_labels()
+
+    def _update_labels(self) -> None:
+        has_image = bool(self.source)
+        self.image_label.setText(f"Image: {self.image_id}" if has_image else "No image")
+        if self.cell:
+            self.scope_label.setText(
+                f"Editing cell {self.cell} — Esc or a click on the "
+                "background goes back to the whole image."
+            )
+        else:
+            self.scope_label.setText("Editing the whole image — click a cell to edit its labels.")
+        can = self.store is not None
+        self.undo_button.setEnabled(can and self.store.can_undo())
+        self.redo_button.setEnabled(can and self.store.can_redo())
+        for button in (self.prev_button, self.next_button, self.accept_button):
+            button.setEnabled(has_image and can)
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        """Outline the selected cell (a small layer; the cells layer is not redrawn)."""
+        result = self.session.result
+        if result is None or result.labels is None or result.cells_display is None:
+            return
+        box = result.cells_display.boxes.get(self.cell) if self.cell else None
+        ref = next(
+            (
+                lyr
+                for lyr in self.viewer.layers
+                if L.meta(lyr).get("source") == result.source
+                and L.meta(lyr).get("kind") == "channel"
+            ),
+            None,
+        )
+        R.show_selected(self.viewer, result.labels, box, self.cell or None, result.source, ref)
+
+    def _on_item_changed(self, item: QListWidgetItem) -> None:
+        self.set_label(int(item.data(Qt.UserRole)), item.checkState() == Qt.Checked)
+
+    # -- editing -----------------------------------------------------------------------------
+    def set_label(self, class_index: int, value: bool) -> None:
+        """Set one class of the current image or cell (written to the database at once)."""
+        if self.store is None or not self.source:
+            return
+        self.store.set_user_label(self.source, self.task.name, class_index, value, cell=self.cell)
+        self.status.setText(
+            f"{'Set' if value else 'Cleared'} {self.task.classes[class_index]}"
+            + (f" for cell {self.cell}" if self.cell else "")
+        )
+        self._refresh()
+
+    def toggle(self, class_index: int) -> None:
+        """Flip one class of the current image or cell."""
+        if self.store is None or not self.source:
+            return
+        now = self.store.effective_labels(self.source, self.task.name, self.cell)
+        self.set_label(class_index, class_index not in now)
+
+    def toggle_rank(self, rank: int) -> None:
+        """Flip the class shown at ``rank`` (0 = the most probable): number keys 1-9."""
+        if 0 <= rank < len(self._order):
+            self.toggle(int(self._order[rank]))
+
+    def accept_prediction(self) -> None:
+        """Make the model's prediction the user's labels for the image or the selected cell."""
+        if self.store is None or not self.source:
+            return
+        edits = self.store.accept_model(self.source, self.task.name, cell=self.cell)
+        self.status.setText(f"Accepted the prediction ({len(edits)} classes confirmed).")
+        self._refresh()
+
+    def undo(self) -> None:
+        self._replay(self.store.undo if self.store else None, "Undid")
+
+    def redo(self) -> None:
+        self._replay(self.store.redo if self.store else None, "Redid")
+
+    def _replay(self, action: Callable[[], Any] | None, verb: str) -> None:
+        edits = action() if action is not None else None
+        if not edits:
+            self.status.setText("Nothing to undo." if verb == "Undid" else "Nothing to redo.")
+            return
+        e = edits[0]
+        where = "" if e.source == self.source else f" on {Path(e.source).name}"
+        self.status.setText(f"{verb} {len(edits)} change(s){where}.")
+        self._refresh()
+
+    # -- walking the folder ----------------------------------------------------------------
+    def neighbours(self) -> list[str]:
+        """The images of the current image's folder, sorted (what Next/Previous walk)."""
+        if not self.source or self.source.startswith("layer:"):
+            return []
+        try:
+            return find_images(Path(self.source).parent, recursive=False)
+        except ImageReadError:
+            return []
+
+    def step(self, offset: int) -> str | None:
+        """Open the image ``offset`` places away in the folder (in a worker); its source."""
+        from napari.qt.threading import create_worker
+        from napari.utils.notifications import show_info
+
+        sources = self.neighbours()
+        if self.source not in sources:
+            return None
+        i = sources.index(self.source) + offset
+        if not 0 <= i < len(sources):
+            show_info(f"This is the {'last' if offset > 0 else 'first'} image of the folder.")
+            return None
+        target = sources[i]
+        self.status.setText(f"Opening {Path(target).name}…")
+        self._loader = create_worker(read_source, target, _start_thread=False)
+        self._loader.returned.connect(self._show_image)
+        self._loader.start()
+        return target
+
+    def _show_image(self, outcome: Any) -> None:
+        from napari.utils.notifications import show_error
+
+        self._loader = None
+        if isinstance(outcome, str):
+            show_error(outcome)
+            self.status.setText(outcome)
+            return
+        self.session.set_result(None)
+        self.viewer.text_overlay.visible = False
+        L.replace_image(self.viewer, outcome)
+        self._set_image(outcome.source, outcome.image_id)
+        self.session.image_changed.emit(outcome.source)
+        self.status.setText(f"Opened {outcome.image_id}.")
+        if self.auto_predict.isChecked():
+            if not len(self.session.predict_requested):
+                self.viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")
+            self.session.predict_requested.emit()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        super().closeEvent(event)
+
+
+def _unbind(targets: list[weakref.ref], viewer: Any, on_click: Any) -> None:
+    """Remove the keys and the click callback a closed Annotate widget had set."""
+    for ref in targets:
+        target = ref()
+        if target is None:
+            continue
+        for key, func in list(target.keymap.items()):
+            if getattr(func, "napari_hpa", False):
+                del target.keymap[key]
+    if on_click in viewer.mouse_drag_callbacks:
+        viewer.mouse_drag_callbacks.remove(on_click)

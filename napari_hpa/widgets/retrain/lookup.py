@@ -1,0 +1,65 @@
+"""What the Retrain widget finds around it: the viewer's images, the annotations
+database, the other napari-hpa widgets, a model for the corrected task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtWidgets import QWidget
+
+from ... import layers as L
+from ...core.labels.store import default_db_path
+from ...core.model import registry
+
+
+def image_sources(viewer: Any) -> list[str]:
+    """Image sources of the viewer's layers, the selected layer first."""
+    layers = list(viewer.layers)
+    active = viewer.layers.selection.active
+    if active in layers:
+        layers.remove(active)
+        layers.insert(0, active)
+    out: list[str] = []
+    for layer in layers:
+        source = L.meta(layer).get("source")
+        if not source:
+            path = getattr(getattr(layer, "source", None), "path", None)
+            source = str(path) if path else None
+        if source and not str(source).startswith("layer:") and source not in out:
+            out.append(str(source))
+    return out
+
+
+def find_db(viewer: Any) -> Path | None:
+    """The annotations database for the viewer's images: the Annotate widget's, else the
+    one next to the current image, else the one in the user folder (None if none exists)."""
+    for widget in find_widgets(viewer, "AnnotateWidget"):
+        store = getattr(widget, "store", None)
+        if store is not None and getattr(store, "path", None):
+            return Path(store.path)
+    for source in image_sources(viewer):
+        path = default_db_path(source)
+        if path.is_file():
+            return path
+    fallback = registry.user_home() / "annotations.sqlite"
+    return fallback if fallback.is_file() else None
+
+
+def find_widgets(viewer: Any, class_name: str) -> list[Any]:
+    """Dock widgets of napari-hpa in the viewer's window with this class name."""
+    window = getattr(viewer, "window", None)
+    qt_window = getattr(window, "_qt_window", None)
+    if qt_window is None:
+        return []
+    return [w for w in qt_window.findChildren(QWidget) if type(w).__name__ == class_name]
+
+
+def model_for_tasks(
+    entries: list[registry.ModelEntry], tasks: list[str]
+) -> registry.ModelEntry | None:
+    """The newest user model (else bundled model) of one of ``tasks``."""
+    fitting = [e for e in entries if e.spec.task.name in tasks]
+    if not fitting:
+        return None
+    return max(fitting, key=lambda e: (e.source == "user", e.spec.created, e.version))

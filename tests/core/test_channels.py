@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_hpa.core.image.channels import ChannelMismatchError, adapt_channels
+from napari_hpa.core.tasks import HPA_CHANNELS
+
+
+def _planes(n: int, h: int = 4, w: int = 5) -> np.ndarray:
+    return np.stack([np.full((h, w), i + 1, np.float32) for i in range(n)])
+
+
+def test_hpa_set_passes_through_in_model_order() -> None:
+    data = _planes(4)
+    out = adapt_channels(data, ("er", "nucleus", "protein", "microtubules"), HPA_CHANNELS)
+    assert out[:, 0, 0].tolist() == [4, 3, 2, 1]
+
+
+def test_rgb_composite_feeds_hpa_model_with_er_optional() -> None:
+    out = adapt_channels(_planes(3), ("red", "green", "blue"), HPA_CHANNELS, optional=("er",))
+    assert out.shape == (4, 4, 5)
+    assert out[:, 0, 0].tolist() == [1, 2, 3, 0]
+
+
+def test_missing_required_channel_is_named() -> None:
+    with pytest.raises(ChannelMismatchError, match="er"):
+        adapt_channels(_planes(3), ("red", "green", "blue"), HPA_CHANNELS)
+    with pytest.raises(ChannelMismatchError, match="nucleus"):
+        adapt_channels(_planes(1), ("gray",), HPA_CHANNELS, optional=("er",))
+
+
+def test_gray_and_rgb_models() -> None:
+    gray = adapt_channels(_planes(3), ("red", "green", "blue"), ("gray",))
+    assert gray.shape == (1, 4, 5) and gray[0, 0, 0] == pytest.approx(2.0)
+    rgb = adapt_channels(_planes(1), ("gray",), ("red", "green", "blue"))
+    assert rgb.shape == (3, 4, 5)
+    from_hpa = adapt_channels(_planes(4), HPA_CHANNELS, ("red", "green", "blue"))
+    assert from_hpa[:, 0, 0].tolist() == [1, 2, 3]
+
+
+def test_unnamed_channels_match_by_position() -> None:
+    out = adapt_channels(_planes(4), ("ch0", "ch1", "ch2", "ch3"), HPA_CHANNELS)
+    assert out[:, 0, 0].tolist() == [1, 2, 3, 4]
+    out3 = adapt_channels(_planes(3), ("ch0", "ch1", "ch2"), HPA_CHANNELS, optional=("er",))
+    assert out3[:, 0, 0].tolist() == [1, 2, 3, 0]
+    with pytest.raises(ChannelMismatchError, match="needs 4"):
+        adapt_channels(_planes(2), ("ch0", "ch1"), HPA_CHANNELS, optional=("er",))
+
+
+def test_shape_checks() -> None:
+    with pytest.raises(ChannelMismatchError):
+        adapt_channels(np.zeros((4, 4), np.float32), ("gray",), ("gray",))
+    with pytest.raises(ChannelMismatchError):
+        adapt_channels(_planes(2), ("gray",), ("gray",))

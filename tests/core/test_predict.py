@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_tiny_model
+
+from napari_hpa.core.image.io import ImageData
+from napari_hpa.core.model.checkpoint import load_model
+from napari_hpa.core.model.predict import Predictor, choose_device, decide
+from napari_hpa.core.tasks import HPA_CHANNELS, get_task
+
+
+def _image(
+    h: int = 96, w: int = 80, channels: tuple[str, ...] = HPA_CHANNELS, seed: int = 0
+) -> ImageData:
+    data = np.random.default_rng(seed).random((len(channels), h, w)).astype(np.float32)
+    return ImageData(
+        data=data,
+        channel_names=channels,
+        paths=(),
+        image_id=f"img{seed}",
+        source=f"img{seed}",
+        metadata={},
+    )
+
+
+def test_choose_device() -> None:
+    assert choose_device("cpu").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected:
+        assert choose_device("auto").type == "cuda"
+    else:
+        assert choose_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ValueError, match="CUDA"):
+            choose_device("cuda")
+
+
+def test_predict_outputs_probabilities_and_cams(tmp_path: Path) -> None:
+    folder = write_tiny_model(tmp_path, fit=64)
+    predictor = Predictor(folder, device="cpu")
+    pred = predictor.predict_one(_image(), cam_classes=[3, 23])
+    assert pred.probabilities.shape == (28,)
+    assert np.all((pred.probabilities >= 0) & (pred.probabilities <= 1))
+    assert pred.predicted and all(0 <= i < 28 for i in pred.predicted)
+    assert set(pred.cams) == {3, 23}
+    assert pred.cams[3].shape == (96, 80)
+    assert pred.model_id == "tiny@1"
+    top = pred.top(3)
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+
+
+def test_batched_equals_single(tmp_path: Path) -> None:
+    predictor = Predictor(write_tiny_model(tmp_path, fit=64), device="cpu", batch_size=3)
+    images = [_image(seed=s) for s in range(4)]
+    batched = predictor.predict_prepared([predictor.prepare(im)[0] for im in images])
+    single = np.stack([predictor.predict_one(im).probabilities for im in images])
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    progress = []
+    results = predictor.predict(images, progress=lambda d, t: progress.append((d, t)))
+    assert [r.image_id for r in results] == ["img0", "img1", "img2", "img3"]
+    assert progress[-1] == (4, 4)
+
+
+def test_rgb_composite_on_hpa_model(tmp_path: Path) -> None:
+    predictor = Predictor(write_tiny_model(tmp_path), device="cpu")
+    pred = predictor.predict_one(_image(channels=("red", "green", "blue")))
+    assert pred.probabilities.shape == (28,)
+
+
+def test_multiclass_decision_is_argmax(tmp_path: Path) -> None:
+    folder = write_tiny_model(tmp_path, task=get_task("hela10"), name="hela")
+    predictor = Predictor(folder, device="cpu")
+    pred = predictor.predict_one(_image(channels=("gray",)))
+    assert pred.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    assert pred.predicted == [int(np.argmax(pred.probabilities))]
+
+
+def test_thresholds_decide_multilabel(tmp_path: Path) -> None:
+    spec = load_model(write_tiny_model(tmp_path)).spec
+    probs = np.full(28, 0.1, np.float32)
+    probs[[2, 5]] = 0.7
+    spec.thresholds = [0.5] * 28
+    assert decide(probs, spec) == [2, 5]
+    spec.thresholds[5] = 0.8
+    assert decide(probs, spec) == [2]
+    assert decide(np.full(28, 0.01, np.float32), spec) != []
+
+
+def test_cuda_oom_halves_batch_then_falls_back_to_cpu(tmp_path: Path) -> None:
+    """Simulate OOM at the device boundary: the predictor must still answer, with warnings."""
+    predictor = Predictor(write_tiny_model(tmp_path, fit=64), device="cpu", batch_size=4)
+    expected = predictor.predict_one(_image()).probabilities
+    real_forward = predictor._forward
+    calls = {"n": 0}
+
+    def flaky(batch: np.ndarray, with_cam: bool):
+        if predictor.device.type != "cpu" or calls["n"] < 3:
+            calls["n"] += 1
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(batch, with_cam)
+
+    predictor._forward = flaky  # type: ignore[method-assign]
+    predictor.device = torch.device("cuda")  # pretend we were on a GPU
+    predictor.model.net.to = lambda *a, **k: predictor.model.net  # type: ignore[method-assign]
+    with pytest.warns(RuntimeWarning) as record:
+        got = predictor.predict_one(_image()).probabilities
+    messages = " ".join(str(w.message) for w in record)
+    assert "batch size 2" in messages and "batch size 1" in messages and "CPU" in messages
+    assert predictor.device.type == "cpu"
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_cancel(tmp_path: Path) -> None:
+    from napari_hpa.core.model.predict import PredictionCancelled
+
+    predictor = Predictor(write_tiny_model(tmp_path), device="cpu")
+    with pytest.raises(PredictionCancelled):
+        predictor.predict([_image(), _image()], should_stop=lambda: True)

@@ -1,0 +1,147 @@
+"""The npe2 reader, writer and sample data (napari-hpa's manifest contributions)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_hpa import _reader, _sample_data
+from napari_hpa._writer import write_labels
+from napari_hpa.core.image.io import write_hpa_set, write_image
+from napari_hpa.core.image.synth import write_samples
+from napari_hpa.layers import META
+
+NEEDS_DISPLAY = pytest.mark.skipif(
+    sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
+    reason="needs a display: run under xvfb-run",
+)
+
+
+@pytest.fixture(scope="module")
+def hpa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_samples(tmp_path_factory.mktemp("hpa"), n=2, size=128, seed=2)
+
+
+def _read(path: Path | str) -> list[tuple]:
+    reader = _reader.get_reader(str(path))
+    assert reader is not None, path
+    return reader(str(path))
+
+
+def test_hpa_set_is_four_additive_layers(hpa_dir: Path) -> None:
+    layers = _read(hpa_dir / "synth_0000_green.png")
+    assert [kw["name"] for _, kw, _ in layers] == ["microtubules", "protein", "nucleus", "ER"]
+    assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue", "yellow"]
+    assert {kw["blending"] for _, kw, _ in layers} == {"additive"}
+    assert {t for _, _, t in layers} == {"image"}
+    m = layers[1][1]["metadata"][META]
+    assert m["channel"] == "protein" and m["source"] == str(hpa_dir / "synth_0000")
+    assert layers[0][0].shape == (128, 128) and layers[0][0].dtype == np.float32
+
+
+def test_hpa_id_and_folder_open_the_set(hpa_dir: Path, notes: list) -> None:
+    assert len(_read(hpa_dir / "synth_0001")) == 4
+    layers = _read(hpa_dir)  # a folder of sets: the first one, and a note about the rest
+    assert layers[0][1]["metadata"][META]["image_id"] == "synth_0000"
+    assert any("2 images" in msg for _, msg in notes)
+
+
+def test_rgb_gray_and_ome_tiff(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (3, 40, 50), dtype=np.uint8)
+    write_image(tmp_path / "rgb.jpg", rgb)
+    layers = _read(tmp_path / "rgb.jpg")
+    assert [kw["name"] for _, kw, _ in layers] == ["red", "green", "blue"]
+    assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue"]
+
+    write_image(tmp_path / "gray.png", rgb[:1])
+    (data, kw, kind), = _read(tmp_path / "gray.png")
+    assert kind == "image" and kw["name"] == "gray" and kw["colormap"] == "gray"
+
+    ome = rng.random((4, 30, 30)).astype(np.float32)
+    write_image(tmp_path / "x.ome.tif", ome, channel_names=["microtubules", "protein",
+                                                            "nucleus", "er"])
+    layers = _read(tmp_path / "x.ome.tif")
+    assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue", "yellow"]
+    np.testing.assert_allclose(layers[3][0], ome[3])
+
+
+def test_unsupported_paths_get_no_reader(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    assert _reader.get_reader(str(tmp_path / "notes.txt")) is None
+    assert _reader.get_reader(str(tmp_path / "missing.png")) is None
+    assert _reader.get_reader(str(tmp_path)) is None  # a folder without images
+
+
+def test_broken_inputs_notify_and_add_nothing(tmp_path: Path, notes: list) -> None:
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert _read(tmp_path / "broken.png") == _reader.NOTHING
+    assert notes[-1][0] == "show_error" and "broken.png" in notes[-1][1]
+
+    planes = np.zeros((4, 32, 32), np.float32)
+    write_hpa_set(tmp_path, "cut", planes)
+    (tmp_path / "cut_yellow.png").unlink()
+    assert _read(tmp_path / "cut_red.png") == _reader.NOTHING
+    assert "missing yellow" in notes[-1][1] and "cut" in notes[-1][1]
+
+
+def test_label_writer_round_trip(tmp_path: Path) -> None:
+    labels = np.zeros((20, 30), np.int32)
+    labels[2:8, 3:9] = 7
+    labels[10:15, 20:28] = 300
+    [written] = write_labels(str(tmp_path / "cells"), labels, {"name": "cells"})
+    assert written.endswith("cells.tif")
+    back = tifffile.imread(written)
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, labels)
+    with pytest.raises(ValueError):
+        write_labels(str(tmp_path / "f.tif"), labels.astype(float), {})
+
+
+def test_bundled_sample_data() -> None:
+    layers = _sample_data.synthetic_0()
+    assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue", "yellow"]
+    assert layers[0][0].shape == (512, 512)
+    assert len(_sample_data.synthetic_1()) == 4
+
+
+def test_real_sample_from_env(hpa_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_sample_data.REAL_SAMPLE_ENV, str(hpa_dir / "synth_0001"))
+    assert len(_sample_data.real_hpa()) == 4
+    monkeypatch.setenv(_sample_data.REAL_SAMPLE_ENV, str(hpa_dir / "nothing_here"))
+    with pytest.raises(Exception, match="nothing_here"):
+        _sample_data.real_hpa()
+
+
+def test_manifest_is_valid() -> None:
+    npe2 = pytest.importorskip("npe2")
+    manifest = npe2.PluginManifest.from_distribution("napari-hpa")
+    widgets = {w.display_name for w in manifest.contributions.widgets}
+    assert widgets == {"Predict", "Annotate", "Retrain", "Batch"}
+    assert manifest.contributions.readers[0].accepts_directories
+
+
+@pytest.mark.gui
+@NEEDS_DISPLAY
+def test_viewer_opens_hpa_set(make_napari_viewer, hpa_dir: Path, notes: list) -> None:
+    viewer = make_napari_viewer()
+    viewer.open(str(hpa_dir / "synth_0000_blue.png"), plugin="napari-hpa")
+    assert [lyr.name for lyr in viewer.layers] == ["microtubules", "protein", "nucleus", "ER"]
+    assert [lyr.colormap.name for lyr in viewer.layers] == ["red", "green", "blue", "yellow"]
+    assert {lyr.blending for lyr in viewer.layers} == {"additive"}
+    # a second member file of the same set (as when four files are dropped) adds nothing
+    viewer.open(str(hpa_dir / "synth_0000_red.png"), plugin="napari-hpa")
+    assert len(viewer.layers) == 4
+    # a broken file: a notification, no exception, no layer, the viewer still works
+    (hpa_dir / "junk.tif").write_bytes(b"II*\x00garbage")
+    viewer.open(str(hpa_dir / "junk.tif"), plugin="napari-hpa")
+    assert len(viewer.layers) == 4
+    assert any("junk.tif" in msg for kind, msg in notes if kind == "show_error")
+    (hpa_dir / "junk.tif").unlink()
+    viewer.open_sample("napari-hpa", "synthetic_1")
+    assert len(viewer.layers) == 8
