@@ -97,10 +97,14 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--model", default=None, help="model (default: the default model)")
     parser.add_argument("--no-cells", action="store_true", help="skip cell segmentation")
-    parser.add_argument("--folder", type=Path, default=None,
-                        help="where to write (and reuse) the generated image")
-    parser.add_argument("--trace", action="store_true",
-                        help="also print the main-thread steps and the longest stalls")
+    parser.add_argument(
+        "--folder", type=Path, default=None, help="where to write (and reuse) the generated image"
+    )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="also print the main-thread steps and the longest stalls",
+    )
     args = parser.parse_args()
 
     import napari
@@ -127,8 +131,10 @@ def main() -> int:
         widget.select_model(args.model)
     widget.cells_check.setChecked(not args.no_cells)
     spin(app, 1.0)
-    print(f"model {widget.entry.id}, device {widget.state.device}, {os.cpu_count()} CPU cores, "
-          f"image {args.size}x{args.size}x4, cells {'off' if args.no_cells else 'on'}")
+    print(
+        f"model {widget.entry.id}, device {widget.state.device}, {os.cpu_count()} CPU cores, "
+        f"image {args.size}x{args.size}x4, cells {'off' if args.no_cells else 'on'}"
+    )
 
     events: list[tuple[float, float, str]] = []
     trace(widget, events)
@@ -152,9 +158,11 @@ def main() -> int:
         overlay_s = widget.state.shown_after
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in (result.timings if result else {}).items())
         handler = max((e - s for s, e, _ in events), default=0.0)
-        print(f"{run}: click handler {click_ms:.1f} ms; click to overlay {overlay_s:.2f} s; "
-              f"max stall {stall:.0f} ms; longest napari-hpa handler {1000 * handler:.0f} ms; "
-              f"worker stages: {stages}")
+        print(
+            f"{run}: click handler {click_ms:.1f} ms; click to overlay {overlay_s:.2f} s; "
+            f"max stall {stall:.0f} ms; longest napari-hpa handler {1000 * handler:.0f} ms; "
+            f"worker stages: {stages}"
+        )
         if args.trace:
             print("  longest gaps: " + beat.worst(t0, 4))
             print("  " + "; ".join(f"{s - t0:.2f}-{e - t0:.2f} {n}" for s, e, n in events))

@@ -37,8 +37,9 @@ def _setup(root: Path, n: int, size: int) -> tuple[Path, list[str]]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from helpers import write_tiny_model
 
-    images = write_samples(root / "images", n=n, size=size, seed=7, classes=[0, 23, 25, 21],
-                           n_labels=(1, 2))
+    images = write_samples(
+        root / "images", n=n, size=size, seed=7, classes=[0, 23, 25, 21], n_labels=(1, 2)
+    )
     with open(images / "labels.csv", encoding="utf-8") as fh:
         labels = {r["Id"]: [int(t) for t in r["Target"].split()] for r in csv.DictReader(fh)}
     sources = find_images(images)
@@ -56,14 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--screenshot", type=Path, help="save the widget mid-run as PNG")
-    parser.add_argument("--screenshot-done", type=Path,
-                        help="save the widget with the comparison table as PNG")
+    parser.add_argument(
+        "--screenshot-done", type=Path, help="save the widget with the comparison table as PNG"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--baseline", type=float, default=10.0,
-                        help="seconds of heartbeat before Retrain, to measure the machine's "
-                        "own noise (idle_max_stall_ms)")
-    parser.add_argument("--no-user", action="store_true",
-                        help="do not zoom the camera during the run (measures the widget alone)")
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=10.0,
+        help="seconds of heartbeat before Retrain, to measure the machine's "
+        "own noise (idle_max_stall_ms)",
+    )
+    parser.add_argument(
+        "--no-user",
+        action="store_true",
+        help="do not zoom the camera during the run (measures the widget alone)",
+    )
     args = parser.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="napari-hpa-retrain-bench-"))
@@ -101,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.005)
         return False
 
-    if not pump_until(lambda: widget.state.summary is not None
-                      and widget.state.summary.task == "hpa28", 60):
+    if not pump_until(
+        lambda: widget.state.summary is not None and widget.state.summary.task == "hpa28", 60
+    ):
         print("error: the widget never counted the corrections", file=sys.stderr)
         return 1
     widget.select_base("tiny")
@@ -131,15 +141,22 @@ def main(argv: list[str] | None = None) -> int:
 
     def maybe_screenshot() -> None:
         job = widget.state.job
-        if args.screenshot and not shot_taken[0] and job is not None \
-                and len(widget.plot.history) >= 3 and not widget.plot.busy:
+        if (
+            args.screenshot
+            and not shot_taken[0]
+            and job is not None
+            and len(widget.plot.history) >= 3
+            and not widget.plot.busy
+        ):
             shot_taken[0] = True
             args.screenshot.parent.mkdir(parents=True, exist_ok=True)
             widget.grab().save(str(args.screenshot))
 
     def max_stall(ts: list[float]) -> float:
-        return max(((b - a) * 1000 - interval_ms for a, b in zip(ts, ts[1:], strict=False)),
-                   default=float("nan"))
+        return max(
+            ((b - a) * 1000 - interval_ms for a, b in zip(ts, ts[1:], strict=False)),
+            default=float("nan"),
+        )
 
     heart.start()
     if not args.no_user:
@@ -150,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     widget.retrain_button.click()
     done = pump_until(
-        lambda: (maybe_screenshot() or True) and widget.state.comparison is not None
-        or (widget.state.job is not None and widget.state.job.state in ("failed", "cancelled")),
+        lambda: (
+            (maybe_screenshot() or True)
+            and widget.state.comparison is not None
+            or (widget.state.job is not None and widget.state.job.state in ("failed", "cancelled"))
+        ),
         args.timeout,
     )
     # Let the result table render and a few more beats land.

@@ -53,9 +53,28 @@ def _weak_parent(root: Path, size: int) -> str:
     from napari_hpa.core.image.synth import write_samples
 
     data = write_samples(root / "weak-data", n=40, size=size, seed=999)
-    cmd = [sys.executable, "-m", "napari_hpa", "train", "--data", str(data), "--labels",
-           str(data / "labels.csv"), "--task", "hpa28", "--name", "weak", "--epochs", "1",
-           "--size", str(min(size, 128)), "--device", "cpu", "--progress", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_hpa",
+        "train",
+        "--data",
+        str(data),
+        "--labels",
+        str(data / "labels.csv"),
+        "--task",
+        "hpa28",
+        "--name",
+        "weak",
+        "--epochs",
+        "1",
+        "--size",
+        str(min(size, 128)),
+        "--device",
+        "cpu",
+        "--progress",
+        "none",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return "weak"
 
@@ -64,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--parent", default="hpa28-synthetic-tiny",
-                        help="parent model name, or 'weak'")
+    parser.add_argument(
+        "--parent", default="hpa28-synthetic-tiny", help="parent model name, or 'weak'"
+    )
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--holdout", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=11)
@@ -90,16 +110,26 @@ def main(argv: list[str] | None = None) -> int:
     images = write_samples(root / "images", n=args.images, size=args.size, seed=args.seed)
     db = default_db_path(images / "synth_0000")
     n = _correct_all(images, db, "hpa28")
-    print(f"corrected_images={n} size={args.size} (generated in {time.perf_counter() - t:.0f} s)",
-          flush=True)
+    print(
+        f"corrected_images={n} size={args.size} (generated in {time.perf_counter() - t:.0f} s)",
+        flush=True,
+    )
     parent = _weak_parent(root, args.size) if args.parent == "weak" else args.parent
 
     manager = JobManager()
     t0 = time.perf_counter()
-    job = start_retrain(RetrainRequest(parent, db, preset=args.preset,
-                                       holdout_fraction=args.holdout, seed=args.seed,
-                                       device=args.device,
-                                       extra_args=shlex.split(args.extra)), manager)
+    job = start_retrain(
+        RetrainRequest(
+            parent,
+            db,
+            preset=args.preset,
+            holdout_fraction=args.holdout,
+            seed=args.seed,
+            device=args.device,
+            extra_args=shlex.split(args.extra),
+        ),
+        manager,
+    )
     last = -1
     while not job.is_final:
         job.poll()
@@ -107,14 +137,19 @@ def main(argv: list[str] | None = None) -> int:
             last = len(job.progress.history)
             if job.progress.last_metrics:
                 m = job.progress.last_metrics
-                print(f"  epoch {m['epoch']}: train loss {m['train_loss']:.4f} val loss "
-                      f"{m['val_loss']:.4f} val F1 {m['val_macro_f1']:.3f} "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+                print(
+                    f"  epoch {m['epoch']}: train loss {m['train_loss']:.4f} val loss "
+                    f"{m['val_loss']:.4f} val F1 {m['val_macro_f1']:.3f} "
+                    f"({time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
         time.sleep(0.5)
     train_s = time.perf_counter() - t0
     if job.state != "done" or result_entry(job) is None:
-        print(f"error: training {job.state}: {job.record.error}\n{job.log_text()[-3000:]}",
-              file=sys.stderr)
+        print(
+            f"error: training {job.state}: {job.record.error}\n{job.log_text()[-3000:]}",
+            file=sys.stderr,
+        )
         return 1
     compare = start_compare(job, manager, device=args.device)
     compare.wait(600)

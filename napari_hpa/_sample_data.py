@@ -45,8 +45,10 @@ def real_sample_path() -> Path | None:
     env = os.environ.get(REAL_SAMPLE_ENV)
     if env:
         return Path(env).expanduser()
-    roots = [os.environ.get("NAPARI_HPA_SHARED_DATA", ""),
-             Path(__file__).resolve().parents[2] / "shared" / "data"]
+    roots = [
+        os.environ.get("NAPARI_HPA_SHARED_DATA", ""),
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+    ]
     for root in roots:
         candidate = Path(root) / _SHARED_FIELD
         if root and candidate.with_name(candidate.name + "_red.png").is_file():

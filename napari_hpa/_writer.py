@@ -36,7 +36,11 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     arr = arr.astype(np.uint16 if top < 2**16 else np.uint32, copy=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(
-        out, arr, compression="zlib", photometric="minisblack",
-        description=str(meta.get("name", "labels")), metadata=None,
+        out,
+        arr,
+        compression="zlib",
+        photometric="minisblack",
+        description=str(meta.get("name", "labels")),
+        metadata=None,
     )
     return [str(out)]

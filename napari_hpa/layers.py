@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .core.image.io import ImageData, _to_unit
+from .core.image.io import ImageData, scale_to_unit
 from .core.tasks import HPA_COLOR_TO_CHANNEL
 
 META = "napari_hpa"
@@ -42,8 +42,12 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 # ----------------------------------------------------------------------------- names
 #: Stain names that layers opened elsewhere often carry.
 STAIN_ALIASES: dict[str, str] = {
-    "dapi": "nucleus", "hoechst": "nucleus", "dna": "nucleus", "nuclei": "nucleus",
-    "tubulin": "microtubules", "endoplasmic reticulum": "er",
+    "dapi": "nucleus",
+    "hoechst": "nucleus",
+    "dna": "nucleus",
+    "nuclei": "nucleus",
+    "tubulin": "microtubules",
+    "endoplasmic reticulum": "er",
 }
 
 
@@ -236,7 +240,7 @@ def to_unit(plane: np.ndarray) -> np.ndarray:
     arr = np.asarray(plane)
     if arr.dtype == np.float32 and arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
         return arr
-    return _to_unit(arr[None], "layer", {})[0]
+    return scale_to_unit(arr[None], "layer", {})[0]
 
 
 def replace_image(viewer: Any, image: ImageData) -> list[Any]:
@@ -250,8 +254,9 @@ def replace_image(viewer: Any, image: ImageData) -> list[Any]:
     clear_results(viewer)
     new = image_layer_data(image)
     by_channel = {meta(lyr).get("channel"): lyr for lyr in old}
-    reusable = len(old) == len(new) and all(kw["metadata"][META]["channel"] in by_channel
-                                            for _, kw, _ in new)
+    reusable = len(old) == len(new) and all(
+        kw["metadata"][META]["channel"] in by_channel for _, kw, _ in new
+    )
     layers = []
     if reusable:
         for data, kw, _ in new:

@@ -20,16 +20,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predictions) of an annotations database: a Kaggle CSV (Id,Target), a JSON with "
         "image- and cell-level classes, or per-cell label TIFFs (one per image, in a folder).",
     )
-    p.add_argument("--db", type=Path, required=True,
-                   help="the annotations database (<image folder>/.napari-hpa/annotations.sqlite)")
-    p.add_argument("--format", choices=FORMATS, default=None,
-                   help="output format (default: from --out: .csv, .json, else a TIFF folder)")
-    p.add_argument("--out", type=Path, required=True,
-                   help="output file (csv, json) or folder (tiff)")
-    p.add_argument("--task", default=None,
-                   help="task to export (default: the database's only task, else hpa28)")
-    p.add_argument("--only-corrected", action="store_true",
-                   help="only images with at least one correction of yours (csv, json)")
+    p.add_argument(
+        "--db",
+        type=Path,
+        required=True,
+        help="the annotations database (<image folder>/.napari-hpa/annotations.sqlite)",
+    )
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="output format (default: from --out: .csv, .json, else a TIFF folder)",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="output file (csv, json) or folder (tiff)"
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        help="task to export (default: the database's only task, else hpa28)",
+    )
+    p.add_argument(
+        "--only-corrected",
+        action="store_true",
+        help="only images with at least one correction of yours (csv, json)",
+    )
     p.set_defaults(run=run)
 
 
@@ -37,8 +52,10 @@ def _format(args: argparse.Namespace) -> str:
     suffix = args.out.suffix.lower()
     fmt = args.format or (suffix[1:] if suffix in (".csv", ".json") else "tiff")
     if fmt == "tiff" and suffix in (".tif", ".tiff"):
-        raise UserError(f"{args.out}: tiff export writes one TIFF per image into a folder; "
-                        "give a folder for --out")
+        raise UserError(
+            f"{args.out}: tiff export writes one TIFF per image into a folder; "
+            "give a folder for --out"
+        )
     return fmt
 
 

@@ -20,10 +20,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "PNG or JPEG); without PATH a bundled sample field is shown.",
     )
     p.add_argument("path", nargs="?", default=None, metavar="PATH", help="image to open")
-    p.add_argument("--model", default=None,
-                   help="model to select in Predict: name, name@version or folder")
-    p.add_argument("--sample", choices=SAMPLES, default=SAMPLES[0],
-                   help="sample shown when no PATH is given (default: %(default)s)")
+    p.add_argument(
+        "--model", default=None, help="model to select in Predict: name, name@version or folder"
+    )
+    p.add_argument(
+        "--sample",
+        choices=SAMPLES,
+        default=SAMPLES[0],
+        help="sample shown when no PATH is given (default: %(default)s)",
+    )
     p.set_defaults(run=run)
 
 
@@ -43,8 +48,9 @@ def _check(path: str | None, model: str | None) -> Any:
         raise UserError(str(exc)) from None
 
 
-def setup_viewer(viewer: Any, path: str | None = None, model: str | None = None,
-                 sample: str = SAMPLES[0]) -> tuple[Any, Any]:
+def setup_viewer(
+    viewer: Any, path: str | None = None, model: str | None = None, sample: str = SAMPLES[0]
+) -> tuple[Any, Any]:
     """Load the image and dock Predict and Annotate (tabbed) in ``viewer``.
 
     Returns

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 
-def _proc_start_ticks(pid: int) -> int | None:
+def proc_start_ticks(pid: int) -> int | None:
     """Start time of a process in clock ticks since boot (Linux), to tell reused pids apart."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -50,13 +50,13 @@ def pid_alive(pid: int | None, start_ticks: int | None = None) -> bool:
     if _proc_state(pid) in ("Z", "X"):
         return False
     if start_ticks is not None:
-        now = _proc_start_ticks(pid)
+        now = proc_start_ticks(pid)
         if now is not None and now != start_ticks:
             return False
     return True
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def signal_group(pid: int, sig: int) -> None:
     """Send ``sig`` to the process group led by ``pid`` (the job and its workers)."""
     try:
         os.killpg(pid, sig)
@@ -65,7 +65,7 @@ def _signal_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):

@@ -105,9 +105,12 @@ class Comparison:
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
         rows = [ClassDelta(**r) for r in data.get("rows", [])]
         return cls(
-            parent=str(data["parent"]), child=str(data["child"]), n_images=int(data["n_images"]),
+            parent=str(data["parent"]),
+            child=str(data["child"]),
+            n_images=int(data["n_images"]),
             parent_macro_f1=float(data["parent_macro_f1"]),
-            child_macro_f1=float(data["child_macro_f1"]), rows=rows,
+            child_macro_f1=float(data["child_macro_f1"]),
+            rows=rows,
             parent_summary=dict(data.get("parent_summary", {})),
             child_summary=dict(data.get("child_summary", {})),
             skipped=list(data.get("skipped", [])),
@@ -115,8 +118,15 @@ class Comparison:
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("macro_f1", "micro_f1", "macro_auroc", "accuracy", "top1_accuracy", "exact_match",
-            "n_samples")
+    keys = (
+        "macro_f1",
+        "micro_f1",
+        "macro_auroc",
+        "accuracy",
+        "top1_accuracy",
+        "exact_match",
+        "n_samples",
+    )
     return {k: metrics[k] for k in keys if k in metrics}
 
 
@@ -142,8 +152,14 @@ def compare_models(
     emit = progress or (lambda e: None)
     models = [Predictor(parent, device=device), Predictor(child, device=device)]
     names = list(classes or models[0].spec.task.classes)
-    emit({"event": "start", "total": len(images), "parent": models[0].model_id,
-          "child": models[1].model_id})
+    emit(
+        {
+            "event": "start",
+            "total": len(images),
+            "parent": models[0].model_id,
+            "child": models[1].model_id,
+        }
+    )
     probs: list[list[np.ndarray]] = [[], []]
     kept: list[list[str]] = []
     skipped: list[str] = []
@@ -159,9 +175,15 @@ def compare_models(
             probs[k].append(out[k])
         kept.append([names[t] for t in targets if 0 <= t < len(names)])
         elapsed = time.monotonic() - t0
-        emit({"event": "batch", "batch": i + 1, "n_batches": len(images),
-              "elapsed_s": round(elapsed, 2),
-              "eta_s": round(elapsed / (i + 1) * (len(images) - i - 1), 2)})
+        emit(
+            {
+                "event": "batch",
+                "batch": i + 1,
+                "n_batches": len(images),
+                "elapsed_s": round(elapsed, 2),
+                "eta_s": round(elapsed / (i + 1) * (len(images) - i - 1), 2),
+            }
+        )
     if not kept:
         raise ValueError("no held-out image could be read")
     results = []
@@ -185,9 +207,14 @@ def compare_models(
         support = int(c_row.get("support", 0))
         rows.append(ClassDelta(name, support, p_row.get("f1"), c_row.get("f1")))
     return Comparison(
-        parent=models[0].model_id, child=models[1].model_id, n_images=len(kept),
-        parent_macro_f1=float(results[0]["macro_f1"]), child_macro_f1=float(results[1]["macro_f1"]),
-        rows=rows, parent_summary=_summary(results[0]), child_summary=_summary(results[1]),
+        parent=models[0].model_id,
+        child=models[1].model_id,
+        n_images=len(kept),
+        parent_macro_f1=float(results[0]["macro_f1"]),
+        child_macro_f1=float(results[1]["macro_f1"]),
+        rows=rows,
+        parent_summary=_summary(results[0]),
+        child_summary=_summary(results[1]),
         skipped=skipped,
     )
 
@@ -210,8 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = [(r["source"], r["targets"]) for r in holdout["images"]]
         if not images:
             raise ValueError("no images were held out (too few corrected images)")
-        result = compare_models(args.parent, args.child, images, holdout.get("classes"),
-                                args.device, emit)
+        result = compare_models(
+            args.parent, args.child, images, holdout.get("classes"), args.device, emit
+        )
         tmp = args.out.with_suffix(".tmp")
         tmp.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
         tmp.replace(args.out)
@@ -219,8 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         print(f"compare: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    emit({"event": "done", "path": str(args.out), "parent_macro_f1": result.parent_macro_f1,
-          "child_macro_f1": result.child_macro_f1})
+    emit(
+        {
+            "event": "done",
+            "path": str(args.out),
+            "parent_macro_f1": result.parent_macro_f1,
+            "child_macro_f1": result.child_macro_f1,
+        }
+    )
     return 0
 
 

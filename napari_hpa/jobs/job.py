@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.model import registry
-from ..core.process import _group_alive, _proc_start_ticks, _signal_group, pid_alive
+from ..core.process import group_alive, pid_alive, proc_start_ticks, signal_group
 from .progress import Progress, event_kind
 from .record import (
     _TRANSITIONS,
@@ -132,7 +132,7 @@ class Job:
                     self.events.append(event)
                     self.progress.update(event)
 
-    def _set_state(self, state: str, error: str | None = None) -> None:
+    def set_state(self, state: str, error: str | None = None) -> None:
         if state == self.record.state:
             return
         if state not in _TRANSITIONS[self.record.state]:
@@ -178,7 +178,7 @@ class Job:
                     close_fds=True,
                 )
         except OSError as exc:
-            self._set_state("failed", f"could not start {self.record.command[0]}: {exc}")
+            self.set_state("failed", f"could not start {self.record.command[0]}: {exc}")
             raise JobError(self.record.error or str(exc)) from None
         self._t0 = time.monotonic()
         if self.nice:
@@ -187,8 +187,8 @@ class Job:
             with contextlib.suppress(OSError, AttributeError):
                 os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
         self.record.pid = self._proc.pid
-        self.record.pid_start_ticks = _proc_start_ticks(self._proc.pid)
-        self._set_state("running")
+        self.record.pid_start_ticks = proc_start_ticks(self._proc.pid)
+        self.set_state("running")
         return self
 
     def is_alive(self) -> bool:
@@ -313,7 +313,7 @@ class Job:
             state = "failed"
         else:
             state, error = "done", None
-        self._set_state(state, error)
+        self.set_state(state, error)
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> str:
         """Poll until the job ends or ``timeout`` seconds pass; returns the state."""
@@ -335,7 +335,7 @@ class Job:
         if self.record.state == "running" and self.record.pid and self.is_alive():
             self.record.meta["stopped_early"] = True
             self.save()
-            _signal_group(self.record.pid, signal.SIGTERM)
+            signal_group(self.record.pid, signal.SIGTERM)
 
     def cancel(self, grace: float = CANCEL_GRACE_S) -> str:
         """Stop the job and keep nothing; returns within :data:`CANCEL_LIMIT_S` seconds.
@@ -354,7 +354,7 @@ class Job:
             return self.state
         self.record.cancel_requested = True
         if self.record.state == "queued":
-            self._set_state("cancelled")
+            self.set_state("cancelled")
             return self.state
         self.save()
         pid = self.record.pid
@@ -370,13 +370,13 @@ class Job:
                 # Let it exit at full speed (allowed for root only; harmless otherwise).
                 with contextlib.suppress(OSError, AttributeError):
                     os.setpriority(os.PRIO_PROCESS, pid, 0)
-            _signal_group(pid, signal.SIGTERM)
+            signal_group(pid, signal.SIGTERM)
             wait_until(0.15)
             if self.is_alive():
-                _signal_group(pid, signal.SIGTERM)
+                signal_group(pid, signal.SIGTERM)
             wait_until(grace)
-            if self.is_alive() or _group_alive(pid):
-                _signal_group(pid, signal.SIGKILL)
+            if self.is_alive() or group_alive(pid):
+                signal_group(pid, signal.SIGKILL)
             wait_until(CANCEL_LIMIT_S - 0.1)
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -384,7 +384,7 @@ class Job:
             self.record.returncode = self._proc.returncode
         self._absorb(self._read_output())
         self._discard_outputs()
-        self._set_state("cancelled")
+        self.set_state("cancelled")
         return self.state
 
     def _discard_outputs(self) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .record import JobError, JobLockedError
-from .recovery import QUEUED_STALE_S, _age_s
+from .recovery import QUEUED_STALE_S, job_age_s
 
 if TYPE_CHECKING:
     from .job import Job
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 LOCK_DIR = "locks"
 
 
-class _ModelLocks:
+class ModelLocksMixin:
     """The lock methods of :class:`~napari_hpa.jobs.runner.JobManager` (a mixin)."""
 
     root: Path
@@ -69,7 +69,8 @@ class _ModelLocks:
             return None
         if not job.is_final:
             job.poll()
-        if job.state == "queued" and job_id not in self._created and _age_s(job) > QUEUED_STALE_S:
+        stale = job_age_s(job) > QUEUED_STALE_S
+        if job.state == "queued" and job_id not in self._created and stale:
             return None  # its creator died before starting it
         return job
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 QUEUED_STALE_S = 120.0
 
 
-def _age_s(job: Job) -> float:
+def job_age_s(job: Job) -> float:
     try:
         created = datetime.fromisoformat(job.record.created)
     except ValueError:
@@ -26,7 +26,7 @@ def _age_s(job: Job) -> float:
     return (datetime.now(timezone.utc) - created).total_seconds()
 
 
-class _Recovery:
+class RecoveryMixin:
     """The recovery methods of :class:`~napari_hpa.jobs.runner.JobManager` (a mixin)."""
 
     _created: set[str]
@@ -47,9 +47,9 @@ class _Recovery:
         unseen = []
         for job in self.list_jobs():
             if job.state == "queued":
-                if job.id not in self._created and _age_s(job) > QUEUED_STALE_S:
+                if job.id not in self._created and job_age_s(job) > QUEUED_STALE_S:
                     # Its creator died before starting it.
-                    job._set_state("failed", "the job was never started (napari closed?)")
+                    job.set_state("failed", "the job was never started (napari closed?)")
             elif job.state == "running":
                 job.poll()
             if job.state in ("done", "failed") and not job.record.seen:

@@ -85,13 +85,24 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(
-        "quick", "Quick (minutes on a CPU)", epochs=6, freeze_epochs=2, patience=0, lr=3e-3,
-        max_size=128, max_minutes=10.0,
+        "quick",
+        "Quick (minutes on a CPU)",
+        epochs=6,
+        freeze_epochs=2,
+        patience=0,
+        lr=3e-3,
+        max_size=128,
+        max_minutes=10.0,
         description="The head alone for 2 epochs, then the whole network for 4 at a lower "
         "learning rate, on images of at most 128 px; stops after 10 minutes at the latest.",
     ),
     "full": Preset(
-        "full", "Full (best result, slower)", epochs=25, freeze_epochs=1, patience=6, lr=3e-3,
+        "full",
+        "Full (best result, slower)",
+        epochs=25,
+        freeze_epochs=1,
+        patience=6,
+        lr=3e-3,
         description="The head for 1 epoch, then the whole network for up to 24 epochs at the "
         "parent's input size, stopping early when validation F1 stops improving.",
     ),
@@ -133,8 +144,10 @@ class DataSummary:
             return [self.error]
         others = [t for t in self.corrected_tasks if t != self.task]
         if self.n_images == 0 and others:
-            out.append(f"no corrections for task {self.task!r} in this database; it has "
-                       f"corrections for {', '.join(others)}: pick a model of that task")
+            out.append(
+                f"no corrections for task {self.task!r} in this database; it has "
+                f"corrections for {', '.join(others)}: pick a model of that task"
+            )
         elif self.n_images < MIN_IMAGES_TOTAL:
             out.append(
                 f"only {self.n_images} corrected image(s); retraining needs at least "
@@ -193,7 +206,10 @@ def snapshot_db(src: str | Path, dest: str | Path) -> Path:
 
 
 def holdout_split(
-    items: list[tuple[str, set[int]]], num_classes: int, fraction: float, seed: int,
+    items: list[tuple[str, set[int]]],
+    num_classes: int,
+    fraction: float,
+    seed: int,
     multilabel: bool = True,
 ) -> tuple[list[int], list[int]]:
     """Indices (train, held out) of corrected images, stratified by class, seeded."""
@@ -263,21 +279,38 @@ def start_retrain(request: RetrainRequest, manager: JobManager | None = None) ->
     if not db.is_file():
         raise JobError(f"{db}: no annotation database; correct some images first")
     preset = PRESETS[request.preset]
-    job = manager.create(name, kind="train", meta={
-        "parent": parent.id, "parent_path": str(parent.path), "db": str(db),
-        "task": task_key, "preset": preset.key, "holdout_fraction": request.holdout_fraction,
-        "seed": request.seed, "name": name, "models_dir": str(registry.user_models_dir()),
-    })
+    job = manager.create(
+        name,
+        kind="train",
+        meta={
+            "parent": parent.id,
+            "parent_path": str(parent.path),
+            "db": str(db),
+            "task": task_key,
+            "preset": preset.key,
+            "holdout_fraction": request.holdout_fraction,
+            "seed": request.seed,
+            "name": name,
+            "models_dir": str(registry.user_models_dir()),
+        },
+    )
     try:
         command = _prepare(job, request, parent, task, task_key, preset, name)
     except Exception as exc:
-        job._set_state("failed", f"could not prepare the training data: {exc}")
+        job.set_state("failed", f"could not prepare the training data: {exc}")
         raise JobError(job.record.error or str(exc)) from None
     return job.start(command)
 
 
-def _prepare(job: Job, request: RetrainRequest, parent: registry.ModelEntry, task: Task,
-             task_key: str, preset: Preset, name: str) -> list[str]:
+def _prepare(
+    job: Job,
+    request: RetrainRequest,
+    parent: registry.ModelEntry,
+    task: Task,
+    task_key: str,
+    preset: Preset,
+    name: str,
+) -> list[str]:
     snapshot = snapshot_db(request.db, job.folder / SNAPSHOT_FILE)
     with AnnotationStore(snapshot) as store:
         corrected = [(src, set(labels)) for src, _id, labels in store.corrected_images(task_key)]
@@ -304,12 +337,25 @@ def _prepare(job: Job, request: RetrainRequest, parent: registry.ModelEntry, tas
     (job.folder / HOLDOUT_FILE).write_text(json.dumps(holdout, indent=2), encoding="utf-8")
     job.record.meta.update(n_train_images=len(train_idx), n_holdout_images=len(hold_idx))
     command = python_command(
-        "train", "--db", str(train_db), "--base", str(parent.path), "--name", name,
-        "--val-fraction", str(request.val_fraction), "--seed", str(request.seed),
-        "--device", request.device, "--progress", "jsonl",
-        "--description", f"{parent.id} retrained on {len(train_idx)} corrected images "
-        f"({preset.key} preset)",
-        *preset.train_args(parent.spec.input.size), *request.extra_args,
+        "train",
+        "--db",
+        str(train_db),
+        "--base",
+        str(parent.path),
+        "--name",
+        name,
+        "--val-fraction",
+        str(request.val_fraction),
+        "--seed",
+        str(request.seed),
+        "--device",
+        request.device,
+        "--progress",
+        "jsonl",
+        "--description",
+        f"{parent.id} retrained on {len(train_idx)} corrected images ({preset.key} preset)",
+        *preset.train_args(parent.spec.input.size),
+        *request.extra_args,
     )
     job.record.command = command
     job.save()
@@ -340,14 +386,29 @@ def start_compare(train_job: Job, manager: JobManager | None = None, device: str
     parent = train_job.record.meta.get("parent_path") or train_job.record.meta.get("parent")
     out = train_job.folder / COMPARE_FILE
     command = [
-        *python_command()[:2], "napari_hpa.jobs.compare",
-        "--parent", str(parent), "--child", str(child.path), "--holdout", str(holdout),
-        "--out", str(out), "--device", device,
+        *python_command()[:2],
+        "napari_hpa.jobs.compare",
+        "--parent",
+        str(parent),
+        "--child",
+        str(child.path),
+        "--holdout",
+        str(holdout),
+        "--out",
+        str(out),
+        "--device",
+        device,
     ]
     return manager.start(
-        command, f"{train_job.record.model_name}@compare", kind="compare",
-        meta={"train_job": train_job.id, "parent": train_job.record.meta.get("parent"),
-              "child": child.id, "out": str(out)},
+        command,
+        f"{train_job.record.model_name}@compare",
+        kind="compare",
+        meta={
+            "train_job": train_job.id,
+            "parent": train_job.record.meta.get("parent"),
+            "child": child.id,
+            "out": str(out),
+        },
     )
 
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.model import registry
-from ..core.process import _group_alive as _group_alive
+from ..core.process import group_alive as group_alive
 from ..core.process import pid_alive
 from .job import CANCEL_GRACE_S, CANCEL_LIMIT_S, JOB_NICENESS, EventCallback, Job
-from .locks import LOCK_DIR, _ModelLocks
+from .locks import LOCK_DIR, ModelLocksMixin
 from .progress import Progress, epoch_metrics, event_kind
 from .record import (
     EVENTS_FILE,
@@ -45,7 +45,7 @@ from .record import (
     JobRecord,
     JobState,
 )
-from .recovery import QUEUED_STALE_S, _Recovery
+from .recovery import QUEUED_STALE_S, RecoveryMixin
 
 __all__ = [
     "CANCEL_GRACE_S",
@@ -75,7 +75,7 @@ __all__ = [
 ]
 
 
-class JobManager(_ModelLocks, _Recovery):
+class JobManager(ModelLocksMixin, RecoveryMixin):
     """Creates, finds and recovers the jobs under one folder.
 
     Parameters

@@ -77,11 +77,13 @@ def test_user_errors_exit_2(db: Path, tmp_path: Path, capsys) -> None:
     assert main(["export", "--db", str(missing), "--out", str(tmp_path / "x.csv")]) == 2
     assert "no such annotations database" in capsys.readouterr().err
     assert not missing.exists()  # never creates an empty database
-    assert main(["export", "--db", str(db), "--task", "bach4", "--out",
-                 str(tmp_path / "x.csv")]) == 2
+    assert (
+        main(["export", "--db", str(db), "--task", "bach4", "--out", str(tmp_path / "x.csv")]) == 2
+    )
     assert "no labels for task 'bach4'" in capsys.readouterr().err
     not_db = tmp_path / "text.sqlite"
     not_db.write_text("hello, not SQLite at all" * 100)
     assert main(["export", "--db", str(not_db), "--out", str(tmp_path / "x.csv")]) == 2
-    assert main(["export", "--db", str(db), "--format", "tiff", "--out",
-                 str(tmp_path / "x.tif")]) == 2
+    assert (
+        main(["export", "--db", str(db), "--format", "tiff", "--out", str(tmp_path / "x.tif")]) == 2
+    )

@@ -37,8 +37,8 @@ from napari_hpa.jobs.runner import (
     JobLockedError,
     JobManager,
     Progress,
-    _group_alive,
     epoch_metrics,
+    group_alive,
     pid_alive,
     python_command,
 )
@@ -108,10 +108,13 @@ def test_job_runs_to_done_and_keeps_its_folder(tmp_path: Path, fake: Path) -> No
     assert job.cancel() == "done"  # cancelling a finished job changes nothing
 
 
-@pytest.mark.parametrize(("outcome", "message"), [
-    ("error", "CUDA error: out of memory"),
-    ("crash", "exited with code 3: a warning on stderr"),
-])
+@pytest.mark.parametrize(
+    ("outcome", "message"),
+    [
+        ("error", "CUDA error: out of memory"),
+        ("crash", "exited with code 3: a warning on stderr"),
+    ],
+)
 def test_failures_give_the_reason(tmp_path: Path, fake: Path, outcome: str, message: str) -> None:
     job = JobManager(tmp_path / "jobs").start(_cmd(fake, 0.0, outcome), "m")
     assert job.wait(30) == "failed"
@@ -133,8 +136,17 @@ def test_progress_and_eta_from_events() -> None:
     p.update({"event": "batch", "epoch": 1, "batch": 5, "n_batches": 10}, 10.0)
     assert p.fraction == pytest.approx(0.125)
     assert p.eta_s == pytest.approx(70.0)
-    p.update({"event": "epoch", "epoch": 1, "train_loss": 0.5, "val_loss": 0.6,
-              "val_macro_f1": 0.4, "elapsed_s": 20.0, "eta_s": 60.0})
+    p.update(
+        {
+            "event": "epoch",
+            "epoch": 1,
+            "train_loss": 0.5,
+            "val_loss": 0.6,
+            "val_macro_f1": 0.4,
+            "elapsed_s": 20.0,
+            "eta_s": 60.0,
+        }
+    )
     assert p.fraction == pytest.approx(0.25) and p.eta_s == 60.0
     assert p.history == [{"epoch": 1, "train_loss": 0.5, "val_loss": 0.6, "val_macro_f1": 0.4}]
     nested = epoch_metrics(
@@ -177,7 +189,7 @@ def _tiny_training_data(root: Path, n: int = 8) -> tuple[Path, Path]:
 
 def _assert_gone(job: Job) -> None:
     assert not pid_alive(job.pid)
-    assert not _group_alive(job.pid)
+    assert not group_alive(job.pid)
 
 
 def test_cancel_a_real_training_within_two_seconds(tmp_path: Path) -> None:
@@ -186,10 +198,27 @@ def test_cancel_a_real_training_within_two_seconds(tmp_path: Path) -> None:
     write_tiny_model(models, size=32)
     before = sorted(p.name for p in models.iterdir())
     command = python_command(
-        "train", "--data", images, "--labels", labels, "--base", "tiny", "--name", "tiny",
-        "--epochs", "500", "--freeze-epochs", "0", "--patience", "0", "--batch-size", "2",
-        "--device", "cpu",
-        "--progress", "jsonl",
+        "train",
+        "--data",
+        images,
+        "--labels",
+        labels,
+        "--base",
+        "tiny",
+        "--name",
+        "tiny",
+        "--epochs",
+        "500",
+        "--freeze-epochs",
+        "0",
+        "--patience",
+        "0",
+        "--batch-size",
+        "2",
+        "--device",
+        "cpu",
+        "--progress",
+        "jsonl",
     )
     job = JobManager().start(command, "tiny")
     deadline = time.monotonic() + 240
@@ -211,8 +240,10 @@ def test_cancel_a_real_training_within_two_seconds(tmp_path: Path) -> None:
 def test_cancel_while_starting_and_a_stubborn_process(tmp_path: Path) -> None:
     manager = JobManager(tmp_path / "jobs")
     # A process that ignores SIGTERM is killed after the grace period.
-    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "print('up', flush=True); time.sleep(60)")
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
     job = manager.start([sys.executable, "-c", code], "m")
     while "up" not in job.log_text():
         job.poll()
@@ -234,8 +265,9 @@ def test_recover_after_napari_closed_during_the_run(tmp_path: Path, fake: Path) 
         job = JobManager({str(root)!r}).start({_cmd(fake, 0.2)!r}, "m")
         print(job.id)
     """)
-    out = subprocess.run([sys.executable, "-c", starter], capture_output=True, text=True,
-                         timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", starter], capture_output=True, text=True, timeout=120, check=True
+    )
     job_id = out.stdout.strip()
     manager = JobManager(root)
     assert manager.get(job_id).state == "running"

@@ -60,12 +60,13 @@ def test_rgb_gray_and_ome_tiff(tmp_path: Path) -> None:
     assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue"]
 
     write_image(tmp_path / "gray.png", rgb[:1])
-    (data, kw, kind), = _read(tmp_path / "gray.png")
+    ((data, kw, kind),) = _read(tmp_path / "gray.png")
     assert kind == "image" and kw["name"] == "gray" and kw["colormap"] == "gray"
 
     ome = rng.random((4, 30, 30)).astype(np.float32)
-    write_image(tmp_path / "x.ome.tif", ome, channel_names=["microtubules", "protein",
-                                                            "nucleus", "er"])
+    write_image(
+        tmp_path / "x.ome.tif", ome, channel_names=["microtubules", "protein", "nucleus", "er"]
+    )
     layers = _read(tmp_path / "x.ome.tif")
     assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue", "yellow"]
     np.testing.assert_allclose(layers[3][0], ome[3])

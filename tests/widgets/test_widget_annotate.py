@@ -24,8 +24,10 @@ from napari_hpa.widgets.predict import PredictWidget
 
 pytestmark = [
     pytest.mark.gui,
-    pytest.mark.skipif(sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-                       reason="needs a display: run under xvfb-run"),
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
+        reason="needs a display: run under xvfb-run",
+    ),
 ]
 WAIT_MS = 60_000
 TASK = "hpa28"
@@ -57,12 +59,21 @@ def _wait_prediction(qtbot, predict: PredictWidget, annotate: AnnotateWidget, so
     """Until the prediction is finished *and then* stored. The order matters: the result
     is published twice (image level, then with the cells), and each starts a writer; the
     store is only complete once the writer started by the last one is done."""
-    qtbot.waitUntil(lambda: predict.session.result is not None
-                    and predict.session.result.source == source, timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: not predict.state.running and predict.cam_worker is None,
-                    timeout=WAIT_MS)
-    qtbot.waitUntil(lambda: annotate.store is not None and annotate._writer is None
-                    and annotate.store.model_id(source, TASK) is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: predict.session.result is not None and predict.session.result.source == source,
+        timeout=WAIT_MS,
+    )
+    qtbot.waitUntil(
+        lambda: not predict.state.running and predict.cam_worker is None, timeout=WAIT_MS
+    )
+    qtbot.waitUntil(
+        lambda: (
+            annotate.store is not None
+            and annotate._writer is None
+            and annotate.store.model_id(source, TASK) is not None
+        ),
+        timeout=WAIT_MS,
+    )
 
 
 def _checked(annotate: AnnotateWidget) -> set[int]:
@@ -87,8 +98,9 @@ def test_prefilled_toggle_and_reopen(setup, hpa_dir):
     from qtpy.QtCore import Qt
 
     items = [annotate.list.item(i) for i in range(annotate.list.count())]
-    item = next(it for it in items if it.checkState() == Qt.Unchecked and
-                int(it.data(Qt.UserRole)) != top)
+    item = next(
+        it for it in items if it.checkState() == Qt.Unchecked and int(it.data(Qt.UserRole)) != top
+    )
     fifth = int(item.data(Qt.UserRole))
     item.setCheckState(Qt.Checked)
 
@@ -97,7 +109,8 @@ def test_prefilled_toggle_and_reopen(setup, hpa_dir):
         assert fresh.model_labels(source, TASK) == set(result.prediction.predicted)
         assert fresh.model_id(source, TASK) == "tiny-hpa@1"
         assert fresh.effective_labels(source, TASK) == (
-            set(result.prediction.predicted) - {top}) | {fifth}
+            set(result.prediction.predicted) - {top}
+        ) | {fifth}
 
 
 def test_keys_undo_redo_accept(setup, hpa_dir):
@@ -145,8 +158,9 @@ def test_cell_click_and_cell_labels(setup, hpa_dir):
     if cells.data[y, x] != cell:
         y, x = np.argwhere(cells.data == cell)[0]
     # a click (press + release, no move) through the viewer's mouse callback
-    event = SimpleNamespace(type="mouse_press", button=1, modifiers=(), pos=(10, 10),
-                            position=(float(y), float(x)))
+    event = SimpleNamespace(
+        type="mouse_press", button=1, modifiers=(), pos=(10, 10), position=(float(y), float(x))
+    )
     gen = annotate._on_click(viewer, event)
     next(gen)
     event.type = "mouse_release"
@@ -178,8 +192,9 @@ def test_next_image_autopredicts_and_export(setup, hpa_dir, qtbot, tmp_path):
     assert target == str(hpa_dir / "synth_0001")
     _wait_prediction(qtbot, predict, annotate, target)
     assert annotate.image_id == "synth_0001" and len(viewer.layers.selection) >= 0
-    assert [L.meta(lyr)["source"] for lyr in viewer.layers if L.meta(lyr).get("kind") ==
-            "channel"] == [target] * 4
+    assert [
+        L.meta(lyr)["source"] for lyr in viewer.layers if L.meta(lyr).get("kind") == "channel"
+    ] == [target] * 4
     assert annotate.store.user_labels(target, TASK) == {}
     annotate.toggle_rank(1)
 

@@ -20,8 +20,10 @@ from napari_hpa.widgets.predict import PredictWidget
 
 pytestmark = [
     pytest.mark.gui,
-    pytest.mark.skipif(sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-                       reason="needs a display: run under xvfb-run"),
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
+        reason="needs a display: run under xvfb-run",
+    ),
 ]
 WAIT_MS = 60_000
 
@@ -53,8 +55,12 @@ def test_predict_shows_table_cam_and_cells(make_napari_viewer, qtbot, hpa_dir, t
     viewer.open(str(hpa_dir / "synth_0000_red.png"), plugin="napari-hpa")
     widget = _widget(viewer, tiny_model)
     picked = {c: getattr(v, "label", v) for c, v in widget.state.assignment.items()}
-    assert picked == {"microtubules": "microtubules", "protein": "protein",
-                      "nucleus": "nucleus", "er": "ER"}
+    assert picked == {
+        "microtubules": "microtubules",
+        "protein": "protein",
+        "nucleus": "nucleus",
+        "er": "ER",
+    }
 
     start = time.perf_counter()
     widget.predict_button.click()
@@ -95,13 +101,15 @@ def test_predict_shows_table_cam_and_cells(make_napari_viewer, qtbot, hpa_dir, t
     # a class that was not predicted: its map is computed in the background, then shown
     other = result.order()[-1]
     table.select_class(other)
-    qtbot.waitUntil(lambda: R.find_layer(viewer, "cam").name.endswith(result.classes[other]),
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: R.find_layer(viewer, "cam").name.endswith(result.classes[other]), timeout=WAIT_MS
+    )
     assert other in result.cams
 
 
-def test_gray_image_with_hpa_model_notifies(make_napari_viewer, qtbot, tmp_path, tiny_model,
-                                            hpa_dir, notes):
+def test_gray_image_with_hpa_model_notifies(
+    make_napari_viewer, qtbot, tmp_path, tiny_model, hpa_dir, notes
+):
     viewer = make_napari_viewer()
     write_image(tmp_path / "plain.png", np.random.default_rng(0).random((1, 64, 64)))
     viewer.open(str(tmp_path / "plain.png"), plugin="napari-hpa")
@@ -130,8 +138,12 @@ def test_layers_opened_another_way(make_napari_viewer, qtbot, hpa_dir, tiny_mode
     widget = _widget(viewer, tiny_model)
     widget.cells_check.setChecked(False)
     labels = {c: getattr(v, "label", v) for c, v in widget.state.assignment.items()}
-    assert labels == {"microtubules": "C1 red", "protein": "C2 green", "nucleus": "DAPI",
-                      "er": "er"}
+    assert labels == {
+        "microtubules": "C1 red",
+        "protein": "C2 green",
+        "nucleus": "DAPI",
+        "er": "er",
+    }
     widget.predict()
     _wait(qtbot, widget)
     assert widget.session.result is not None and R.find_layer(viewer, "cells") is None
@@ -141,8 +153,12 @@ def test_layers_opened_another_way(make_napari_viewer, qtbot, hpa_dir, tiny_mode
     rgb = np.moveaxis(image.data[:3], 0, -1)
     viewer.add_image((rgb * 255).astype(np.uint8), name="composite", rgb=True)
     labels = {c: getattr(v, "label", v) for c, v in widget.state.assignment.items()}
-    assert labels == {"microtubules": "composite [R]", "protein": "composite [G]",
-                      "nucleus": "composite [B]", "er": None}  # er is optional
+    assert labels == {
+        "microtubules": "composite [R]",
+        "protein": "composite [G]",
+        "nucleus": "composite [B]",
+        "er": None,
+    }  # er is optional
     widget.predict()
     _wait(qtbot, widget)
     assert widget.session.result.image.channel_names == ("microtubules", "protein", "nucleus")
@@ -188,10 +204,16 @@ def test_gray_and_rgb_models(make_napari_viewer, qtbot, hpa_dir, tmp_path):
     microtubules/protein/nucleus (red/green/blue)."""
     from napari_hpa.core.tasks import make_task
 
-    gray = write_tiny_model(user_models_dir(), name="tiny-gray", task=make_task(
-        ["a", "b", "c"], kind="multiclass", channels=("gray",), name="abc"))
-    rgb = write_tiny_model(user_models_dir(), name="tiny-rgb", task=make_task(
-        ["x", "y"], kind="multiclass", channels=("red", "green", "blue"), name="xy"))
+    gray = write_tiny_model(
+        user_models_dir(),
+        name="tiny-gray",
+        task=make_task(["a", "b", "c"], kind="multiclass", channels=("gray",), name="abc"),
+    )
+    rgb = write_tiny_model(
+        user_models_dir(),
+        name="tiny-rgb",
+        task=make_task(["x", "y"], kind="multiclass", channels=("red", "green", "blue"), name="xy"),
+    )
     viewer = make_napari_viewer()
     write_image(tmp_path / "photo.jpg", np.random.default_rng(1).random((3, 64, 80)))
     viewer.open(str(tmp_path / "photo.jpg"), plugin="napari-hpa")

@@ -18,14 +18,16 @@ from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.labels.store import AnnotationStore, default_db_path
 from napari_hpa.core.model import preferences as settings
 from napari_hpa.core.model import registry
-from napari_hpa.jobs.runner import CANCEL_LIMIT_S, JobManager, _group_alive, pid_alive
+from napari_hpa.jobs.runner import CANCEL_LIMIT_S, JobManager, group_alive, pid_alive
 from napari_hpa.widgets.retrain import RetrainWidget
 from napari_hpa.widgets.retrain.state import format_eta
 
 pytestmark = [
     pytest.mark.gui,
-    pytest.mark.skipif(sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-                       reason="needs a display: run under xvfb-run"),
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
+        reason="needs a display: run under xvfb-run",
+    ),
 ]
 TASK = "hpa28"
 TRAIN_MS = 300_000
@@ -39,8 +41,9 @@ def _parent_pid(pid: int) -> int:
 @pytest.fixture
 def corrected(tmp_path: Path) -> tuple[Path, list[str]]:
     """Ten generated 64-px images, each corrected by the user (labels in the folder's DB)."""
-    images = write_samples(tmp_path / "images", n=10, size=64, seed=1, classes=[0, 23, 25],
-                           n_labels=1)
+    images = write_samples(
+        tmp_path / "images", n=10, size=64, seed=1, classes=[0, 23, 25], n_labels=1
+    )
     rows = [line.split(",") for line in (images / "labels.csv").read_text().splitlines()[1:]]
     labels = {i: [int(t) for t in target.split()] for i, target in rows}
     sources = find_images(images)
@@ -62,8 +65,10 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
 
     # The counts of the image folder's database are shown, with a warning for rare classes;
     # the parent defaults to a model of the task the corrections are for.
-    qtbot.waitUntil(lambda: widget.state.summary is not None
-                    and widget.state.summary.task == TASK, timeout=30_000)
+    qtbot.waitUntil(
+        lambda: widget.state.summary is not None and widget.state.summary.task == TASK,
+        timeout=30_000,
+    )
     assert widget.state.db == db
     summary = widget.state.summary
     assert summary.n_images == 10 and summary.task == TASK
@@ -76,8 +81,11 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
     assert widget.retrain_button.isEnabled()
 
     # 2) Retrain (quick preset) 3) in a child process 4) progress arrives.
-    widget.preset_combo.setCurrentIndex(list(widget.preset_combo.itemData(i) for i in range(
-        widget.preset_combo.count())).index("quick"))
+    widget.preset_combo.setCurrentIndex(
+        list(widget.preset_combo.itemData(i) for i in range(widget.preset_combo.count())).index(
+            "quick"
+        )
+    )
     widget.retrain_button.click()
     qtbot.waitUntil(lambda: widget.state.job is not None, timeout=30_000)
     job = widget.state.job
@@ -100,8 +108,13 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
     assert job.state == "done", job.log_text()
     new = registry.resolve_model("tiny")
     assert new.version == 2 and new.spec.parent == "tiny@1"
-    qtbot.waitUntil(lambda: "tiny@2" in [widget.base_combo.itemText(i).split()[0]
-                                         for i in range(widget.base_combo.count())], timeout=10_000)
+    qtbot.waitUntil(
+        lambda: (
+            "tiny@2"
+            in [widget.base_combo.itemText(i).split()[0] for i in range(widget.base_combo.count())]
+        ),
+        timeout=10_000,
+    )
     qtbot.waitUntil(lambda: widget.state.comparison is not None, timeout=TRAIN_MS)
     comp = widget.state.comparison
     assert comp.parent == "tiny@1" and comp.child == "tiny@2" and comp.n_images == 2
@@ -121,19 +134,21 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
     qtbot.waitUntil(lambda: widget.retrain_button.isEnabled(), timeout=30_000)
     widget.retrain_button.click()
     assert not widget.retrain_button.isEnabled()  # no double start while it starts
-    qtbot.waitUntil(lambda: widget.state.job is not job and widget.state.job is not None,
-                    timeout=30_000)
+    qtbot.waitUntil(
+        lambda: widget.state.job is not job and widget.state.job is not None, timeout=30_000
+    )
     second = widget.state.job
     qtbot.waitUntil(lambda: bool(second.events), timeout=TRAIN_MS)
     assert widget.cancel_button.isEnabled()
     t0 = time.monotonic()
     widget.cancel_button.click()
-    qtbot.waitUntil(lambda: not pid_alive(second.pid) or "failed" in widget.status.text(),
-                    timeout=10_000)
+    qtbot.waitUntil(
+        lambda: not pid_alive(second.pid) or "failed" in widget.status.text(), timeout=10_000
+    )
     took = time.monotonic() - t0
     assert took < CANCEL_LIMIT_S, (took, widget.status.text(), second.record)
     qtbot.waitUntil(lambda: second.state == "cancelled", timeout=5_000)
-    assert not _group_alive(second.pid)
+    assert not group_alive(second.pid)
     assert sorted(p.name for p in models.iterdir()) == ["tiny-v1", "tiny-v2"]
     qtbot.waitUntil(lambda: "Cancelled" in widget.progress.format(), timeout=5_000)
     kinds = [j.record.kind for j in JobManager().list_jobs()]
@@ -155,8 +170,9 @@ def test_unreadable_database_is_reported(make_napari_viewer, qtbot, tmp_path: Pa
     widget.close()
 
 
-def test_a_run_finished_while_napari_was_closed_is_shown(make_napari_viewer, qtbot,
-                                                         tmp_path: Path) -> None:
+def test_a_run_finished_while_napari_was_closed_is_shown(
+    make_napari_viewer, qtbot, tmp_path: Path
+) -> None:
     """The trainer wrote tiny@2 after napari closed: on reopening, the widget shows it and
     compares it with its parent on the held-out images."""
     models = registry.user_models_dir()
@@ -165,10 +181,16 @@ def test_a_run_finished_while_napari_was_closed_is_shown(make_napari_viewer, qtb
     images = write_samples(tmp_path / "im", n=2, size=32, seed=1, classes=[0, 25], n_labels=1)
     done = json.dumps({"event": "done", "model_id": "tiny@2", "path": str(child)})
     manager = JobManager()
-    job = manager.start([sys.executable, "-c", f"print({done!r})"], "tiny",
-                        meta={"parent": "tiny@1", "parent_path": str(parent)})
-    holdout = {"task": TASK, "classes": list(registry.resolve_model("tiny@1").spec.task.classes),
-               "images": [{"source": s, "targets": [0]} for s in find_images(images)]}
+    job = manager.start(
+        [sys.executable, "-c", f"print({done!r})"],
+        "tiny",
+        meta={"parent": "tiny@1", "parent_path": str(parent)},
+    )
+    holdout = {
+        "task": TASK,
+        "classes": list(registry.resolve_model("tiny@1").spec.task.classes),
+        "images": [{"source": s, "targets": [0]} for s in find_images(images)],
+    }
     (job.folder / "holdout.json").write_text(json.dumps(holdout))
     job_id = job.id
     while pid_alive(job.pid):

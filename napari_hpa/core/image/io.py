@@ -153,7 +153,7 @@ def read_image(
         if not p.exists() and _hpa_members(p.parent, p.name):
             return _read_hpa(p.parent, p.name, limit, work)
     raw, names, meta = _read_file(p, limit, work)
-    data = _to_unit(raw, p, meta)
+    data = scale_to_unit(raw, p, meta)
     return ImageData(data, names, (p,), _image_id(p), str(p), meta)
 
 
@@ -182,10 +182,10 @@ def _read_hpa(folder: Path, image_id: str, limit: int, work: int) -> ImageData:
         raise ImageReadError(source, f"HPA channels have different sizes: {detail}")
     meta: dict[str, Any] = {"format": "hpa", "channels": metas}
     if len({p.dtype for p in planes}) == 1:  # scale jointly: one bit depth for the set
-        data = _to_unit(np.stack(planes), source, meta)
+        data = scale_to_unit(np.stack(planes), source, meta)
     else:
         data = np.concatenate(
-            [_to_unit(planes[i][None], members[c], metas[i]) for i, c in enumerate(HPA_COLORS)]
+            [scale_to_unit(planes[i][None], members[c], metas[i]) for i, c in enumerate(HPA_COLORS)]
         )
     paths = tuple(members[c] for c in HPA_COLORS)
     return ImageData(data, tuple(HPA_CHANNELS), paths, image_id, str(source), meta)
@@ -385,7 +385,7 @@ def _to_cyx(p: Path, arr: np.ndarray, axes: str, meta: dict[str, Any]) -> tuple[
     return np.ascontiguousarray(np.transpose(arr, [axes.index(a) for a in "CYX"])), from_samples
 
 
-def _to_unit(arr: np.ndarray, p: str | os.PathLike, meta: dict[str, Any]) -> np.ndarray:
+def scale_to_unit(arr: np.ndarray, p: str | os.PathLike, meta: dict[str, Any]) -> np.ndarray:
     """Scale a raw array to float32 in [0, 1] by its dtype (see the module docstring)."""
     kind = arr.dtype.kind
     meta["dtype"] = str(arr.dtype)

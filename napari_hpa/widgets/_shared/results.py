@@ -131,9 +131,13 @@ def prepare_cells(labels: np.ndarray, cells: dict[int, Any], n_classes: int) -> 
     top = int(labels.max(initial=0))
     dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
     boxes = {i: sl for i, sl in enumerate(ndi.find_objects(labels), start=1) if sl is not None}
-    return CellsDisplay(np.ascontiguousarray(small, dtype=dtype), factor,
-                        pd.DataFrame(cell_features(cells)), cells_colormap(cells, n_classes),
-                        boxes)
+    return CellsDisplay(
+        np.ascontiguousarray(small, dtype=dtype),
+        factor,
+        pd.DataFrame(cell_features(cells)),
+        cells_colormap(cells, n_classes),
+        boxes,
+    )
 
 
 # ----------------------------------------------------------------------------- main thread
@@ -190,8 +194,15 @@ def show_cam(
     limits = (lo, max(hi, lo + 1e-3))
     if layer is None:
         return viewer.add_image(
-            cam, name=name, colormap="inferno", blending="additive", opacity=0.5,
-            contrast_limits=limits, interpolation2d="linear", metadata=md, **placement,
+            cam,
+            name=name,
+            colormap="inferno",
+            blending="additive",
+            opacity=0.5,
+            contrast_limits=limits,
+            interpolation2d="linear",
+            metadata=md,
+            **placement,
         )
     with _quiet(layer):
         layer.data = cam
@@ -212,8 +223,15 @@ def show_cells(viewer: Any, display: CellsDisplay, source: str, ref: Any) -> Any
     if layer is None:
         from napari.layers import Labels
 
-        layer = Labels(display.data, name=CELLS_NAME, features=display.features,
-                       colormap=display.colormap, opacity=0.9, metadata=md, **placement)
+        layer = Labels(
+            display.data,
+            name=CELLS_NAME,
+            features=display.features,
+            colormap=display.colormap,
+            opacity=0.9,
+            metadata=md,
+            **placement,
+        )
         layer.contour = 1 if display.factor > 1 else 2
         viewer.layers.append(layer)
         return layer
@@ -229,8 +247,12 @@ def show_cells(viewer: Any, display: CellsDisplay, source: str, ref: Any) -> Any
 
 
 def show_selected(
-    viewer: Any, labels: np.ndarray, box: tuple[slice, slice] | None, cell: int | None,
-    source: str, ref: Any,
+    viewer: Any,
+    labels: np.ndarray,
+    box: tuple[slice, slice] | None,
+    cell: int | None,
+    source: str,
+    ref: Any,
 ) -> Any:
     """Outline the selected cell in white: a small Labels layer over its bounding box."""
     layer = find_layer(viewer, "selected-cell")
@@ -246,8 +268,9 @@ def show_selected(
     white = DirectLabelColormap(color_dict={None: np.zeros(4), 0: np.zeros(4), 1: np.ones(4)})
     if layer is None:
         with _keep_active(viewer):
-            layer = viewer.add_labels(crop, name=SELECTED_NAME, colormap=white, opacity=1.0,
-                                      metadata=md, **placement)
+            layer = viewer.add_labels(
+                crop, name=SELECTED_NAME, colormap=white, opacity=1.0, metadata=md, **placement
+            )
             layer.contour = 2
         return layer
     with _quiet(layer):

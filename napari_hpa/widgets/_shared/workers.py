@@ -26,7 +26,12 @@ from .session import PredictionResult, Session
 
 #: Errors a user can cause (wrong channels, bad model, no GPU...): a notification, no traceback.
 USER_ERRORS = (
-    ChannelMismatchError, CheckpointError, ImageReadError, LookupError, ValueError, MemoryError,
+    ChannelMismatchError,
+    CheckpointError,
+    ImageReadError,
+    LookupError,
+    ValueError,
+    MemoryError,
 )
 
 
@@ -83,10 +88,24 @@ def run_prediction(
             check()
             logits, raw = predictor.run_tiles(tiles, with_cam=True, should_stop=should_stop)
         probs = predictor.to_probabilities(logits).astype(np.float32)
-        prediction = Prediction(image.image_id, image.source, predictor.model_id,
-                                predictor.spec.task.classes, probs, decide(probs, predictor.spec))
-        result = PredictionResult(image, entry, prediction, cam_factor=R.cam_factor(
-            image.data.shape), timings=timings, raw_cams=raw, grid=grid, predictor=predictor)
+        prediction = Prediction(
+            image.image_id,
+            image.source,
+            predictor.model_id,
+            predictor.spec.task.classes,
+            probs,
+            decide(probs, predictor.spec),
+        )
+        result = PredictionResult(
+            image,
+            entry,
+            prediction,
+            cam_factor=R.cam_factor(image.data.shape),
+            timings=timings,
+            raw_cams=raw,
+            grid=grid,
+            predictor=predictor,
+        )
         first = list(dict.fromkeys([*result.order()[:3], *prediction.predicted]))[:8]
         result.cams = R.low_res_cams(predictor, raw, grid, first, result.cam_factor)
         timings["classify"] = time.perf_counter() - t
@@ -117,8 +136,9 @@ def run_prediction(
 
 def compute_cam(result: PredictionResult, class_index: int) -> tuple[int, np.ndarray]:
     """Worker: the activation map of one more class, from the stored network output."""
-    maps = R.low_res_cams(result.predictor, result.raw_cams, result.grid, [class_index],
-                          result.cam_factor)
+    maps = R.low_res_cams(
+        result.predictor, result.raw_cams, result.grid, [class_index], result.cam_factor
+    )
     return class_index, maps[class_index]
 
 
@@ -127,13 +147,15 @@ def store_prediction(store: AnnotationStore, result: PredictionResult) -> None:
     task, pred = result.entry.spec.task.name, result.prediction
     with store.transaction():
         store.add_image(result.source, result.image.image_id, result.image.data.shape)
-        store.set_model_labels(result.source, task, pred.probabilities, pred.predicted,
-                               pred.model_id)
+        store.set_model_labels(
+            result.source, task, pred.probabilities, pred.predicted, pred.model_id
+        )
         if result.labels is not None:
             store.set_cell_mask(result.source, result.labels)
             for cell, p in result.cells.items():
-                store.set_model_labels(result.source, task, p.probabilities, p.predicted,
-                                       p.model_id, cell=cell)
+                store.set_model_labels(
+                    result.source, task, p.probabilities, p.predicted, p.model_id, cell=cell
+                )
 
 
 def read_source(source: str) -> Any:

@@ -39,8 +39,9 @@ class ExportButtons(QWidget):
         Returns the task whose labels are exported.
     """
 
-    def __init__(self, store: Callable[[], AnnotationStore | None],
-                 task: Callable[[], Task]) -> None:
+    def __init__(
+        self, store: Callable[[], AnnotationStore | None], task: Callable[[], Task]
+    ) -> None:
         super().__init__()
         self._store, self._task = store, task
         #: How the buttons ask where to write; tests replace it.
@@ -57,8 +58,14 @@ class ExportButtons(QWidget):
             button.clicked.connect(lambda _=False, s=slot: s())
             layout.addWidget(button)
 
-    def _export(self, title: str, file_filter: str, folder: bool, path: str | None,
-                write: Callable[[AnnotationStore, str, Task], Any]) -> Path | None:
+    def _export(
+        self,
+        title: str,
+        file_filter: str,
+        folder: bool,
+        path: str | None,
+        write: Callable[[AnnotationStore, str, Task], Any],
+    ) -> Path | None:
         from napari.utils.notifications import show_error, show_info
 
         store = self._store()
@@ -79,15 +86,30 @@ class ExportButtons(QWidget):
 
     def export_csv(self, path: str | None = None) -> Path | None:
         """Kaggle CSV ``Id,Target`` of every image in the database."""
-        return self._export("Export Kaggle CSV", "CSV (*.csv)", False, path,
-                            lambda s, p, t: exporting.export_kaggle_csv(s, t.name, p))
+        return self._export(
+            "Export Kaggle CSV",
+            "CSV (*.csv)",
+            False,
+            path,
+            lambda s, p, t: exporting.export_kaggle_csv(s, t.name, p),
+        )
 
     def export_json(self, path: str | None = None) -> Path | None:
         """JSON with every image's and cell's classes."""
-        return self._export("Export JSON", "JSON (*.json)", False, path,
-                            lambda s, p, t: exporting.export_json(s, t.name, t, p))
+        return self._export(
+            "Export JSON",
+            "JSON (*.json)",
+            False,
+            path,
+            lambda s, p, t: exporting.export_json(s, t.name, t, p),
+        )
 
     def export_tiff(self, path: str | None = None) -> Path | None:
         """Per-cell label TIFFs (one per image with cells) into a folder."""
-        return self._export("Export cell label TIFFs to a folder", "", True, path,
-                            lambda s, p, t: exporting.export_cell_tiff(s, t.name, p, t))
+        return self._export(
+            "Export cell label TIFFs to a folder",
+            "",
+            True,
+            path,
+            lambda s, p, t: exporting.export_cell_tiff(s, t.name, p, t),
+        )

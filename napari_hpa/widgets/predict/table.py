@@ -128,8 +128,9 @@ class ProbabilityTable(QTableWidget):
             c = self.class_at(row)
             if c in colors:
                 item.setIcon(swatch(colors[c]))
-                item.setToolTip(f"{item.text()}: cells with this top class are outlined "
-                                "in this colour")
+                item.setToolTip(
+                    f"{item.text()}: cells with this top class are outlined in this colour"
+                )
             else:
                 item.setIcon(QIcon())
 

@@ -1,6 +1,6 @@
 """Following the Retrain widget's background jobs: the poll, the end of a run, recovery.
 
-A timer calls :meth:`_JobFollower._tick` every 200 ms on the GUI thread: it
+A timer calls :meth:`JobFollowerMixin._tick` every 200 ms on the GUI thread: it
 delivers the results of worker-thread calls and polls the training and
 comparison jobs, and never blocks. When a training ends, the comparison
 starts; when it ends, the result panel shows it. Jobs that ended while napari
@@ -29,7 +29,7 @@ from .state import RetrainState, progress_text
 UI_INTERVAL_S = 0.5
 
 
-class _JobFollower:
+class JobFollowerMixin:
     """The job-following methods of the Retrain widget (a mixin).
 
     The widget provides the attributes annotated here (see its ``_build``).
@@ -69,7 +69,7 @@ class _JobFollower:
             self.state.pending.remove(item)
             future, done = item
             exc = future.exception()
-            with _one_paint(self):
+            with one_paint(self):
                 done(exc if exc is not None else future.result())
         job = self.state.job
         if job is not None:
@@ -81,17 +81,17 @@ class _JobFollower:
             if ended or epoch or due:
                 self._unshown = 0
                 self._last_ui = time.monotonic()
-                with _one_paint(self):
+                with one_paint(self):
                     self._show_job(job)
         cjob = self.state.compare_job
         if cjob is not None and not cjob.is_final:
             cjob.poll()
             if cjob.is_final:
-                with _one_paint(self):
+                with one_paint(self):
                     self._on_compare_finished()
             elif time.monotonic() - self._last_ui >= UI_INTERVAL_S:
                 self._last_ui = time.monotonic()
-                with _one_paint(self):
+                with one_paint(self):
                     self._show_compare_progress(cjob)
 
     def _show_job(self, job: Job) -> None:
@@ -238,7 +238,7 @@ class _JobFollower:
 
 
 @contextlib.contextmanager
-def _one_paint(widget: QWidget) -> Iterator[None]:
+def one_paint(widget: QWidget) -> Iterator[None]:
     """Apply several changes, then paint once, later (not synchronously)."""
     widget.setUpdatesEnabled(False)
     try:

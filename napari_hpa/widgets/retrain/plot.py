@@ -49,8 +49,7 @@ def render_history(
     fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi, facecolor=_BG)
     canvas = FigureCanvasAgg(fig)
     # Fixed margins in pixels, so the axes do not jump when the numbers change.
-    fig.subplots_adjust(left=46 / w, right=1 - 10 / w, bottom=30 / h, top=1 - 8 / h,
-                        hspace=0.12)
+    fig.subplots_adjust(left=46 / w, right=1 - 10 / w, bottom=30 / h, top=1 - 8 / h, hspace=0.12)
     ax_loss, ax_f1 = fig.subplots(2, 1, sharex=True)
     for a in (ax_loss, ax_f1):
         a.set_facecolor(_BG)
@@ -68,27 +67,58 @@ def render_history(
         ("val_loss", "validation", _VAL, ax_loss),
         ("val_macro_f1", "validation", _F1, ax_f1),
     ):
-        pts = [(x, float(r[key])) for x, r in zip(xs, history, strict=True)
-               if r.get(key) is not None]
+        pts = [
+            (x, float(r[key])) for x, r in zip(xs, history, strict=True) if r.get(key) is not None
+        ]
         if pts:
-            axis.plot([p[0] for p in pts], [p[1] for p in pts], "-o", color=color, label=label,
-                      markersize=3, linewidth=1.4)
+            axis.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                "-o",
+                color=color,
+                label=label,
+                markersize=3,
+                linewidth=1.4,
+            )
     right = max(epochs or 0, max(xs, default=1))
     if parent_f1 is not None:
-        ax_f1.axhline(parent_f1, color="#b0b0b0", linestyle=":", linewidth=1.2,
-                      label="parent, held out")
+        ax_f1.axhline(
+            parent_f1, color="#b0b0b0", linestyle=":", linewidth=1.2, label="parent, held out"
+        )
     if child_f1 is not None:
-        ax_f1.plot([right], [child_f1], "*", color=_F1, markersize=9, markeredgecolor=_FG,
-                   markeredgewidth=0.6, label="new, held out")
+        ax_f1.plot(
+            [right],
+            [child_f1],
+            "*",
+            color=_F1,
+            markersize=9,
+            markeredgecolor=_FG,
+            markeredgewidth=0.6,
+            label="new, held out",
+        )
     ax_f1.set_xlim(0.5, right + 0.5)
     ax_f1.set_xticks(range(1, right + 1, max(1, right // 8)))
     for a in (ax_loss, ax_f1):
         if a.get_legend_handles_labels()[0]:
-            a.legend(loc="best", fontsize=7, frameon=False, labelcolor=_FG, handlelength=1.2,
-                     borderaxespad=0.2)
+            a.legend(
+                loc="best",
+                fontsize=7,
+                frameon=False,
+                labelcolor=_FG,
+                handlelength=1.2,
+                borderaxespad=0.2,
+            )
     if message:
-        ax_loss.text(0.5, 0.5, message, ha="center", va="center", color="#a0a0a0", fontsize=8,
-                     transform=ax_loss.transAxes)
+        ax_loss.text(
+            0.5,
+            0.5,
+            message,
+            ha="center",
+            va="center",
+            color="#a0a0a0",
+            fontsize=8,
+            transform=ax_loss.transAxes,
+        )
     canvas.draw()
     buf = canvas.buffer_rgba()
     return bytes(buf), int(buf.shape[1]), int(buf.shape[0])
@@ -114,8 +144,12 @@ class TrainingPlot(QLabel):
         self.setStyleSheet(f"background-color: {_BG};")
         self.history: list[dict[str, Any]] = []
         self.renders = 0
-        self._args: dict[str, Any] = {"epochs": None, "parent_f1": None, "child_f1": None,
-                                      "message": ""}
+        self._args: dict[str, Any] = {
+            "epochs": None,
+            "parent_f1": None,
+            "child_f1": None,
+            "message": "",
+        }
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-hpa-plot")
         self._future: cf.Future | None = None
         self._dirty = False
@@ -138,12 +172,16 @@ class TrainingPlot(QLabel):
         self._args = {"epochs": None, "parent_f1": None, "child_f1": None, "message": message}
         self._request()
 
-    def set_history(self, history: Sequence[dict[str, Any]], epochs: int | None = None,
-                    parent_f1: float | None = None, child_f1: float | None = None) -> None:
+    def set_history(
+        self,
+        history: Sequence[dict[str, Any]],
+        epochs: int | None = None,
+        parent_f1: float | None = None,
+        child_f1: float | None = None,
+    ) -> None:
         """Redraw from per-epoch rows, with the held-out scores when known."""
         self.history = [dict(r) for r in history]
-        self._args = {"epochs": epochs, "parent_f1": parent_f1, "child_f1": child_f1,
-                      "message": ""}
+        self._args = {"epochs": epochs, "parent_f1": parent_f1, "child_f1": child_f1, "message": ""}
         self._request()
 
     def _size(self) -> tuple[int, int]:
@@ -160,8 +198,12 @@ class TrainingPlot(QLabel):
         self._dirty = False
         args = dict(self._args)
         self._future = self._pool.submit(
-            render_history, list(self.history), epochs=args["epochs"],
-            parent_f1=args["parent_f1"], size=self._size(), child_f1=args["child_f1"],
+            render_history,
+            list(self.history),
+            epochs=args["epochs"],
+            parent_f1=args["parent_f1"],
+            size=self._size(),
+            child_f1=args["child_f1"],
             message=args["message"],
         )
         self._timer.start()

@@ -45,7 +45,7 @@ from ...jobs.runner import Job, JobManager
 from .._shared.retrain_tips import TOOLTIPS, tip
 from .compare_panel import ComparePanel
 from .counts_panel import CountsPanel
-from .follow import UI_INTERVAL_S, _JobFollower, _one_paint
+from .follow import UI_INTERVAL_S, JobFollowerMixin, one_paint
 from .lookup import find_db, find_widgets, image_sources, model_for_tasks
 from .plot import TrainingPlot
 from .state import RetrainState, format_eta, progress_text
@@ -67,7 +67,7 @@ POLL_MS = 200
 
 
 # ----------------------------------------------------------------------------- widget
-class RetrainWidget(_JobFollower, QWidget):
+class RetrainWidget(JobFollowerMixin, QWidget):
     """Dock widget: counts of corrections, Retrain/Cancel, live plot, comparison, versions.
 
     Parameters
@@ -328,7 +328,7 @@ class RetrainWidget(_JobFollower, QWidget):
 
     def retrain(self, *_: Any) -> None:
         """Start a retrain with the current choices (returns at once)."""
-        with _one_paint(self):
+        with one_paint(self):
             self._retrain()
 
     def _retrain(self) -> None:

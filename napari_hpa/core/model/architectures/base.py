@@ -232,4 +232,3 @@ def mobilenet_v3_small(in_channels: int, num_classes: int, dropout: float = 0.2)
     first = net.features[0][0]
     net.features[0][0] = adapt_first_conv(first, in_channels)
     return ClassifierNet(net.features, 576, num_classes, dropout)
-
