@@ -280,7 +280,7 @@ def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_config(args: argparse.Namespace) -> Any:
-    from ..core.train.loop import TrainConfig
+    from ..core.train.config import TrainConfig
 
     arch_kwargs = _arch_kwargs(args)
     optional = None

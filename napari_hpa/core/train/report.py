@@ -21,8 +21,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ..model.checkpoint import ModelSpec
+    from .config import TrainConfig, TrainResult
     from .data import TrainData
-    from .loop import TrainConfig, TrainResult
 
 
 def _figure(width: float, height: float):

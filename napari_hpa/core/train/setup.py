@@ -21,7 +21,7 @@ from ..tasks import HPA_CHANNELS, Task
 from .data import DataError
 
 if TYPE_CHECKING:
-    from .loop import TrainConfig
+    from .config import TrainConfig
 
 
 def setup_model(config: TrainConfig, task: Task) -> tuple[ClassifierNet, ModelSpec, dict]:
