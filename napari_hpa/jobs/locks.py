@@ -69,8 +69,11 @@ class ModelLocksMixin:
             return None
         if not job.is_final:
             job.poll()
-        stale = job_age_s(job) > QUEUED_STALE_S
-        if job.state == "queued" and job_id not in self._created and stale:
+        if (
+            job.state == "queued"
+            and job_id not in self._created
+            and job_age_s(job) > QUEUED_STALE_S
+        ):
             return None  # its creator died before starting it
         return job
 
