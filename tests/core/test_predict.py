@@ -119,3 +119,49 @@ def test_cancel(tmp_path: Path) -> None:
     predictor = Predictor(write_tiny_model(tmp_path), device="cpu")
     with pytest.raises(PredictionCancelled):
         predictor.predict([_image(), _image()], should_stop=lambda: True)
+
+
+def test_activation_maps_at_a_fraction_match_the_full_maps_downsampled():
+    """The GUI's heat maps come from the Predictor: the same maps, stitched smaller."""
+    from napari_hpa.core.image.io import ImageData
+    from napari_hpa.core.model.predict import Predictor
+
+    predictor = Predictor("hpa28-synthetic-tiny", device="cpu")
+    rng = np.random.default_rng(0)
+    image = ImageData(
+        rng.random((4, 300, 260), dtype=np.float32),
+        ("microtubules", "protein", "nucleus", "er"),
+        (),
+        "x",
+        "x",
+        {},
+    )
+    kept = predictor.predict_one(image, keep_activations=True)
+    full = predictor.predict_one(image, cam_classes=[0, 5])
+    assert kept.activations is not None and full.activations is None
+    np.testing.assert_allclose(kept.probabilities, full.probabilities, atol=1e-6)
+    same = predictor.activation_maps(kept.activations, [0, 5])
+    np.testing.assert_allclose(same[5], full.cams[5], atol=1e-6)
+    small = predictor.activation_maps(kept.activations, [5], downsample=4)
+    assert small[5].shape == (75, 65)
+    coarse = full.cams[5][:300:4, :260:4]
+    assert np.corrcoef(small[5].ravel(), coarse.ravel())[0, 1] > 0.95
+
+
+def test_a_square_cell_keeps_its_shape():
+    """cell_fit="square" pads a long cell before resizing; "stretch" distorts it."""
+    from napari_hpa.core.model.checkpoint import InputSpec
+    from napari_hpa.core.model.tiles import prepare_cell
+
+    crop = np.zeros((1, 40, 120), np.float32)
+    crop[0, 10:30, 10:110] = 1.0
+    square = InputSpec(["protein"], size=60, cell_fit="square")
+    stretch = InputSpec(["protein"], size=60)
+    sq = prepare_cell(crop, ["protein"], square)[0, 0]
+    st = prepare_cell(crop, ["protein"], stretch)[0, 0]
+    assert sq.shape == st.shape == (60, 60)
+    rows_sq = np.flatnonzero(sq.max(axis=1) > 0.5)
+    rows_st = np.flatnonzero(st.max(axis=1) > 0.5)
+    assert len(rows_sq) < 15 < len(rows_st)
+    with pytest.raises(ValueError, match="cell_fit"):
+        InputSpec(["protein"], cell_fit="zoom")

@@ -54,7 +54,11 @@ class InputSpec:
     ``mean``/``std`` are applied after that, per channel. ``invert`` flips
     intensities (1 - x) first, for dark objects on a bright background;
     ``pad_square`` pads the image to a square with its border's median before
-    resizing, so objects keep their aspect ratio.
+    resizing, so objects keep their aspect ratio. ``cell_fit`` is how one cell's
+    crop becomes one tile (:func:`~napari_hpa.core.model.tiles.prepare_cell`):
+    ``"stretch"`` resizes the crop to the tile (older models), ``"square"`` pads
+    the masked crop to a square with zeros first, so a cell keeps its shape and
+    fills the tile as the cells the model was trained on did.
     """
 
     channels: list[str]
@@ -66,6 +70,7 @@ class InputSpec:
     normalize: str = "none"
     invert: bool = False
     pad_square: bool = False
+    cell_fit: str = "stretch"
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -77,6 +82,8 @@ class InputSpec:
             raise ValueError("input mean/std must have one value per channel")
         if self.normalize not in ("none", "percentile"):
             raise ValueError(f"unknown normalize mode {self.normalize!r}")
+        if self.cell_fit not in ("stretch", "square"):
+            raise ValueError(f"unknown cell_fit {self.cell_fit!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
@@ -90,6 +97,7 @@ class InputSpec:
             normalize=str(data.get("normalize", "none")),
             invert=bool(data.get("invert", False)),
             pad_square=bool(data.get("pad_square", False)),
+            cell_fit=str(data.get("cell_fit", "stretch")),
         )
 
 

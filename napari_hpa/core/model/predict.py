@@ -7,6 +7,8 @@ GPU memory by halving the batch and finally falling back to the CPU.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from ..image.io import ImageData
 from .checkpoint import LoadedModel, ModelSpec, load_model
 from .metrics import decide_multilabel
 from .registry import ModelEntry, resolve_model
-from .tiles import TileGrid, prepare_tiles, stitch_maps
+from .tiles import TileGrid, prepare_cell, prepare_tiles, stitch_maps
 
 CamRequest = Sequence[int] | Literal["predicted", "all"] | None
 
@@ -59,6 +61,19 @@ def is_oom(exc: BaseException) -> bool:
 
 
 @dataclass
+class Activations:
+    """The network's per-tile class maps of one image, kept to draw heat maps later.
+
+    ``maps`` are the logits maps (T, K, h, w) of the tiles that ``grid`` places;
+    :meth:`Predictor.activation_maps` turns any classes of them into maps at the
+    image's size (or a fraction of it) without running the network again.
+    """
+
+    maps: np.ndarray
+    grid: TileGrid
+
+
+@dataclass
 class Prediction:
     """The result for one image (or one cell)."""
 
@@ -69,6 +84,7 @@ class Prediction:
     probabilities: np.ndarray
     predicted: list[int]
     cams: dict[int, np.ndarray] = field(default_factory=dict)
+    activations: Activations | None = field(default=None, repr=False)
 
     @property
     def predicted_names(self) -> list[str]:
@@ -249,15 +265,36 @@ class Predictor:
             return list(range(len(probs)))
         return [int(c) for c in request]
 
-    def _cam_maps(
+    def activation_maps(
+        self, activations: Activations, classes: Sequence[int], downsample: int = 1
+    ) -> dict[int, np.ndarray]:
+        """Class index -> activation map in [0, 1], at 1/``downsample`` of the image size.
+
+        The maps are stitched straight at the smaller size, a few classes at a
+        time, never at full resolution first: 28 full-size maps of a 2048 px
+        image would take 470 MB.
+        """
+        grid = activations.grid
+        if downsample > 1:
+            h, w = grid.original
+            grid = dataclasses.replace(
+                grid,
+                original=(math.ceil(h / downsample), math.ceil(w / downsample)),
+                pad=tuple(round(p / downsample) for p in grid.pad),
+            )
+        wanted = [int(c) for c in classes]
+        out: dict[int, np.ndarray] = {}
+        for start in range(0, len(wanted), 4):
+            out.update(self._stitch(activations.maps, grid, wanted[start : start + 4]))
+        return out
+
+    def _stitch(
         self, cams: np.ndarray, grid: TileGrid, classes: list[int]
     ) -> dict[int, np.ndarray]:
         if not classes:
             return {}
-        chosen = cams[:, classes]
-        t = torch.from_numpy(chosen)
         if self.spec.task.multilabel:
-            heat = torch.sigmoid(t)
+            heat = torch.sigmoid(torch.from_numpy(cams[:, classes]))
         else:
             heat = torch.softmax(torch.from_numpy(cams), dim=1)[:, classes]
         stitched = stitch_maps(heat.numpy(), grid)
@@ -290,15 +327,25 @@ class Predictor:
         cam_classes: CamRequest = None,
         whole: bool = False,
         should_stop: Callable[[], bool] | None = None,
+        keep_activations: bool = False,
     ) -> Prediction:
-        """Classify one image; optional class-activation maps at image resolution."""
+        """Classify one image.
+
+        ``cam_classes`` asks for activation maps at the image's resolution;
+        ``keep_activations`` keeps the network's raw maps in
+        ``Prediction.activations`` instead, so that a viewer can draw any class
+        later (:meth:`activation_maps`) without running the network again.
+        """
         tiles, grid = self.prepare(image, whole=whole)
-        logits, cams = self.run_tiles(tiles, cam_classes is not None, should_stop)
+        want_maps = cam_classes is not None or keep_activations
+        logits, cams = self.run_tiles(tiles, want_maps, should_stop)
         probs = self.to_probabilities(logits)
         predicted = decide(probs, self.spec)
-        maps = {}
-        if cams is not None:
-            maps = self._cam_maps(cams, grid, self._cam_classes(cam_classes, probs, predicted))
+        activations = None if cams is None else Activations(cams, grid)
+        maps: dict[int, np.ndarray] = {}
+        if activations is not None and cam_classes is not None:
+            chosen = self._cam_classes(cam_classes, probs, predicted)
+            maps = self.activation_maps(activations, chosen)
         return Prediction(
             image_id=image.image_id,
             source=image.source,
@@ -307,6 +354,7 @@ class Predictor:
             probabilities=probs.astype(np.float32),
             predicted=predicted,
             cams=maps,
+            activations=activations if keep_activations else None,
         )
 
     def predict_cells(
@@ -321,10 +369,7 @@ class Predictor:
         crops = cell_crops(image.data, labels)
         if not crops:
             return {}
-        tiles = [
-            prepare_tiles(crop, image.channel_names, self.spec.input, whole=True)[0]
-            for _, crop in crops
-        ]
+        tiles = [prepare_cell(crop, image.channel_names, self.spec.input) for _, crop in crops]
         probs = self.predict_prepared(tiles, should_stop)
         out = {}
         for (cell_id, _), p in zip(crops, probs, strict=False):

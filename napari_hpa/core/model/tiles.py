@@ -122,6 +122,30 @@ def prepare_tiles(
     return tiles, TileGrid(original, target, size, origins, pad)
 
 
+def prepare_cell(crop: np.ndarray, channel_names: Sequence[str], spec: InputSpec) -> np.ndarray:
+    """The network's one input tile (1, C, size, size) for one cell's crop.
+
+    The crop is what :func:`~napari_hpa.core.image.cells.cell_crops` returns
+    (other cells and background set to 0). With ``spec.cell_fit == "square"``
+    it is padded with zeros to a square before it is resized, so the cell keeps
+    its shape and fills the tile whatever its size in pixels: training crops
+    go through this same function, so a cell reaches the network as the
+    training cells did. ``"stretch"`` (older models) resizes the crop as it is.
+    """
+    if spec.cell_fit != "square":
+        return prepare_tiles(crop, channel_names, spec, whole=True)[0]
+    x = np.asarray(crop, np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    x = adapt_channels(x, channel_names, spec.channels, spec.optional_channels)
+    h, w = x.shape[1:]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    square = np.zeros((x.shape[0], side, side), np.float32)
+    square[:, top : top + h, left : left + w] = x
+    return prepare_tiles(square, spec.channels, spec, whole=True)[0]
+
+
 def stitch_maps(maps: np.ndarray, grid: TileGrid) -> np.ndarray:
     """Stitch per-tile maps (T, K, h, w) into (K, H, W) at the original image's size."""
     t, k, mh, mw = maps.shape

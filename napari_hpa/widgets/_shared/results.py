@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import colorsys
 import contextlib
-import dataclasses
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,24 +60,13 @@ def low_res_cams(
 ) -> dict[int, np.ndarray]:
     """Activation maps of ``classes`` at 1/``factor`` of the image size.
 
-    ``raw`` and ``grid`` are what ``Predictor.run_tiles(..., with_cam=True)`` and
-    ``Predictor.prepare`` return. The maps are stitched straight at the display
-    size, never at full resolution (28 full-size maps of a 2048 px image would
-    take 470 MB), a few classes at a time.
+    ``raw`` and ``grid`` are the ``Prediction.activations`` that
+    ``Predictor.predict_one(..., keep_activations=True)`` returned; the
+    Predictor stitches them (the one inference path), here at the display size.
     """
-    h, w = grid.original
-    small = dataclasses.replace(
-        grid,
-        original=(math.ceil(h / factor), math.ceil(w / factor)),
-        pad=tuple(round(p / factor) for p in grid.pad),
-    )
-    out: dict[int, np.ndarray] = {}
-    wanted = [int(c) for c in classes]
-    for start in range(0, len(wanted), 4):
-        # Predictor._cam_maps turns logits maps into probabilities (sigmoid or softmax) and
-        # stitches them, exactly as Predictor.predict_one does; here on a smaller grid.
-        out.update(predictor._cam_maps(raw, small, wanted[start : start + 4]))
-    return out
+    from ...core.model.predict import Activations
+
+    return predictor.activation_maps(Activations(raw, grid), classes, downsample=factor)
 
 
 @dataclass

@@ -63,7 +63,6 @@ def run_prediction(
     cancelled. Bugs raise.
     """
     from ...core.image.cells import segment_image
-    from ...core.model.predict import Prediction, decide
 
     timings: dict[str, float] = {}
 
@@ -84,30 +83,24 @@ def run_prediction(
         yield ("Classifying the image", 0.2)
         t = time.perf_counter()
         with session.model_lock:
-            tiles, grid = predictor.prepare(image)
-            check()
-            logits, raw = predictor.run_tiles(tiles, with_cam=True, should_stop=should_stop)
-        probs = predictor.to_probabilities(logits).astype(np.float32)
-        prediction = Prediction(
-            image.image_id,
-            image.source,
-            predictor.model_id,
-            predictor.spec.task.classes,
-            probs,
-            decide(probs, predictor.spec),
-        )
+            prediction = predictor.predict_one(
+                image, should_stop=should_stop, keep_activations=True
+            )
+        activations = prediction.activations
         result = PredictionResult(
             image,
             entry,
             prediction,
             cam_factor=R.cam_factor(image.data.shape),
             timings=timings,
-            raw_cams=raw,
-            grid=grid,
+            raw_cams=None if activations is None else activations.maps,
+            grid=None if activations is None else activations.grid,
             predictor=predictor,
         )
         first = list(dict.fromkeys([*result.order()[:3], *prediction.predicted]))[:8]
-        result.cams = R.low_res_cams(predictor, raw, grid, first, result.cam_factor)
+        result.cams = R.low_res_cams(
+            predictor, result.raw_cams, result.grid, first, result.cam_factor
+        )
         timings["classify"] = time.perf_counter() - t
         if not find_cells:
             return result
