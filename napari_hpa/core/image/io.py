@@ -230,11 +230,11 @@ def _read_file(
         if h // factor == 0 or w // factor == 0:
             raise ImageReadError(p, f"image is too elongated to reduce ({w}x{h})")
         meta.update(downscaled=factor, original_shape=(h, w))
-        raw = _block_mean(raw, factor)
+        raw = block_mean(raw, factor)
     return raw, names, meta
 
 
-def _block_mean(raw: np.ndarray, factor: int) -> np.ndarray:
+def block_mean(raw: np.ndarray, factor: int) -> np.ndarray:
     """Reduce (C, H, W) by ``factor`` (mean of factor x factor blocks), keeping the dtype.
 
     Sums strided views into one output-sized float32 array (no full-size float
