@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from napari_hpa.core.batch.run import BatchProgress, BatchSummary, default_batch_size, run_batch
-from napari_hpa.core.image.io import find_images, read_image
+from napari_hpa.core.image.io import read_image
+from napari_hpa.core.image.sources import find_images
 from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.model.architectures import build_model
 from napari_hpa.core.model.checkpoint import InputSpec, ModelSpec, load_model, save_model

@@ -111,8 +111,8 @@ def main() -> int:
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from napari_hpa.core.image.io import write_hpa_set
     from napari_hpa.core.image.synth import make_field
+    from napari_hpa.core.image.writers import write_hpa_set
     from napari_hpa.widgets.predict import PredictWidget
 
     folder = args.folder or Path(tempfile.gettempdir()) / f"napari-hpa-latency-{args.size}"

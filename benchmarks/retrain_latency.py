@@ -29,7 +29,7 @@ from pathlib import Path
 def _setup(root: Path, n: int, size: int) -> tuple[Path, list[str]]:
     """Generated images, every one corrected by the user, and a weak parent model."""
     os.environ["NAPARI_HPA_HOME"] = str(root / "home")
-    from napari_hpa.core.image.io import find_images
+    from napari_hpa.core.image.sources import find_images
     from napari_hpa.core.image.synth import write_samples
     from napari_hpa.core.labels.store import AnnotationStore, default_db_path
     from napari_hpa.core.model import registry

@@ -34,7 +34,7 @@ from pathlib import Path
 
 
 def _correct_all(images: Path, db: Path, task: str) -> int:
-    from napari_hpa.core.image.io import find_images
+    from napari_hpa.core.image.sources import find_images
     from napari_hpa.core.labels.store import AnnotationStore
 
     with open(images / "labels.csv", encoding="utf-8") as fh:

@@ -15,14 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .core.image.io import (
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    find_images,
-    is_hpa_source,
-    read_image,
-    split_hpa_name,
-)
+from .core.image.io import ImageReadError, read_image
+from .core.image.sources import IMAGE_EXTENSIONS, find_images, is_hpa_source, split_hpa_name
 
 PathLike = str | os.PathLike
 ReaderFunction = Callable[[Any], list[tuple]]

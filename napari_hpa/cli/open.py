@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check(path: str | None, model: str | None) -> Any:
     """Fail early (before napari starts) on a missing path or an unknown model."""
-    from ..core.image.io import is_hpa_source
+    from ..core.image.sources import is_hpa_source
     from ..core.model.checkpoint import CheckpointError
     from ..core.model.registry import resolve_model
 

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from ..core.image.channels import ChannelMismatchError
-from ..core.image.io import ImageReadError, find_images, read_image
+from ..core.image.io import ImageReadError, read_image
+from ..core.image.sources import find_images
 from ..core.model.checkpoint import CheckpointError
 from ..core.model.predict import Prediction, Predictor
 from . import UserError

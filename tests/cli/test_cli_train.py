@@ -19,8 +19,8 @@ import pytest
 from conftest import shared_data
 
 from napari_hpa.cli import main
-from napari_hpa.core.image.io import write_image
 from napari_hpa.core.image.synth import make_dataset, write_samples
+from napari_hpa.core.image.writers import write_image
 from napari_hpa.core.model.checkpoint import clean_partial_versions, read_spec
 
 REPO = Path(__file__).resolve().parents[2]

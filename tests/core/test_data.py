@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_hpa.core.image.io import read_image, write_image
+from napari_hpa.core.image.io import read_image
 from napari_hpa.core.image.synth import write_samples
+from napari_hpa.core.image.writers import write_image
 from napari_hpa.core.model.checkpoint import InputSpec
 from napari_hpa.core.model.tiles import prepare_tiles
 from napari_hpa.core.tasks import HPA_CHANNELS, get_task

@@ -15,16 +15,9 @@ from conftest import shared_data
 from PIL import Image
 
 from napari_hpa.core.image import io
-from napari_hpa.core.image.io import (
-    ImageData,
-    ImageReadError,
-    find_images,
-    is_hpa_source,
-    read_image,
-    split_hpa_name,
-    write_hpa_set,
-    write_image,
-)
+from napari_hpa.core.image.io import ImageData, ImageReadError, read_image
+from napari_hpa.core.image.sources import find_images, is_hpa_source, split_hpa_name
+from napari_hpa.core.image.writers import write_hpa_set, write_image
 from napari_hpa.core.tasks import HPA_CHANNELS
 
 H, W = 12, 16

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_hpa.core.image.io import read_image, write_image
+from napari_hpa.core.image.io import read_image
 from napari_hpa.core.image.synth import write_samples
+from napari_hpa.core.image.writers import write_image
 from napari_hpa.core.model.checkpoint import load_model, read_spec
 from napari_hpa.core.model.predict import Predictor
 from napari_hpa.core.train.data import load_csv, load_folder_per_class, split

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import write_tiny_model
 
-from napari_hpa.core.image.io import find_images
+from napari_hpa.core.image.sources import find_images
 from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.labels.store import AnnotationStore
 from napari_hpa.core.model import preferences as settings

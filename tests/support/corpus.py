@@ -32,7 +32,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from napari_hpa.core.image.io import write_hpa_set, write_image
+from napari_hpa.core.image.writers import write_hpa_set, write_image
 from napari_hpa.core.model.architectures import build_model
 from napari_hpa.core.model.checkpoint import InputSpec, ModelSpec, save_model
 from napari_hpa.core.tasks import get_task, make_task

@@ -595,7 +595,7 @@ def _trial_batch(kind: _Kind, index: int) -> TrialResult:
             st["model"] = _run_to_end(_setup_child, str(kind.root), home)[-1]
         else:
             st["model"] = str(kind.root / "batch-model" / "crash-batch-v1")
-        from napari_hpa.core.image.io import find_images
+        from napari_hpa.core.image.sources import find_images
 
         st["sources"] = find_images([str(images.resolve())])
         t0 = time.monotonic()

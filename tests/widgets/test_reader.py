@@ -12,8 +12,8 @@ import tifffile
 
 from napari_hpa import _reader, _sample_data
 from napari_hpa._writer import write_labels
-from napari_hpa.core.image.io import write_hpa_set, write_image
 from napari_hpa.core.image.synth import write_samples
+from napari_hpa.core.image.writers import write_hpa_set, write_image
 from napari_hpa.layers import META
 
 NEEDS_DISPLAY = pytest.mark.skipif(

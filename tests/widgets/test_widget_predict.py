@@ -12,8 +12,8 @@ import pytest
 from helpers import write_tiny_model
 
 from napari_hpa import layers as L
-from napari_hpa.core.image.io import write_image
 from napari_hpa.core.image.synth import write_samples
+from napari_hpa.core.image.writers import write_image
 from napari_hpa.core.model.registry import user_models_dir
 from napari_hpa.widgets._shared import results as R
 from napari_hpa.widgets.predict import PredictWidget

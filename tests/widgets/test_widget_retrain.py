@@ -13,7 +13,8 @@ from helpers import write_tiny_model
 from qtpy.QtWidgets import QPlainTextEdit
 
 from napari_hpa import layers as L
-from napari_hpa.core.image.io import find_images, read_image
+from napari_hpa.core.image.io import read_image
+from napari_hpa.core.image.sources import find_images
 from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.labels.store import AnnotationStore, default_db_path
 from napari_hpa.core.model import preferences as settings

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..image.io import ImageReadError, find_images
+from ..image.io import ImageReadError
+from ..image.sources import find_images
 from ..model.predict import Predictor
 from .decode import ModelRef, PoolStream, inline_stream
 from .pipeline import (

@@ -1,14 +1,9 @@
-"""Read images into ``(C, H, W)`` float32 arrays in ``[0, 1]``, and find them on disk.
+"""The reader face: :func:`read_image` turns a file or an HPA set into an :class:`ImageData`.
 
-Sources
--------
-A *source* is the string that names one image everywhere (GUI, CLI, annotations):
-
-* an HPA channel set ``<folder>/<id>``, whose files are ``<id>_red``, ``_green``,
-  ``_blue`` and ``_yellow`` (``.png``, ``.tif``, ``.tiff``, ``.jpg``, ``.jpeg``).
-  They are read as channels ``tasks.HPA_CHANNELS`` (microtubules, protein,
-  nucleus, er), in that order. A path to any one member names the whole set;
-* any other image file: its path.
+Sources (what names an image) and :func:`~.sources.find_images` are in
+:mod:`.sources`, the writers in :mod:`.writers`; :class:`ImageData` and
+:class:`ImageReadError` live in :mod:`.data` and are re-exported here, since every
+caller of the reader needs them.
 
 Conventions
 -----------
@@ -28,20 +23,28 @@ Conventions
 from __future__ import annotations
 
 import errno
-import fnmatch
-import glob as _glob
 import math
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..tasks import HPA_CHANNELS
+from .data import ImageData, ImageReadError
+from .sources import HPA_COLORS, hpa_members, split_hpa_name
+
+__all__ = [
+    "MAX_PIXELS",
+    "WORK_PIXELS",
+    "ImageData",
+    "ImageReadError",
+    "block_mean",
+    "read_image",
+    "scale_to_unit",
+]
 
 #: Largest accepted plane (H * W); larger images are refused before decoding.
 MAX_PIXELS = 12000 * 12000
@@ -50,65 +53,7 @@ MAX_PIXELS = 12000 * 12000
 #: (channel mapping, normalisation, resizing) makes full-size float copies, so an
 #: unreduced 10^8-pixel plane would need several GB; models see a few hundred pixels.
 WORK_PIXELS = 8192 * 8192
-#: File name endings treated as images by :func:`find_images`.
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-#: HPA colour suffixes in channel order (red = microtubules ... yellow = ER).
-HPA_COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
-_HPA_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".ome.tif", ".ome.tiff")
-_HPA_RE = re.compile(
-    r"^(?P<id>.+)_(?P<color>red|green|blue|yellow)\.(?:ome\.)?(?:png|tiff?|jpe?g)$", re.I
-)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-class ImageReadError(ValueError):
-    """An image could not be read; ``str(err)`` is ``"<path>: <reason>"``."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        super().__init__(path, reason)
-        self.path = Path(path)
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
-
-
-@dataclass(eq=False)
-class ImageData:
-    """One image: ``data`` (C, H, W) float32 in [0, 1] and where it came from."""
-
-    data: np.ndarray
-    channel_names: tuple[str, ...]
-    paths: tuple[Path, ...]
-    image_id: str
-    source: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- names
-def split_hpa_name(path: str | os.PathLike) -> tuple[str, str] | None:
-    """Return ``(id, colour)`` for an HPA channel file name such as ``x_red.png``, else None."""
-    m = _HPA_RE.match(Path(path).name)
-    return (m.group("id"), m.group("color").lower()) if m else None
-
-
-def _hpa_members(folder: Path, image_id: str) -> dict[str, Path]:
-    """Existing channel files of the set ``folder/image_id``, by colour."""
-    found: dict[str, Path] = {}
-    for color in HPA_COLORS:
-        names = (f"{image_id}_{color}{e}" for ext in _HPA_EXTS for e in (ext, ext.upper()))
-        hit = next((folder / n for n in names if (folder / n).is_file()), None)
-        if hit is not None:
-            found[color] = hit
-    return found
-
-
-def is_hpa_source(source: str | os.PathLike) -> bool:
-    """True if ``source`` is an HPA channel file, or a ``<folder>/<id>`` with channel files."""
-    p = Path(source)
-    if p.is_file():
-        return split_hpa_name(p) is not None
-    return bool(_hpa_members(p.parent, p.name))
 
 
 def _image_id(path: Path) -> str:
@@ -150,7 +95,7 @@ def read_image(
         parts = split_hpa_name(p) if p.is_file() else None
         if parts is not None:
             return _read_hpa(p.parent, parts[0], limit, work)
-        if not p.exists() and _hpa_members(p.parent, p.name):
+        if not p.exists() and hpa_members(p.parent, p.name):
             return _read_hpa(p.parent, p.name, limit, work)
     raw, names, meta = _read_file(p, limit, work)
     data = scale_to_unit(raw, p, meta)
@@ -159,7 +104,7 @@ def read_image(
 
 def _read_hpa(folder: Path, image_id: str, limit: int, work: int) -> ImageData:
     source = folder / image_id
-    members = _hpa_members(folder, image_id)
+    members = hpa_members(folder, image_id)
     missing = [c for c in HPA_COLORS if c not in members]
     if missing:
         have = ", ".join(c for c in HPA_COLORS if c in members) or "none"
@@ -425,128 +370,3 @@ def _minmax(arr: np.ndarray, lo: float, hi: float, meta: dict[str, Any]) -> np.n
     if hi == lo:
         return np.clip(arr, 0, 1).astype(np.float32)
     return ((arr.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- finding
-def find_images(
-    paths: str | os.PathLike | Iterable[str | os.PathLike],
-    recursive: bool = True,
-    glob: str | None = None,
-) -> list[str]:
-    """Expand files, folders, HPA ids and wildcards into sorted, unique sources.
-
-    HPA channel files become one ``<folder>/<id>`` source (complete or not: an
-    incomplete set fails later, in :func:`read_image`). Folders are walked
-    (``recursive``) for :data:`IMAGE_EXTENSIONS`, optionally filtered by the file
-    name pattern ``glob``; hidden names (``.x``) are skipped, symlinked folders are
-    not followed (so a link loop cannot hang the walk), unreadable folders are
-    ignored. Image-named symlinks that lead nowhere are kept, so reading them
-    reports the broken link instead of the image silently missing. Files named
-    explicitly are kept whatever their extension.
-
-    Raises
-    ------
-    ImageReadError
-        For a path that is neither a file, a folder, an HPA id nor a matching wildcard.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    out: set[str] = set()
-    for item in paths:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            for f in _walk(p, recursive):
-                if glob is None or fnmatch.fnmatch(f.name, glob):
-                    out.add(_source_of(f))
-        elif p.is_file():
-            out.add(_source_of(p))
-        elif p.is_symlink() or _hpa_members(p.parent, p.name):  # a dangling link: read it
-            out.add(str(p))  # to say why (loop or missing target)
-        elif _glob.has_magic(str(item)):
-            matches = [
-                m
-                for m in _glob.glob(str(p), recursive=True)
-                if os.path.isdir(m) or m.lower().endswith(IMAGE_EXTENSIONS)
-            ]
-            out.update(find_images(matches, recursive, glob) if matches else [])
-        else:
-            raise ImageReadError(p, "no such file, folder or HPA channel set")
-    return sorted(out)
-
-
-def _source_of(f: Path) -> str:
-    parts = split_hpa_name(f)
-    return str(f.parent / parts[0]) if parts else str(f)
-
-
-def _walk(root: Path, recursive: bool) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if recursive else []
-        for name in filenames:
-            if name.startswith(".") or not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            f = Path(dirpath) / name
-            if f.is_file() or f.is_symlink():  # a dangling link becomes an error, not a gap
-                found.append(f)
-    return found
-
-
-# ----------------------------------------------------------------------------- writing
-def _to_uint8(data: np.ndarray) -> np.ndarray:
-    arr = np.asarray(data)
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype.kind not in "fb":
-        raise ValueError(f"expected float in [0, 1] or uint8 data, got {arr.dtype}")
-    return np.round(np.clip(arr.astype(np.float32), 0, 1) * 255).astype(np.uint8)
-
-
-def write_hpa_set(
-    folder: str | os.PathLike, image_id: str, data: np.ndarray, fmt: str = "png"
-) -> tuple[Path, ...]:
-    """Write (4, H, W) data as 8-bit ``<id>_red.<fmt>`` ... ``_yellow``; return the paths."""
-    arr = np.asarray(data)
-    if arr.ndim != 3 or arr.shape[0] != 4:
-        raise ValueError(f"an HPA set needs (4, H, W) data, got shape {arr.shape}")
-    fmt = fmt.lower().lstrip(".")
-    if fmt not in ("png", "tif", "tiff", "jpg", "jpeg"):
-        raise ValueError(f"unsupported HPA file format {fmt!r}")
-    paths = tuple(Path(folder) / f"{image_id}_{c}.{fmt}" for c in HPA_COLORS)
-    for plane, path in zip(_to_uint8(arr), paths, strict=True):
-        write_image(path, plane[None])
-    return paths
-
-
-def write_image(
-    path: str | os.PathLike, data: np.ndarray, channel_names: Iterable[str] | None = None
-) -> Path:
-    """Write (C, H, W) data: TIFF keeps the dtype (axes ``CYX``; OME names if given).
-
-    PNG/JPEG take 1 (gray) or 3 (RGB) channels, uint8/uint16 or float in [0, 1]
-    (written 8-bit; single-channel uint16 PNG stays 16-bit).
-    """
-    from PIL import Image
-
-    path, arr = Path(path), np.asarray(data)
-    arr = arr[None] if arr.ndim == 2 else arr
-    if arr.ndim != 3:
-        raise ValueError(f"expected (C, H, W) data, got shape {arr.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        arr = arr.astype(np.float32) if arr.dtype == np.float64 else arr
-        names = list(channel_names or [])
-        meta = {"axes": "CYX", **({"Channel": {"Name": names}} if names else {})}
-        tifffile.imwrite(path, arr, photometric="minisblack", metadata=meta, ome=bool(names))
-        return path
-    if arr.shape[0] not in (1, 3):
-        raise ValueError(f"{path.suffix} files take 1 or 3 channels, got {arr.shape[0]}")
-    if arr.shape[0] == 1 and arr.dtype == np.uint16 and path.suffix.lower() == ".png":
-        Image.fromarray(arr[0]).save(path)
-        return path
-    u8 = (arr >> 8).astype(np.uint8) if arr.dtype == np.uint16 else _to_uint8(arr)
-    img = Image.fromarray(u8[0]) if u8.shape[0] == 1 else Image.fromarray(np.moveaxis(u8, 0, -1))
-    img.save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
-    return path

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..image.io import IMAGE_EXTENSIONS, find_images, read_image, split_hpa_name
+from ..image.io import read_image
+from ..image.sources import IMAGE_EXTENSIONS, find_images, split_hpa_name
 from ..tasks import BUILTIN_TASKS, HPA28_CLASSES, HPA_CHANNELS, Task, TaskKind, get_task
 
 _ID_COLUMNS = ("id", "image", "file", "filename", "source", "path")

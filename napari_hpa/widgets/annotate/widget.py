@@ -34,7 +34,8 @@ from qtpy.QtWidgets import (
 )
 
 from ... import layers as L
-from ...core.image.io import ImageReadError, find_images
+from ...core.image.io import ImageReadError
+from ...core.image.sources import find_images
 from ...core.labels.store import AnnotationStore, AnnotationStoreError, default_db_path
 from ...core.model import preferences as settings
 from ...core.model.registry import sample_data_dir, user_home
