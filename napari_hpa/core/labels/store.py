@@ -21,12 +21,20 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .schema import (
+    SCHEMA_VERSION,
+    AnnotationStoreError,
+    Edit,
+    ImageRecord,
+    default_db_path,
+    open_database,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -37,70 +45,7 @@ __all__ = [
     "default_db_path",
 ]
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE images(
-    id INTEGER PRIMARY KEY, source TEXT NOT NULL UNIQUE, image_id TEXT NOT NULL,
-    width INTEGER, height INTEGER, added TEXT NOT NULL);
-CREATE TABLE labels(
-    image INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    cell INTEGER NOT NULL DEFAULT 0 CHECK (cell >= 0),
-    task TEXT NOT NULL, class INTEGER NOT NULL CHECK (class >= 0),
-    value INTEGER NOT NULL CHECK (value IN (0, 1)),
-    origin TEXT NOT NULL CHECK (origin IN ('model', 'user')),
-    model TEXT, score REAL, time TEXT NOT NULL,
-    PRIMARY KEY (image, cell, task, class, origin)) WITHOUT ROWID;
-CREATE INDEX labels_task ON labels(task, origin);
-CREATE TABLE masks(
-    image INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
-    labels BLOB NOT NULL, height INTEGER NOT NULL, width INTEGER NOT NULL, time TEXT NOT NULL);
-CREATE TABLE cells(
-    image INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    cell INTEGER NOT NULL CHECK (cell > 0), area INTEGER NOT NULL, y REAL, x REAL,
-    r0 INTEGER, c0 INTEGER, r1 INTEGER, c1 INTEGER,
-    PRIMARY KEY (image, cell)) WITHOUT ROWID;
-CREATE TABLE history(
-    id INTEGER PRIMARY KEY AUTOINCREMENT, action INTEGER NOT NULL,
-    image INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    cell INTEGER NOT NULL, task TEXT NOT NULL, class INTEGER NOT NULL,
-    old INTEGER, new INTEGER, time TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'done' CHECK (state IN ('done', 'undone', 'dropped')));
-CREATE INDEX history_action ON history(action, state);
-"""
 _LEVEL = "image = ? AND task = ? AND cell = ?"
-
-
-class AnnotationStoreError(RuntimeError):
-    """The file is not a usable annotation store (not SQLite, newer schema, foreign tables)."""
-
-
-@dataclass(frozen=True)
-class Edit:
-    """One class of one image/cell changed by an edit, undo or redo (None = no user row)."""
-
-    source: str
-    cell: int
-    task: str
-    class_index: int
-    before: bool | None
-    after: bool | None
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    source: str
-    image_id: str
-    width: int | None
-    height: int | None
-    added: str
-    has_mask: bool
-
-
-def default_db_path(image_path: str | Path) -> Path:
-    """``<image folder>/.napari-hpa/annotations.sqlite`` (a folder is its own image folder)."""
-    p = Path(image_path).expanduser()
-    return (p if p.is_dir() else p.parent) / ".napari-hpa" / "annotations.sqlite"
 
 
 def _now() -> str:
@@ -140,34 +85,7 @@ class AnnotationStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._depth = 0
-        self._conn = sqlite3.connect(
-            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._x("PRAGMA foreign_keys = ON")
-            self.journal_mode = str(self._q("PRAGMA journal_mode = WAL")[0][0])
-            self._x("PRAGMA synchronous = FULL")
-            self._init_schema()
-        except (sqlite3.DatabaseError, AnnotationStoreError) as err:
-            self._conn.close()
-            if isinstance(err, AnnotationStoreError):
-                raise
-            raise AnnotationStoreError(f"{self.path}: {err}") from None
-
-    def _init_schema(self) -> None:
-        with self.transaction():
-            version = self._q("PRAGMA user_version")[0][0]
-            if version > SCHEMA_VERSION:
-                raise AnnotationStoreError(
-                    f"{self.path}: schema version {version} is newer than this napari-hpa "
-                    f"understands ({SCHEMA_VERSION}); upgrade napari-hpa"
-                )
-            if version == 0:
-                if self._q("SELECT count(*) FROM sqlite_master")[0][0]:
-                    raise AnnotationStoreError(f"{self.path}: not a napari-hpa annotation store")
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    self._x(stmt)
-                self._x(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._conn, self.journal_mode = open_database(self.path, timeout)
 
     # -- connection ---------------------------------------------------------------------------
     def close(self) -> None:
