@@ -34,8 +34,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.batch.output import read_table
 from ..core.batch.run import BatchProgress, BatchSummary, run_batch
-from ..core.batch.table import read_table
 from ..core.model import preferences as settings
 from ..core.model.registry import list_models
 

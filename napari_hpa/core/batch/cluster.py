@@ -4,11 +4,11 @@ Why this design
 ---------------
 * The driver never ships pixels: a task is a list of image *names*; workers read
   the images from the shared file system, so the scheduler's memory stays small.
-* Each worker process loads the model once (:func:`batch.cached_predictor`, keyed
+* Each worker process loads the model once (:func:`.decode.cached_predictor`, keyed
   by the model's folder), not once per chunk.
 * A task writes its rows to its own CSV part file (temporary name, renamed when
   complete) and returns only counts; the driver folds finished parts into the one
-  table with :func:`batch_table.merge_parts`, which skips images already there.
+  table with :func:`.table.merge_parts`, which skips images already there.
   So the table has the same columns and the same rows as a local run, a chunk run
   twice (a lost worker, a re-run after cancel) never duplicates rows, and parts
   left by a killed driver are merged by the next run.
@@ -22,12 +22,12 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..model.predict import Predictor
 from .decode import Mode, ModelRef, cached_predictor, inline_stream
-from .pipeline import BatchProgress, Pipeline, ProgressFn, StopFn
+from .pipeline import BatchProgress, Pipeline, RunOptions
 from .table import (
     BatchError,
     CsvWriter,
@@ -71,13 +71,9 @@ def run_chunk(
     tmp, final = new_worker_part(Path(parts))
     writer = CsvWriter(tmp, classes, cells, float_format="%.9g", lock=False)
     try:
-        pipe = Pipeline(
-            predictor,
-            writer,
-            mode,
-            cam_dir=Path(cam_dir) if cam_dir else None,
-            cam_root=Path(cam_root) if cam_root else None,
-        )
+        cams = Path(cam_dir) if cam_dir else None
+        options = RunOptions(mode, cam_dir=cams, cam_root=Path(cam_root) if cam_root else None)
+        pipe = Pipeline(predictor, writer, options)
         pipe.run(inline_stream(predictor, sources, mode))
     finally:
         writer.close()
@@ -116,22 +112,18 @@ def run_dask(
     pending: Sequence[str],
     writer: ResultWriter,
     predictor: Predictor,
-    mode: Mode,
+    options: RunOptions,
     *,
     scheduler: str,
     workers: int | None = None,
     chunk_size: int | None = None,
-    cam_dir: Path | None = None,
-    cam_root: Path | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-    total: int = 0,
-    skipped: int = 0,
 ) -> Pipeline:
     """Run ``pending`` on a Dask cluster and merge the parts into ``writer``'s table.
 
+    ``options`` are those of a local run; CAM files are written by the workers.
     Returns a :class:`Pipeline` that only carries the counts (for the summary).
     """
+    mode, cam_dir, cam_root = options.mode, options.cam_dir, options.cam_root
     if predictor.model.path is None:
         raise BatchError("a Dask run needs a model saved on disk (workers load it by its folder)")
     ref = ModelRef.of(predictor)
@@ -140,8 +132,8 @@ def run_dask(
     if parts.is_dir():  # rows of a previous run's finished chunks that were never merged
         merge_parts(writer)
         pending = [s for s in pending if s not in writer.state.done]
-        skipped = total - len(pending)
-    tally = Pipeline(predictor, writer, mode, progress=progress, total=total, skipped=skipped)
+        options = replace(options, skipped=options.total - len(pending))
+    tally = Pipeline(predictor, writer, options)  # never runs: it only counts
     if not pending:
         tally.report(force=True)
         return tally
@@ -172,7 +164,7 @@ def run_dask(
                 inflight.append(client.submit(run_chunk, chunk, *args, pure=False))
             if not inflight:
                 break
-            if should_stop is not None and should_stop():
+            if options.should_stop is not None and options.should_stop():
                 tally.cancelled = True
                 client.cancel(inflight)
                 break

@@ -74,6 +74,36 @@ class BatchProgress:
 
 
 # ----------------------------------------------------------------------------- the pipeline
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run turns images into rows, beside the model and the table.
+
+    One record, so that a local run (:class:`Pipeline`) and a Dask run
+    (:func:`~.cluster.run_dask`) take the same options under the same names.
+
+    Attributes
+    ----------
+    mode
+        ``"tiles"`` (whole images from prepared tiles), ``"image"`` (whole images with
+        CAM files) or ``"cells"`` (one row per segmented cell).
+    cam_dir, cam_root
+        Where CAM files go, and the folder whose layout they mirror (None: flat).
+    progress, should_stop
+        Called with a :class:`BatchProgress` at most every :data:`PROGRESS_INTERVAL`
+        seconds; polled between batches to cancel.
+    total, skipped
+        All images found, and those already in the table (for the progress counts).
+    """
+
+    mode: Mode
+    cam_dir: Path | None = None
+    cam_root: Path | None = None
+    progress: ProgressFn | None = None
+    should_stop: StopFn | None = None
+    total: int = 0
+    skipped: int = 0
+
+
 class Pipeline:
     """Decoded images in, rows out: batching, the model, CAM files, progress, stop.
 
@@ -81,27 +111,16 @@ class Pipeline:
     (decode inline on the worker), so both write identical rows.
     """
 
-    def __init__(
-        self,
-        predictor: Predictor,
-        writer: ResultWriter,
-        mode: Mode,
-        *,
-        cam_dir: Path | None = None,
-        cam_root: Path | None = None,
-        progress: ProgressFn | None = None,
-        should_stop: StopFn | None = None,
-        total: int = 0,
-        skipped: int = 0,
-    ) -> None:
+    def __init__(self, predictor: Predictor, writer: ResultWriter, options: RunOptions) -> None:
         self.predictor = predictor
         self.writer = writer
-        self.mode = mode
-        self.cam_dir = cam_dir
-        self.cam_root = cam_root
-        self.progress_fn = progress
-        self.should_stop = should_stop
-        self.total, self.skipped = total, skipped
+        self.options = options
+        self.mode = options.mode
+        self.cam_dir = options.cam_dir
+        self.cam_root = options.cam_root
+        self.progress_fn = options.progress
+        self.should_stop = options.should_stop
+        self.total, self.skipped = options.total, options.skipped
         self.done = self.errors = 0
         self.error_messages: list[str] = []
         self.cancelled = False

@@ -15,16 +15,16 @@ Why it is built this way
   a decoder takes a core (docs/benchmarks.md, "Batch"). At most ``window``
   images are in flight, so memory stays flat however many images there are: the
   only thing that grows is the list of *names*.
-* **The table is the state** (see :mod:`.batch_table`): rows are appended as
+* **The table is the state** (see :mod:`.table`): rows are appended as
   images finish, a re-run skips what the table holds, and a kill at any moment
   loses at most the images in flight. Error rows count as done, so a corrupt
   file is reported once and never stops the run.
-* **Scale-out** to a Dask cluster lives in :mod:`.batch_dask` and reuses
+* **Scale-out** to a Dask cluster lives in :mod:`.cluster` and reuses
   :class:`Pipeline` on each worker.
 
-Modules: :mod:`.batch_decode` (workers), :mod:`.batch_pipeline` (model, rows,
-progress), :mod:`.batch_table` / :mod:`.batch_parquet` (the table),
-:mod:`.batch_dask` (cluster); this one is the entry point, :func:`run_batch`.
+Modules: :mod:`.decode` (workers), :mod:`.pipeline` (model, rows, progress),
+:mod:`.table` / :mod:`.parquet` (the table; :mod:`.output` opens it by its suffix),
+:mod:`.cluster` (Dask); this one is the entry point, :func:`run_batch`.
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ from ..image.io import ImageReadError
 from ..image.sources import find_images
 from ..model.predict import Predictor
 from .decode import ModelRef, PoolStream, inline_stream
+from .output import open_writer
 from .pipeline import (
     BatchProgress,
     Mode,
     Pipeline,
     ProgressFn,
+    RunOptions,
     StopFn,
     ThreadTuner,
     default_batch_size,
@@ -52,7 +54,7 @@ from .pipeline import (
     thread_candidates,
     usable_cpus,
 )
-from .table import BatchError, ResultWriter, open_writer
+from .table import BatchError, ResultWriter
 
 __all__ = [
     "BatchError",
@@ -225,6 +227,7 @@ def run_batch(
     try:
         pending = [s for s in found if s not in writer.state.done]
         skipped = len(found) - len(pending)
+        options = RunOptions(mode, cam, root, progress, should_stop, len(found), skipped)
         if scheduler is not None:
             from .cluster import run_dask
 
@@ -232,29 +235,13 @@ def run_batch(
                 pending,
                 writer,
                 predictor,
-                mode,
+                options,
                 scheduler=scheduler,
                 workers=workers,
                 chunk_size=chunk_size,
-                cam_dir=cam,
-                cam_root=root,
-                progress=progress,
-                should_stop=should_stop,
-                total=len(found),
-                skipped=skipped,
             )
         else:
-            pipe = Pipeline(
-                predictor,
-                writer,
-                mode,
-                cam_dir=cam,
-                cam_root=root,
-                progress=progress,
-                should_stop=should_stop,
-                total=len(found),
-                skipped=skipped,
-            )
+            pipe = Pipeline(predictor, writer, options)
             if pool is None or not pending:
                 with _main_threads(predictor, threads):
                     pipe.run(inline_stream(predictor, pending, mode))

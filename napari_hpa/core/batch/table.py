@@ -257,18 +257,6 @@ class CsvWriter(ResultWriter):
             self._fd = None
 
 
-def open_writer(out: Path, classes: Sequence[str], cells: bool) -> ResultWriter:
-    """The writer for ``out``'s suffix (``.csv`` or ``.parquet``)."""
-    suffix = Path(out).suffix.lower()
-    if suffix == ".parquet":
-        from .parquet import ParquetWriter
-
-        return ParquetWriter(out, classes, cells)
-    if suffix == ".csv":
-        return CsvWriter(out, classes, cells)
-    raise BatchError(f"{out}: the output must end in .csv or .parquet")
-
-
 # ----------------------------------------------------------------------------- parts
 def new_worker_part(parts: Path) -> tuple[Path, Path]:
     """A (temporary, final) pair of names for one worker's CSV part file."""
@@ -329,38 +317,6 @@ def read_csv_rows(path: Path, classes: Sequence[str], cells: bool) -> Iterator[R
         for values in reader:
             if len(values) == len(columns):
                 yield _parse_row(dict(zip(columns, values, strict=True)), classes, cells)
-
-
-def read_table(
-    path: str | os.PathLike, max_rows: int | None = None
-) -> tuple[list[str], list[dict]]:
-    """Columns and rows (dicts of strings, probabilities as floats) of a finished table.
-
-    For viewers (the widget's results table); ``max_rows`` caps what is loaded.
-    """
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        columns = list(pf.schema_arrow.names)
-        rows: list[dict] = []
-        for batch in pf.iter_batches(batch_size=4096):
-            rows.extend(batch.to_pylist())
-            if max_rows is not None and len(rows) >= max_rows:
-                return columns, rows[:max_rows]
-        return columns, rows
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
-        rows = []
-        for values in reader:
-            if None in values or any(v is None for v in values.values()):
-                continue
-            rows.append(values)
-            if max_rows is not None and len(rows) >= max_rows:
-                break
-    return columns, rows
 
 
 # ----------------------------------------------------------------------------- helpers
