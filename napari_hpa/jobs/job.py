@@ -25,17 +25,17 @@ from ..core.model import registry
 from ..core.process import group_alive, pid_alive, proc_start_ticks, signal_group
 from .progress import Progress, event_kind
 from .record import (
-    _TRANSITIONS,
     EVENTS_FILE,
     FINAL_STATES,
     JOB_FILE,
     LOG_FILE,
     STDOUT_FILE,
     STDOUT_PREFIX,
+    TRANSITIONS,
     JobError,
     JobRecord,
-    _now,
-    _write_json_atomic,
+    now_iso,
+    write_json_atomic,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +49,8 @@ CANCEL_LIMIT_S = 2.0
 JOB_NICENESS = 10
 
 EventCallback = Callable[["Job", dict[str, Any]], None]
+#: Called once with the job when it reaches a final state (the manager frees its model's lock).
+FinalCallback = Callable[["Job"], None]
 
 
 class Job:
@@ -57,12 +59,28 @@ class Job:
     Create jobs with :meth:`JobManager.create` (or :meth:`JobManager.start`);
     a job read back from disk by :meth:`JobManager.get` can be polled and
     cancelled too, even by another napari session.
+
+    Parameters
+    ----------
+    folder, record
+        The job's folder and its ``job.json``.
+    manager
+        The manager that made it (so that a follow-up job lands in the same folder).
+    on_final
+        Called with the job when it reaches a final state; the job knows nothing of locks.
     """
 
-    def __init__(self, folder: Path, record: JobRecord, manager: JobManager | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        record: JobRecord,
+        manager: JobManager | None = None,
+        on_final: FinalCallback | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.record = record
         self.manager = manager
+        self.on_final = on_final
         self.progress = Progress()
         self.events: list[dict[str, Any]] = []
         self._proc: subprocess.Popen[bytes] | None = None
@@ -120,7 +138,7 @@ class Job:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self) -> None:
-        _write_json_atomic(self.folder / JOB_FILE, asdict(self.record))
+        write_json_atomic(self.folder / JOB_FILE, asdict(self.record))
 
     def _load_events(self) -> None:
         if not self.events_path.is_file():
@@ -135,18 +153,18 @@ class Job:
     def set_state(self, state: str, error: str | None = None) -> None:
         if state == self.record.state:
             return
-        if state not in _TRANSITIONS[self.record.state]:
+        if state not in TRANSITIONS[self.record.state]:
             raise JobError(f"job {self.id}: cannot go from {self.record.state} to {state}")
         self.record.state = state
         if state == "running":
-            self.record.started = _now()
+            self.record.started = now_iso()
         if state in FINAL_STATES:
-            self.record.finished = _now()
+            self.record.finished = now_iso()
             if error:
                 self.record.error = error
         self.save()
-        if state in FINAL_STATES and self.manager is not None:
-            self.manager._release(self)
+        if state in FINAL_STATES and self.on_final is not None:
+            self.on_final(self)
 
     # -- running ----------------------------------------------------------------------------------
     def start(

@@ -30,7 +30,8 @@ from typing import Any, Literal
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 STATES: tuple[JobState, ...] = ("queued", "running", "done", "failed", "cancelled")
 FINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-_TRANSITIONS: dict[str, frozenset[str]] = {
+#: The states each state may go to (the final states go nowhere).
+TRANSITIONS: dict[str, frozenset[str]] = {
     "queued": frozenset({"running", "failed", "cancelled"}),
     "running": frozenset({"done", "failed", "cancelled"}),
     "done": frozenset(),
@@ -54,11 +55,13 @@ class JobLockedError(JobError):
     """A job for the same model is already running."""
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """The time now in UTC, ISO 8601 to the second (the record's timestamps)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` by a rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
@@ -73,7 +76,7 @@ class JobRecord:
     model_name: str
     command: list[str] = field(default_factory=list)
     state: str = "queued"
-    created: str = field(default_factory=_now)
+    created: str = field(default_factory=now_iso)
     started: str | None = None
     finished: str | None = None
     pid: int | None = None

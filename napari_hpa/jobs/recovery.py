@@ -2,12 +2,13 @@
 
 A job outlives napari: its process runs in its own session and writes to
 files. When napari starts again, :meth:`~napari_hpa.jobs.runner.JobManager.recover`
-reads the folders back: finished jobs get their final state from their
-events, jobs queued by a session that died are abandoned.
+reads the folders back (with :func:`recover`): finished jobs get their final state
+from their events, jobs queued by a session that died are abandoned.
 """
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ QUEUED_STALE_S = 120.0
 
 
 def job_age_s(job: Job) -> float:
+    """Seconds since the job was created (infinite when its time cannot be read)."""
     try:
         created = datetime.fromisoformat(job.record.created)
     except ValueError:
@@ -26,37 +28,30 @@ def job_age_s(job: Job) -> float:
     return (datetime.now(timezone.utc) - created).total_seconds()
 
 
-class RecoveryMixin:
-    """The recovery methods of :class:`~napari_hpa.jobs.runner.JobManager` (a mixin)."""
+def never_started(job: Job, ours: bool) -> bool:
+    """Whether ``job`` is queued by another session (not ``ours``) that died before starting it.
 
-    _created: set[str]
+    The age is read only for a queued job of another session.
+    """
+    return job.state == "queued" and not ours and job_age_s(job) > QUEUED_STALE_S
 
-    if TYPE_CHECKING:
 
-        def list_jobs(self) -> list[Job]: ...
+def recover(jobs: Iterable[Job], created: Container[str]) -> list[Job]:
+    """Settle ``jobs`` left by an earlier session; return finished results not yet seen.
 
-    def recover(self) -> list[Job]:
-        """Settle jobs left by an earlier session; return finished results not yet seen.
-
-        A job whose process is gone gets its final state from ``events.jsonl``
-        (and the rest of the output file): ``done`` with its result model, or
-        ``failed`` with the reason. Jobs still running stay running (poll them).
-        The returned jobs are ``done`` or ``failed`` and not marked
-        :meth:`mark_seen`.
-        """
-        unseen = []
-        for job in self.list_jobs():
-            if job.state == "queued":
-                if job.id not in self._created and job_age_s(job) > QUEUED_STALE_S:
-                    # Its creator died before starting it.
-                    job.set_state("failed", "the job was never started (napari closed?)")
-            elif job.state == "running":
-                job.poll()
-            if job.state in ("done", "failed") and not job.record.seen:
-                unseen.append(job)
-        return unseen
-
-    def mark_seen(self, job: Job) -> None:
-        """Remember that the user has seen this job's result (recover() skips it)."""
-        job.record.seen = True
-        job.save()
+    A job whose process is gone gets its final state from ``events.jsonl``
+    (and the rest of the output file): ``done`` with its result model, or
+    ``failed`` with the reason. Jobs still running stay running (poll them).
+    ``created`` holds the ids of this session's jobs, which are never abandoned.
+    The returned jobs are ``done`` or ``failed`` and not marked seen.
+    """
+    unseen = []
+    for job in jobs:
+        if job.state == "queued":
+            if never_started(job, job.id in created):
+                job.set_state("failed", "the job was never started (napari closed?)")
+        elif job.state == "running":
+            job.poll()
+        if job.state in ("done", "failed") and not job.record.seen:
+            unseen.append(job)
+    return unseen

@@ -6,7 +6,7 @@ live in their own modules, re-exported here:
 * :mod:`.record`: :class:`JobRecord`, the states and the job folder's files;
 * :mod:`.job`: :class:`Job`, the process, its output, poll, cancel;
 * :mod:`.progress`: :class:`Progress` from the progress events;
-* :mod:`.process`: pids and process groups (alive? signal);
+* :mod:`..core.process`: pids and process groups (alive? signal), shared with the batch;
 * :mod:`.locks`: one job per model at a time;
 * :mod:`.recovery`: settling the jobs left by an earlier session.
 
@@ -29,8 +29,9 @@ from typing import Any
 from ..core.model import registry
 from ..core.process import group_alive as group_alive
 from ..core.process import pid_alive
-from .job import CANCEL_GRACE_S, CANCEL_LIMIT_S, JOB_NICENESS, EventCallback, Job
-from .locks import LOCK_DIR, ModelLocksMixin
+from . import locks, recovery
+from .job import CANCEL_GRACE_S, CANCEL_LIMIT_S, JOB_NICENESS, EventCallback, FinalCallback, Job
+from .locks import LOCK_DIR
 from .progress import Progress, epoch_metrics, event_kind
 from .record import (
     EVENTS_FILE,
@@ -45,7 +46,7 @@ from .record import (
     JobRecord,
     JobState,
 )
-from .recovery import QUEUED_STALE_S, RecoveryMixin
+from .recovery import QUEUED_STALE_S
 
 __all__ = [
     "CANCEL_GRACE_S",
@@ -61,6 +62,7 @@ __all__ = [
     "STDOUT_FILE",
     "STDOUT_PREFIX",
     "EventCallback",
+    "FinalCallback",
     "Job",
     "JobError",
     "JobLockedError",
@@ -75,13 +77,19 @@ __all__ = [
 ]
 
 
-class JobManager(ModelLocksMixin, RecoveryMixin):
+class JobManager:
     """Creates, finds and recovers the jobs under one folder.
 
     Parameters
     ----------
     root
         The jobs folder; default ``registry.user_home() / "jobs"``.
+
+    Notes
+    -----
+    The model locks are :mod:`.locks` and the settling of an earlier session's jobs is
+    :mod:`.recovery`, both plain functions; the manager gives them its folder, its
+    :meth:`get` and the ids of the jobs it created (which are never stale).
     """
 
     def __init__(self, root: str | Path | None = None) -> None:
@@ -102,11 +110,11 @@ class JobManager(ModelLocksMixin, RecoveryMixin):
         """
         self.root.mkdir(parents=True, exist_ok=True)
         job_id = datetime.now().strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-        self._acquire(model_name, job_id)
+        locks.acquire(self.root, model_name, job_id, self.get, self._created)
         folder = self.root / job_id
         folder.mkdir(parents=True)
         record = JobRecord(id=job_id, kind=kind, model_name=model_name, meta=dict(meta or {}))
-        job = Job(folder, record, self)
+        job = Job(folder, record, self, on_final=self.release_lock)
         job.save()
         self._jobs[job_id] = job
         self._created.add(job_id)
@@ -137,7 +145,7 @@ class JobManager(ModelLocksMixin, RecoveryMixin):
             record = JobRecord.from_dict(data)
         except (OSError, json.JSONDecodeError, TypeError) as exc:
             raise JobError(f"{folder}: not a readable job ({exc})") from None
-        job = Job(folder, record, self)
+        job = Job(folder, record, self, on_final=self.release_lock)
         self._jobs[job_id] = job
         return job
 
@@ -161,6 +169,27 @@ class JobManager(ModelLocksMixin, RecoveryMixin):
             if not job.is_final and (model_name is None or job.record.model_name == model_name):
                 out.append(job)
         return out
+
+    # -- locks and recovery -----------------------------------------------------------------
+    def release_lock(self, job: Job) -> None:
+        """Free the lock of ``job``'s model if ``job`` holds it (each job's ``on_final``)."""
+        locks.release(self.root, job)
+
+    def recover(self) -> list[Job]:
+        """Settle jobs left by an earlier session; return finished results not yet seen.
+
+        A job whose process is gone gets its final state from ``events.jsonl``
+        (and the rest of the output file): ``done`` with its result model, or
+        ``failed`` with the reason. Jobs still running stay running (poll them).
+        The returned jobs are ``done`` or ``failed`` and not marked
+        :meth:`mark_seen`.
+        """
+        return recovery.recover(self.list_jobs(), self._created)
+
+    def mark_seen(self, job: Job) -> None:
+        """Remember that the user has seen this job's result (recover() skips it)."""
+        job.record.seen = True
+        job.save()
 
 
 def python_command(*args: str) -> list[str]:
