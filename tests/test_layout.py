@@ -1,9 +1,11 @@
-"""The package's layers hold: the import-linter contracts in pyproject.toml pass."""
+"""The package's layers hold: the import contracts and mypy on the core pass (pyproject.toml)."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,3 +21,14 @@ def test_import_contracts_are_kept() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "BROKEN" not in proc.stdout
     assert proc.stdout.count("KEPT") >= 3
+
+
+def test_core_type_checks() -> None:
+    """``mypy`` with the ``[tool.mypy]`` settings (files: napari_hpa/core) finds no error."""
+    if importlib.util.find_spec("mypy") is None:
+        pytest.skip("mypy is not installed (it is in the test extras)")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "Success: no issues found" in proc.stdout

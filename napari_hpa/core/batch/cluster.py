@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ..model.predict import Predictor
 from .decode import Mode, ModelRef, cached_predictor, inline_stream
@@ -154,7 +155,7 @@ def run_dask(
             str(cam_root) if cam_root else None,
         )
         chunks = _chunks(pending, size)
-        inflight = []
+        inflight: list[Any] = []  # distributed futures
         tally.report(force=True)
         while True:
             while len(inflight) < 2 * n_workers:

@@ -68,6 +68,7 @@ class ModelRef:
         net = build_model(
             spec.arch, len(spec.input.channels), spec.task.num_classes, **spec.arch_kwargs
         )
+        assert self.state is not None  # a ModelRef has a path or the weights
         net.load_state_dict(self.state)
         return Predictor(LoadedModel(spec, net.eval(), None), device=device, batch_size=batch_size)
 

@@ -192,7 +192,8 @@ class Pipeline:
         batch, self._batch, self._tiles = self._batch, [], 0
         # should_stop between forward passes: a batch of big images is many passes, and
         # its rows are simply not written (the re-run does them).
-        probs = self.predictor.predict_prepared([d.tiles for d in batch], self.should_stop)
+        tiles = [d.tiles for d in batch if d.tiles is not None]  # add() batches only tiles
+        probs = self.predictor.predict_prepared(tiles, self.should_stop)
         model = self.predictor.model_id
         rows = [
             Row(d.source, model, p.astype(np.float32), decide(p, self.predictor.spec))

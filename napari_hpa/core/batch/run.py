@@ -248,7 +248,8 @@ def run_batch(
             else:
                 if predictor.device.type == "cpu" and threads is None and not in_workers:
                     pipe.tuner = ThreadTuner(thread_candidates(n))
-                with _main_threads(predictor, threads or (pipe.tuner and pipe.tuner.current)):
+                tuned = pipe.tuner.current if pipe.tuner is not None else None
+                with _main_threads(predictor, threads or tuned):
                     pipe.run(pool.stream(pending))
     finally:
         if pool is not None:

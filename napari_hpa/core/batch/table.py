@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -211,7 +212,9 @@ class CsvWriter(ResultWriter):
                 os.ftruncate(self._fd, data_end)
                 os.fsync(self._fd)
             fh.seek(0)
-            text = io.TextIOWrapper(_Limited(fh, data_end), encoding="utf-8", newline="")
+            # a raw stream is enough for TextIOWrapper, though typeshed asks for a buffered one
+            limited = cast(io.BufferedReader, _Limited(fh, data_end))
+            text = io.TextIOWrapper(limited, encoding="utf-8", newline="")
             reader = csv.reader(text)
             header = next(reader, None)
             if header is None:

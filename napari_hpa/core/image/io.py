@@ -115,12 +115,12 @@ def _read_hpa(folder: Path, image_id: str, limit: int, work: int) -> ImageData:
         )
     planes, metas = [], []
     for color in HPA_COLORS:
-        raw, _, meta = _read_file(members[color], limit, work)
+        raw, _, file_meta = _read_file(members[color], limit, work)
         if raw.shape[0] > 1:  # a colour-tinted channel file: its intensity is the max
             raw = raw.max(axis=0, keepdims=True)
-            meta["tinted"] = True
+            file_meta["tinted"] = True
         planes.append(raw[0])
-        metas.append(meta)
+        metas.append(file_meta)
     shapes = {c: planes[i].shape for i, c in enumerate(HPA_COLORS)}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{members[c].name} {h}x{w}" for c, (h, w) in shapes.items())
@@ -226,7 +226,7 @@ def _read_pil(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[st
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # our own check below applies the limit
     try:
-        im = Image.open(p)
+        im: Image.Image = Image.open(p)  # convert() below gives a plain Image
     except UnidentifiedImageError:
         raise ImageReadError(p, "not an image file (or an unsupported format)") from None
     except Image.DecompressionBombError:
@@ -358,10 +358,10 @@ def scale_to_unit(arr: np.ndarray, p: str | os.PathLike, meta: dict[str, Any]) -
     if kind == "f":
         if not np.isfinite(arr).all():
             raise ImageReadError(p, "image contains NaN or infinite values")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo >= 0.0 and hi <= 1.0:
+        fmin, fmax = float(arr.min()), float(arr.max())
+        if fmin >= 0.0 and fmax <= 1.0:
             return arr.astype(np.float32)
-        return _minmax(arr, lo, hi, meta)
+        return _minmax(arr, fmin, fmax, meta)
     raise ImageReadError(p, f"unsupported pixel type {arr.dtype}")
 
 

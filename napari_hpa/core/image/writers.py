@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,5 +67,6 @@ def write_image(
         return path
     u8 = (arr >> 8).astype(np.uint8) if arr.dtype == np.uint16 else _to_uint8(arr)
     img = Image.fromarray(u8[0]) if u8.shape[0] == 1 else Image.fromarray(np.moveaxis(u8, 0, -1))
-    img.save(path, **({"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}))
+    options: dict[str, Any] = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
+    img.save(path, **options)
     return path

@@ -151,11 +151,14 @@ class AnnotationStore:
             )
             return self._q("SELECT id FROM images WHERE source = ?", (source,))[0][0]
 
-    def _pk(self, source: str, create: bool = False) -> int | None:
+    def _pk(self, source: str) -> int | None:
         rows = self._q("SELECT id FROM images WHERE source = ?", (str(source),))
-        if rows:
-            return int(rows[0][0])
-        return self.add_image(source) if create else None
+        return int(rows[0][0]) if rows else None
+
+    def _pk_or_add(self, source: str) -> int:
+        """The image's row id, registering the image first when it is new."""
+        pk = self._pk(source)
+        return self.add_image(source) if pk is None else pk
 
     def images(self) -> list[ImageRecord]:
         """All images, sorted by source."""
@@ -163,7 +166,10 @@ class AnnotationStore:
             "SELECT source, image_id, width, height, added, "
             "EXISTS(SELECT 1 FROM masks m WHERE m.image = i.id) FROM images i ORDER BY source"
         )
-        return [ImageRecord(*r[:5], has_mask=bool(r[5])) for r in rows]
+        return [
+            ImageRecord(src, image_id, w, h, added, has_mask=bool(mask))
+            for src, image_id, w, h, added, mask in rows
+        ]
 
     def image_ids(self) -> dict[str, str]:
         """source -> image_id of every image."""
@@ -197,7 +203,7 @@ class AnnotationStore:
         scores = probs or [None] * (max(classes, default=-1) + 1)
         t, cell, task = _now(), int(cell), _task(task)
         with self.transaction():
-            pk = self._pk(source, create=True)
+            pk = self._pk_or_add(source)
             self._x(f"DELETE FROM labels WHERE {_LEVEL} AND origin = 'model'", (pk, task, cell))
             self._conn.executemany(
                 "INSERT INTO labels(image, cell, task, class, value, origin, model, score, time) "
@@ -215,7 +221,7 @@ class AnnotationStore:
         t, cell, task = _now(), int(cell), _task(task)
         edits: list[Edit] = []
         with self.transaction():
-            pk = self._pk(source, create=True)
+            pk = self._pk_or_add(source)
             current = self.user_labels(source, task, cell)
             action = self._q("SELECT COALESCE(MAX(action), 0) + 1 FROM history")[0][0]
             for cls, value in sorted((int(c), v) for c, v in values.items()):
@@ -410,7 +416,7 @@ class AnnotationStore:
         np.savez_compressed(buf, labels=labels)
         props = cell_properties(labels)
         with self.transaction():
-            pk = self._pk(source, create=True)
+            pk = self._pk_or_add(source)
             old = self.cell_mask(source)
             if old is not None and not keep_labels and not np.array_equal(old, labels):
                 self._x("DELETE FROM labels WHERE image = ? AND cell > 0", (pk,))
@@ -442,7 +448,7 @@ class AnnotationStore:
         """Cell ids of the stored mask, sorted."""
         return list(self.cell_info(source))
 
-    def cell_info(self, source: str) -> dict[int, dict[str, object]]:
+    def cell_info(self, source: str) -> dict[int, dict[str, Any]]:
         """cell -> {"area", "centroid": (y, x), "bbox": (r0, c0, r1, c1)} of the stored mask."""
         rows = self._q(
             "SELECT cell, area, y, x, r0, c0, r1, c1 FROM cells WHERE image = ? ORDER BY cell",

@@ -97,7 +97,7 @@ def intensity_jitter(x: np.ndarray, rng: np.random.Generator, strength: float = 
     """
     if strength <= 0:
         return x
-    c = x.shape[0]
+    c: int = x.shape[0]
     gain = 1.0 + rng.uniform(-0.2, 0.2, c) * strength
     offset = rng.uniform(-0.05, 0.05, c) * strength
     gamma = np.exp(rng.uniform(-0.22, 0.22, c) * strength)

@@ -178,6 +178,7 @@ def build_task(
         if kind == "multiclass" and len(classes) < 2:
             raise DataError("a multiclass task needs at least two classes")
         task = Task(name, kind, tuple(classes), channels)  # type: ignore[arg-type]
+    assert isinstance(task, Task)  # given, or built just above
     out: list[tuple[int, ...] | None] = []
     for r in resolved:
         if task.kind == "multiclass" and len(r) != 1:

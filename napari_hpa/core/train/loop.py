@@ -31,12 +31,13 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..model.architectures.base import ClassifierNet
 from ..model.checkpoint import LoadedModel
 from ..model.metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
 from ..model.predict import Predictor, choose_device, is_oom
@@ -81,6 +82,8 @@ class _Run:
     TIME_MARGIN = 1.05
     #: The moving average of the weights (``TrainConfig.weight_average``), set by prepare().
     average: WeightAverage | None = None
+    #: time.monotonic() of the last batch event, set by run().
+    last_event: float
 
     def __init__(
         self,
@@ -145,10 +148,12 @@ class _Run:
         self.criterion = make_loss(self.task, y_train, cfg.pos_weight_max).to(self.device)
         # NHWC: oneDNN's and cuDNN's faster convolutions (on 2 CPU cores, 1.2-1.5x the
         # training img/s of small_cnn and the mobile backbones; docs/benchmarks.md)
-        self.net.to(self.device, memory_format=torch.channels_last)
+        # (torch's stubs lack the device + memory_format overload that Module.to accepts)
+        self.net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.average = WeightAverage(self.net, cfg.weight_average) if cfg.weight_average else None
         # the network that is validated and kept: the weight average, or the live one
-        self.eval_net = self.average.net if self.average else self.net
+        # (the average is a deep copy of the live ClassifierNet)
+        self.eval_net = cast(ClassifierNet, self.average.net if self.average else self.net)
         model, batch = LoadedModel(self.spec, self.eval_net, None), max(8, cfg.batch_size)
         self.predictor = Predictor(model, device=self.device, batch_size=batch, amp=cfg.amp)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)

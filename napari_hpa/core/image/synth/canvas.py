@@ -7,7 +7,7 @@ field's random Generator; the painters here and in ``patterns`` draw on it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -36,9 +36,10 @@ class Canvas:
     r: np.ndarray  # (n,) cell radii
     rn: np.ndarray  # (n,) nucleus radii
     phi: np.ndarray  # (n,) direction nucleus -> centrosome
-    nucleoli: np.ndarray | None = None
-    mt: np.ndarray | None = None
-    er: np.ndarray | None = None
+    # painted by make_field once the layout exists (the painters after them read them)
+    nucleoli: np.ndarray = field(init=False, repr=False)
+    mt: np.ndarray = field(init=False, repr=False)
+    er: np.ndarray = field(init=False, repr=False)
 
     @property
     def n(self) -> int:
@@ -109,7 +110,9 @@ def _geom(rng: np.random.Generator, r: float, aspect: float, wobble: float) -> t
             rng.uniform(0, 2 * np.pi, 3))  # fmt: skip
 
 
-def random_walks(c: Canvas, y0, x0, heading, n_steps: int, curv: float, step: float = 0.7):
+def random_walks(
+    c: Canvas, y0, x0, heading, n_steps: int, curv: float, step: float = 0.7
+) -> tuple[np.ndarray, np.ndarray]:
     """Persistent random walks: (N, n_steps) coordinates starting at (y0, x0)."""
     turn = c.rng.normal(0.0, curv, (len(y0), n_steps)).astype(F32)
     th = np.asarray(heading, F32)[:, None] + np.cumsum(turn, axis=1)

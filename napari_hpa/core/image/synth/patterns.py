@@ -78,8 +78,9 @@ def _actin(c: Canvas) -> np.ndarray:
     off = c.rng.uniform(-0.85, 0.85, len(i)) * c.r[i]
     y, x = c.centre[i, 0] + off * np.cos(theta), c.centre[i, 1] - off * np.sin(theta)
     steps, w = int(1.6 * c.r.max() / 0.7), c.rng.uniform(0.3, 1.0, (len(i), 1))
-    img = sum(splat(c, *random_walks(c, y, x, theta + d, steps, 0.0), own[:, None], w)
-              for d in (0.0, np.pi))  # fmt: skip
+    fibres = [splat(c, *random_walks(c, y, x, theta + d, steps, 0.0), own[:, None], w)
+              for d in (0.0, np.pi)]  # fmt: skip
+    img = fibres[0] + fibres[1]
     return to_peak(gaussian(img, 0.45 * c.s + 0.3)) + 0.25 * ring_profile(c.edge, 1.2 * c.s) * (
         c.ext > 0
     )

@@ -187,13 +187,14 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """
     if conv.in_channels == in_channels:
         return conv
+    padding = conv.padding if isinstance(conv.padding, str) else _pair(conv.padding)
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
+        _pair(conv.kernel_size),
+        _pair(conv.stride),
+        padding,
+        _pair(conv.dilation),
         conv.groups,
         conv.bias is not None,
     )
@@ -205,9 +206,14 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
             mean = w.mean(dim=1, keepdim=True)
             for c in range(in_channels):
                 new.weight[:, c : c + 1] = w[:, c : c + 1] if c < w.shape[1] else mean
-        if conv.bias is not None:
+        if conv.bias is not None and new.bias is not None:  # both or neither
             new.bias.copy_(conv.bias)
     return new
+
+
+def _pair(value: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's (height, width) setting as the 2-tuple its constructor takes."""
+    return (value[0], value[1])
 
 
 @register_arch("resnet18")
