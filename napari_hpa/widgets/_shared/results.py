@@ -12,11 +12,14 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...layers import META, meta
+
+if TYPE_CHECKING:
+    import napari
 
 CAM_NAME = "CAM"
 CELLS_NAME = "cells"
@@ -37,17 +40,6 @@ def class_colors(count: int) -> np.ndarray:
         hue = (0.07 + i * 0.618034) % 1.0
         out[i, :3] = colorsys.hsv_to_rgb(hue, 0.55 if i % 2 else 0.8, 1.0)
     return out
-
-
-def downsample(img: np.ndarray, factor: int) -> np.ndarray:
-    """Block mean by an integer factor (edges padded)."""
-    if factor <= 1:
-        return np.asarray(img, np.float32)
-    h, w = img.shape
-    ph, pw = (-h) % factor, (-w) % factor
-    padded = np.pad(img, ((0, ph), (0, pw)), mode="edge") if ph or pw else img
-    hh, ww = padded.shape[0] // factor, padded.shape[1] // factor
-    return padded.reshape(hh, factor, ww, factor).mean(axis=(1, 3), dtype=np.float32)
 
 
 def cam_factor(shape: Sequence[int]) -> int:
@@ -129,7 +121,7 @@ def prepare_cells(labels: np.ndarray, cells: dict[int, Any], n_classes: int) -> 
 
 
 # ----------------------------------------------------------------------------- main thread
-def find_layer(viewer: Any, kind: str) -> Any:
+def find_layer(viewer: napari.Viewer, kind: str) -> Any:
     """The napari-hpa layer of ``kind`` ("cells", "cam", "selected-cell"), or None."""
     return next((lyr for lyr in viewer.layers if meta(lyr).get("kind") == kind), None)
 
@@ -158,7 +150,7 @@ def _quiet(layer: Any) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _keep_active(viewer: Any) -> Iterator[None]:
+def _keep_active(viewer: napari.Viewer) -> Iterator[None]:
     """Adding a layer selects it; put the user's selection back."""
     active = viewer.layers.selection.active
     yield
@@ -167,7 +159,7 @@ def _keep_active(viewer: Any) -> Iterator[None]:
 
 
 def show_cam(
-    viewer: Any, cam: np.ndarray, factor: int, class_name: str, source: str, ref: Any
+    viewer: napari.Viewer, cam: np.ndarray, factor: int, class_name: str, source: str, ref: Any
 ) -> Any:
     """Show (or update) the activation-map layer: inferno, additive, half transparent.
 
@@ -203,7 +195,7 @@ def show_cam(
     return layer
 
 
-def show_cells(viewer: Any, display: CellsDisplay, source: str, ref: Any) -> Any:
+def show_cells(viewer: napari.Viewer, display: CellsDisplay, source: str, ref: Any) -> Any:
     """Show (or update) the ``cells`` Labels layer, outlined in each cell's top-class colour."""
     layer = find_layer(viewer, "cells")
     md = {META: {"kind": "cells", "source": source, "factor": display.factor}}
@@ -235,7 +227,7 @@ def show_cells(viewer: Any, display: CellsDisplay, source: str, ref: Any) -> Any
 
 
 def show_selected(
-    viewer: Any,
+    viewer: napari.Viewer,
     labels: np.ndarray,
     box: tuple[slice, slice] | None,
     cell: int | None,
