@@ -1,10 +1,11 @@
-"""npe2 sample data: the bundled generated HPA-style fields, and a real HPA field if one is at hand.
+"""npe2 sample data: a real HPA field (bundled, reduced) and generated HPA-style fields.
 
-The generated fields live in ``napari_hpa/bundled_samples/`` (``registry.sample_data_dir()``),
-made with ``core.synth.write_samples``. Real HPA images are not shipped: the
-"real HPA example" opens the set named by ``$NAPARI_HPA_REAL_SAMPLE`` (an HPA
-``<folder>/<id>``, a member file or any image), else the public 4-channel field
-of the project's shared data folder when it sits next to the checkout.
+Both live in ``napari_hpa/bundled_samples/`` (``registry.sample_data_dir()``). The
+real field is HPA image 57_F11_1 (A-431 cells, RGBY, Plasma membrane + Cytosol) at
+half its resolution (864 px; CC BY-SA 3.0, see ``bundled_samples/README.md``).
+``$NAPARI_HPA_REAL_SAMPLE`` (an HPA ``<folder>/<id>``, a member file or any image)
+opens another real image instead. The generated fields (``core.synth.write_samples``)
+stay for tests and demos.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from .core.image.io import read_image
 from .core.model.registry import sample_data_dir
 
 REAL_SAMPLE_ENV = "NAPARI_HPA_REAL_SAMPLE"
-_SHARED_FIELD = Path("hpa_public_4ch_examples") / "images" / "57_F11_1"
+#: The bundled real field: ``hpa_57_F11_1_{red,green,blue,yellow}.png``.
+REAL_FIELD = "hpa_57_F11_1"
 
 
 def _layers(source: str | Path) -> list[tuple]:
@@ -40,28 +42,14 @@ def synthetic_1() -> list[tuple]:
     return synthetic_sample(1)
 
 
-def real_sample_path() -> Path | None:
-    """Where the real HPA example is, or None (see the module docstring)."""
+def real_sample_path() -> Path:
+    """Where the real HPA example is: ``$NAPARI_HPA_REAL_SAMPLE``, else the bundled field."""
     env = os.environ.get(REAL_SAMPLE_ENV)
     if env:
         return Path(env).expanduser()
-    roots = [
-        os.environ.get("NAPARI_HPA_SHARED_DATA", ""),
-        Path(__file__).resolve().parents[2] / "shared" / "data",
-    ]
-    for root in roots:
-        candidate = Path(root) / _SHARED_FIELD
-        if root and candidate.with_name(candidate.name + "_red.png").is_file():
-            return candidate
-    return None
+    return sample_data_dir() / REAL_FIELD
 
 
 def real_hpa() -> list[tuple]:
-    """A real 4-channel HPA field (not bundled: see :func:`real_sample_path`)."""
-    path = real_sample_path()
-    if path is None:
-        raise FileNotFoundError(
-            "No real HPA example on this machine: set NAPARI_HPA_REAL_SAMPLE to an HPA "
-            "image (<folder>/<id> of <id>_red.png ... <id>_yellow.png) and try again."
-        )
-    return _layers(path)
+    """A real 4-channel HPA field (A-431, Plasma membrane + Cytosol; bundled, reduced)."""
+    return _layers(real_sample_path())

@@ -4,6 +4,10 @@ Predictions go through :class:`~napari_hpa.core.model.predict.Predictor` (the sa
 path as ``predict``) with the model's stored thresholds. Prints a metrics JSON,
 then ``top1_accuracy=...``/``top3_accuracy=...`` when every image has one label,
 and ``macro_f1=<value>`` as the last line, for scripts.
+
+``--cells`` segments every image as napari does, classifies each cell, and scores
+each cell against its image's labels (weak labels): it prints per-cell top-1,
+top-3 and macro F1, then the image-level figures, and ``cell_top1=<value>`` last.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out", type=Path, help="folder for metrics.json, confusion.png, predictions.csv"
+    )
+    p.add_argument(
+        "--cells",
+        action="store_true",
+        help="segment each image, classify every cell, score each cell against its image's "
+        "labels (last line: cell_top1=<value>)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--batch-size", type=int, default=16)
@@ -87,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     for w in data.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if args.cells:
+        return _run_cells(args, predictor, data.samples)
     kept, probs = [], []
     chunk = max(1, args.batch_size)
     for start in range(0, len(data.samples), chunk):
@@ -122,4 +135,43 @@ def run(args: argparse.Namespace) -> int:
         if metrics.get(k) is not None:
             print(f"{k}={metrics[k]:.4f}")
     print(f"macro_f1={metrics['macro_f1']:.4f}")
+    return 0
+
+
+def _labelled_images(samples: list[Any], num_classes: int) -> Iterator[tuple[Any, np.ndarray]]:
+    """(image, targets) of every readable sample; unreadable ones are named and skipped."""
+    for s in samples:
+        try:
+            image = read_image(s.source)
+        except ImageReadError as exc:
+            print(f"warning: skipping {exc}", file=sys.stderr)
+            continue
+        yield image, targets_matrix([s], num_classes)[0]
+
+
+def _run_cells(args: argparse.Namespace, predictor: Any, samples: list[Any]) -> int:
+    from ..core.model.cell_evaluation import cell_metrics, classify_images_and_cells
+    from ..jobs.record import write_json_atomic
+
+    spec = predictor.spec
+    try:
+        scores = classify_images_and_cells(
+            predictor, _labelled_images(samples, spec.task.num_classes)
+        )
+    except ChannelMismatchError as exc:
+        raise UserError(f"{args.data}: {exc}") from None
+    if not scores.names:
+        raise UserError(f"{args.data}: no readable labelled image")
+    m = cell_metrics(scores, np.asarray(spec.thresholds, np.float32))
+    if m["cells"] == 0:
+        raise UserError(f"{args.data}: no cell was found in {m['images']} images")
+    result = {"model": spec.id, "data": str(args.data), **m}
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.out / "cell_metrics.json", result)
+    print(json.dumps(result, indent=2))
+    for k in ("cell_top3", "cell_macro_f1", "image_top1", "image_top3", "image_macro_f1"):
+        if m.get(k) is not None:
+            print(f"{k}={m[k]:.4f}")
+    print(f"cell_top1={m['cell_top1']:.4f}")
     return 0

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import UserError
 
-SAMPLES = ("synthetic_0", "synthetic_1", "real_hpa")
+SAMPLES = ("real_hpa", "synthetic_0", "synthetic_1")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="open napari with the napari-hpa panels and an image (default: a sample)",
         description="Start napari with the Predict and Annotate panels docked and PATH "
         "loaded (an HPA channel set <folder>/<id> or one of its files, a folder, a TIFF, "
-        "PNG or JPEG); without PATH a bundled sample field is shown.",
+        "PNG or JPEG); without PATH the bundled real HPA field is shown.",
     )
     p.add_argument("path", nargs="?", default=None, metavar="PATH", help="image to open")
     p.add_argument(
