@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QGroupBox, QTableWidget, QTableWidgetItem, QVBoxLayou
 from ...core.model import registry
 from ...jobs.compare import Comparison
 from .._shared.fitted_label import FittedLabel
-from .._shared.retrain_tips import tip
+from .._shared.tooltips import tip
 from .counts_panel import compact_table
 
 

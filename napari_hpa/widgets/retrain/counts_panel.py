@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from ...jobs.retrain import MIN_IMAGES_PER_CLASS, DataSummary
 from .._shared.fitted_label import FittedLabel
-from .._shared.retrain_tips import tip
+from .._shared.tooltips import tip
 
 
 class CountsPanel(QGroupBox):

@@ -1,15 +1,15 @@
 """Following the Retrain widget's background jobs: the poll, the end of a run, recovery.
 
 A timer calls :meth:`JobFollowerMixin._tick` every 200 ms on the GUI thread: it
-delivers the results of worker-thread calls and polls the training and
-comparison jobs, and never blocks. When a training ends, the comparison
+polls the training and comparison jobs, and never blocks. Short calls (reading
+the database, starting a job, cancelling) run in napari thread workers through
+:meth:`JobFollowerMixin._submit`. When a training ends, the comparison
 starts; when it ends, the result panel shows it. Jobs that ended while napari
 was closed are picked up the same way at the next start.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +21,7 @@ from qtpy.QtWidgets import QLabel, QProgressBar, QWidget
 from ...core.model.registry import ModelEntry
 from ...jobs.retrain import read_comparison, result_entry, start_compare
 from ...jobs.runner import Job, JobManager
+from .._shared.background import run_in_background
 from .compare_panel import ComparePanel
 from .plot import TrainingPlot
 from .state import RetrainState, progress_text
@@ -41,7 +42,7 @@ class JobFollowerMixin:
     status: QLabel
     plot: TrainingPlot
     result_box: ComparePanel
-    _pool: cf.ThreadPoolExecutor
+    _closed: bool
     _final_shown: str | None
     _unshown: int
     _last_ui: float
@@ -53,24 +54,43 @@ class JobFollowerMixin:
         def _refresh_predict_widgets(self, select: ModelEntry | None = None) -> list[Any]: ...
 
     # -- polling --------------------------------------------------------------------------
-    def _submit(self, fn: Callable[..., Any], done: Callable[[Any], None], *args: Any) -> cf.Future:
-        future = self._pool.submit(fn, *args)
-        self.state.pending.append((future, done))
-        return future
+    def _submit(
+        self,
+        fn: Callable[..., Any],
+        done: Callable[[Any], None],
+        *args: Any,
+        latest: str | None = None,
+        urgent: bool = False,
+    ) -> Any:
+        """Run ``fn(*args)`` in a napari thread worker; ``done`` gets its result or exception.
+
+        With ``latest``, only the newest call of that name is delivered (two
+        recounts may end out of order; the older one must not overwrite the
+        newer). ``urgent`` starts it even when every worker thread is busy.
+        """
+        worker: Any = None
+
+        def deliver(outcome: Any) -> None:
+            if worker in self.state.pending:
+                self.state.pending.remove(worker)
+            if self._closed or (latest is not None and self.state.latest.get(latest) is not worker):
+                return
+            with one_paint(self):
+                done(outcome)
+
+        worker = run_in_background(fn, *args, done=deliver, errored=deliver, urgent=urgent)
+        self.state.pending.append(worker)
+        if latest is not None:
+            self.state.latest[latest] = worker
+        return worker
 
     def _tick(self) -> None:
-        """Every 200 ms: deliver finished worker calls, poll the jobs (never blocks).
+        """Every 200 ms: poll the jobs (never blocks).
 
         The display follows at most every :data:`UI_INTERVAL_S` (and at once when an
         epoch or the run ends), in one paint: with software OpenGL one paint of napari's
         window costs 50-70 ms, and QProgressBar.setValue would paint synchronously.
         """
-        for item in [p for p in self.state.pending if p[0].done()]:
-            self.state.pending.remove(item)
-            future, done = item
-            exc = future.exception()
-            with one_paint(self):
-                done(exc if exc is not None else future.result())
         job = self.state.job
         if job is not None:
             if not job.is_final:

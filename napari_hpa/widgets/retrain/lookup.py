@@ -4,7 +4,7 @@ database, the other napari-hpa widgets, a model for the corrected task."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import QWidget
 
@@ -12,8 +12,11 @@ from ... import layers as L
 from ...core.labels.store import default_db_path
 from ...core.model import registry
 
+if TYPE_CHECKING:
+    import napari
 
-def image_sources(viewer: Any) -> list[str]:
+
+def image_sources(viewer: napari.Viewer) -> list[str]:
     """Image sources of the viewer's layers, the selected layer first."""
     layers = list(viewer.layers)
     active = viewer.layers.selection.active
@@ -31,7 +34,7 @@ def image_sources(viewer: Any) -> list[str]:
     return out
 
 
-def find_db(viewer: Any) -> Path | None:
+def find_db(viewer: napari.Viewer) -> Path | None:
     """The annotations database for the viewer's images: the Annotate widget's, else the
     one next to the current image, else the one in the user folder (None if none exists)."""
     for widget in find_widgets(viewer, "AnnotateWidget"):
@@ -46,7 +49,7 @@ def find_db(viewer: Any) -> Path | None:
     return fallback if fallback.is_file() else None
 
 
-def find_widgets(viewer: Any, class_name: str) -> list[Any]:
+def find_widgets(viewer: napari.Viewer, class_name: str) -> list[Any]:
     """Dock widgets of napari-hpa in the viewer's window with this class name."""
     window = getattr(viewer, "window", None)
     qt_window = getattr(window, "_qt_window", None)

@@ -4,20 +4,21 @@ Drawing even a small matplotlib figure costs 100-300 ms of CPU on a busy
 laptop (measured: 230 ms with a constrained layout, ~100 ms without, on 2
 shared cores), far above the 100 ms a user notices. So the figure is not a
 ``FigureCanvasQTAgg`` drawn on the GUI thread: :func:`render_history` draws it
-with the Agg backend on a worker thread, and :class:`TrainingPlot` (a QLabel)
-shows the finished bitmap. Only the newest request is drawn; older ones are
-skipped.
+with the Agg backend in a napari thread worker, and :class:`TrainingPlot` (a
+QLabel) shows the finished bitmap. Only the newest request is drawn; older ones
+are skipped.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 from collections.abc import Sequence
 from typing import Any
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QLabel, QSizePolicy
+
+from .._shared.background import run_in_background
 
 _TRAIN = "#4c9be8"
 _VAL = "#f28e2b"
@@ -150,12 +151,9 @@ class TrainingPlot(QLabel):
             "child_f1": None,
             "message": "",
         }
-        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-hpa-plot")
-        self._future: cf.Future | None = None
+        self._worker: Any = None  # the drawing in flight
         self._dirty = False
-        self._timer = QTimer(self)
-        self._timer.setInterval(30)
-        self._timer.timeout.connect(self._collect)
+        self._closed = False
         self._resize_timer = QTimer(self)
         self._resize_timer.setSingleShot(True)
         self._resize_timer.setInterval(150)
@@ -164,7 +162,7 @@ class TrainingPlot(QLabel):
     @property
     def busy(self) -> bool:
         """True while a drawing is pending."""
-        return self._future is not None or self._dirty
+        return self._worker is not None or self._dirty
 
     def clear(self, message: str = "") -> None:
         """Empty axes with an optional centred message."""
@@ -191,13 +189,13 @@ class TrainingPlot(QLabel):
 
     def _request(self) -> None:
         self._dirty = True
-        if self._future is None:
+        if self._worker is None and not self._closed:
             self._start()
 
     def _start(self) -> None:
         self._dirty = False
         args = dict(self._args)
-        self._future = self._pool.submit(
+        self._worker = run_in_background(
             render_history,
             list(self.history),
             epochs=args["epochs"],
@@ -205,36 +203,39 @@ class TrainingPlot(QLabel):
             size=self._size(),
             child_f1=args["child_f1"],
             message=args["message"],
+            done=self._on_drawn,
+            errored=self._on_failed,
         )
-        self._timer.start()
 
-    def _collect(self) -> None:
-        future = self._future
-        if future is None or not future.done():
+    def _on_drawn(self, drawn: tuple[bytes, int, int]) -> None:
+        if self._closed:
             return
-        self._future = None
-        try:
-            data, w, h = future.result()
-        except Exception as exc:  # noqa: BLE001 - a plot must never break the widget
-            self.setText(f"(plot unavailable: {exc})")
-        else:
-            image = QImage(data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
-            pixmap = QPixmap.fromImage(image)
-            if hasattr(pixmap, "setDevicePixelRatio") and hasattr(self, "devicePixelRatioF"):
-                pixmap.setDevicePixelRatio(self.devicePixelRatioF())
-            self.setPixmap(pixmap)
-            self.renders += 1
+        data, w, h = drawn
+        image = QImage(data, w, h, 4 * w, QImage.Format_RGBA8888).copy()
+        pixmap = QPixmap.fromImage(image)
+        if hasattr(pixmap, "setDevicePixelRatio") and hasattr(self, "devicePixelRatioF"):
+            pixmap.setDevicePixelRatio(self.devicePixelRatioF())
+        self.setPixmap(pixmap)
+        self.renders += 1
+        self._next()
+
+    def _on_failed(self, exc: BaseException) -> None:
+        if self._closed:
+            return
+        self.setText(f"(plot unavailable: {exc})")  # a plot must never break the widget
+        self._next()
+
+    def _next(self) -> None:
+        """The drawing ended: draw the newest request if one came in meanwhile."""
+        self._worker = None
         if self._dirty:
             self._start()
-        else:
-            self._timer.stop()
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)
         self._resize_timer.start()
 
     def shutdown(self) -> None:
-        """Stop drawing (call when the widget closes)."""
-        self._timer.stop()
+        """Stop drawing (call when the widget closes); a drawing in flight is dropped."""
+        self._closed = True
         self._resize_timer.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)

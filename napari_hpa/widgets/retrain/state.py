@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +16,8 @@ class RetrainState:
     """What the Retrain widget shows and does (no Qt).
 
     ``job`` is the training job shown, ``compare_job`` its comparison,
-    ``comparison`` the finished table, ``pending`` a worker-thread call in flight
-    with the function that handles its result on the GUI thread.
+    ``comparison`` the finished table, ``pending`` the napari thread workers in
+    flight, ``latest`` the newest worker of each kind whose result is still wanted.
     """
 
     db: Path | None = None
@@ -34,7 +32,8 @@ class RetrainState:
     comparison: Comparison | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     starting: bool = False
-    pending: list[tuple[cf.Future, Callable[[Any], None]]] = field(default_factory=list)
+    pending: list[Any] = field(default_factory=list)
+    latest: dict[str, Any] = field(default_factory=dict)
 
 
 def format_eta(seconds: float | None) -> str:

@@ -3,17 +3,15 @@
 The training runs in its own process (:mod:`napari_hpa.jobs`), so napari stays
 responsive and the user goes on correcting images while the model learns; a
 timer polls the job every 200 ms and never blocks. Starting, cancelling and
-reading the database happen on a worker thread. When the run is done, a second
+reading the database happen in napari thread workers. When the run is done, a second
 background job scores the parent and the new version on held-out corrected
 images, and the table shows what improved and what got worse.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -42,13 +40,16 @@ from ...jobs.retrain import (
     summarize,
 )
 from ...jobs.runner import Job, JobManager
-from .._shared.retrain_tips import TOOLTIPS, tip
+from .._shared.tooltips import TOOLTIPS, tip
 from .compare_panel import ComparePanel
 from .counts_panel import CountsPanel
 from .follow import UI_INTERVAL_S, JobFollowerMixin, one_paint
 from .lookup import find_db, find_widgets, image_sources, model_for_tasks
 from .plot import TrainingPlot
 from .state import RetrainState, format_eta, progress_text
+
+if TYPE_CHECKING:
+    import napari
 
 __all__ = [
     "POLL_MS",
@@ -78,12 +79,12 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         The job manager (default: the user's jobs folder); tests may pass their own.
     """
 
-    def __init__(self, napari_viewer: Any, manager: JobManager | None = None) -> None:
+    def __init__(self, napari_viewer: napari.Viewer, manager: JobManager | None = None) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.manager = manager or JobManager()
         self.state = RetrainState()
-        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-hpa-retrain")
+        self._closed = False
         self._entries: list[registry.ModelEntry] = []
         self._final_shown: str | None = None
         self._unshown = 0
@@ -141,7 +142,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         self.stop_button.setToolTip(tip("stop"))
         self.stop_button.clicked.connect(self.stop_early)
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setToolTip(tip("cancel"))
+        self.cancel_button.setToolTip(tip("cancel_training"))
         self.cancel_button.clicked.connect(self.cancel)
         buttons = QHBoxLayout()
         buttons.addWidget(self.retrain_button, 1)
@@ -215,8 +216,8 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         self._on_base_changed()
 
     def refresh_models_async(self) -> None:
-        """:meth:`refresh_models` with the disk scan on the worker thread."""
-        self._submit(registry.list_models, self._on_models_listed)
+        """:meth:`refresh_models` with the disk scan in a worker thread."""
+        self._submit(registry.list_models, self._on_models_listed, latest="models")
 
     def _on_models_listed(self, entries: list[registry.ModelEntry] | BaseException) -> None:
         if not isinstance(entries, BaseException):
@@ -295,13 +296,13 @@ class RetrainWidget(JobFollowerMixin, QWidget):
             self.set_db(path)
 
     def refresh_counts(self) -> None:
-        """Count corrected images and cells per class (on the worker thread)."""
+        """Count corrected images and cells per class (in a worker thread)."""
         entry = self.base_entry
         if self.state.db is None or entry is None:
             self.state.summary = None
             self._show_summary()
             return
-        self._submit(summarize, self._on_summary, self.state.db, entry.spec.task)
+        self._submit(summarize, self._on_summary, self.state.db, entry.spec.task, latest="counts")
 
     def _on_summary(self, summary: DataSummary | BaseException) -> None:
         self.state.summary = None if isinstance(summary, BaseException) else summary
@@ -379,24 +380,15 @@ class RetrainWidget(JobFollowerMixin, QWidget):
             self.status.setText("Finishing after this batch; the best epoch so far is kept…")
 
     def cancel(self, *_: Any) -> None:
-        """Stop the running job and keep nothing (on the worker thread: up to 2 s)."""
+        """Stop the running job and keep nothing (in a worker thread: up to 2 s)."""
         cjob = self.state.compare_job
         job = cjob if cjob is not None and not cjob.is_final else self.state.job
         if job is None or job.is_final:
             return
         self.status.setText("Cancelling…")
         self.cancel_button.setEnabled(False)
-        # Its own thread: a cancel must never wait behind other work on the worker thread.
-        future: cf.Future = cf.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(job.cancel())
-            except BaseException as exc:  # noqa: BLE001 - delivered to the GUI thread
-                future.set_exception(exc)
-
-        threading.Thread(target=run, name="napari-hpa-cancel", daemon=True).start()
-        self.state.pending.append((future, self._on_cancelled))
+        # Urgent: a cancel must never wait behind other work for a free thread.
+        self._submit(job.cancel, self._on_cancelled, urgent=True)
 
     def _on_cancelled(self, result: str | BaseException) -> None:
         if isinstance(result, BaseException):
@@ -486,5 +478,5 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         """Stop polling; a running training goes on and is picked up at the next start."""
         self.timer.stop()
         self.plot.shutdown()
-        self._pool.shutdown(wait=False)
+        self._closed = True  # workers still in flight end unseen
         super().closeEvent(event)
