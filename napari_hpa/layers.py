@@ -1,7 +1,8 @@
 """Image layers of napari-hpa: an image in as channel layers, and back out for a model.
 
 Shared by the reader, the sample data and the widgets. Nothing here imports Qt
-or napari (result layers, CAM and cells, are in ``_results``).
+or napari at run time (the result layers, CAM and cells, are drawn by
+``widgets/_shared/results.py``).
 
 Every layer napari-hpa makes carries ``layer.metadata["napari_hpa"]``: for image
 channels ``{"kind": "channel", "source", "image_id", "channel", "channels",
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .core.image.io import ImageData, scale_to_unit
 from .core.tasks import HPA_COLOR_TO_CHANNEL
+
+if TYPE_CHECKING:
+    import napari
 
 META = "napari_hpa"
 #: Colormap of each known channel name (HPA names and their colour aliases).
@@ -243,7 +247,7 @@ def to_unit(plane: np.ndarray) -> np.ndarray:
     return scale_to_unit(arr[None], "layer", {})[0]
 
 
-def replace_image(viewer: Any, image: ImageData) -> list[Any]:
+def replace_image(viewer: napari.Viewer, image: ImageData) -> list[Any]:
     """Show ``image`` in place of the napari-hpa image layers (Next / Previous image).
 
     Layers of the same channels are updated in place (they keep the user's
@@ -275,7 +279,7 @@ def replace_image(viewer: Any, image: ImageData) -> list[Any]:
     return layers
 
 
-def clear_results(viewer: Any, keep_source: str | None = None) -> None:
+def clear_results(viewer: napari.Viewer, keep_source: str | None = None) -> None:
     """Remove CAM, cells and selected-cell layers (of any image but ``keep_source``)."""
     for layer in list(viewer.layers):
         m = meta(layer)

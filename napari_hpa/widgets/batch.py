@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
@@ -39,6 +39,9 @@ from ..core.batch.run import BatchProgress, BatchSummary, run_batch
 from ..core.model import preferences as settings
 from ..core.model.registry import list_models
 
+if TYPE_CHECKING:
+    import napari
+
 #: Rows of the results table loaded after a run (the file itself holds them all).
 MAX_RESULT_ROWS = 5000
 
@@ -63,7 +66,7 @@ class BatchWidget(QWidget):
     finished = Signal(object)
     failed = Signal(str)
 
-    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.worker = None

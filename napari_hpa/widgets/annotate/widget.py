@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
@@ -46,6 +46,9 @@ from .._shared.tooltips import tip
 from .._shared.workers import read_source, store_prediction
 from .export import ExportButtons
 
+if TYPE_CHECKING:
+    import napari
+
 NUMBER_KEYS = tuple(str(i) for i in range(1, 10))
 
 
@@ -58,7 +61,7 @@ class AnnotateWidget(QWidget):
         The viewer (napari passes it).
     """
 
-    def __init__(self, napari_viewer: Any) -> None:
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
@@ -194,7 +197,7 @@ class AnnotateWidget(QWidget):
         if m.get("kind") == "channel" and m.get("source") != self.source:
             self._set_image(str(m["source"]), str(m.get("image_id", "")))
 
-    def _on_click(self, viewer: Any, event: Any):
+    def _on_click(self, viewer: napari.Viewer, event: Any) -> Iterator[None]:
         """Mouse-drag callback: a click (not a drag) on a cell selects it.
 
         Only in pan/zoom (or pick) mode of the active layer: a click that paints or
@@ -484,7 +487,7 @@ class AnnotateWidget(QWidget):
         super().closeEvent(event)
 
 
-def _unbind(targets: list[weakref.ref], viewer: Any, on_click: Any) -> None:
+def _unbind(targets: list[weakref.ref], viewer: napari.Viewer, on_click: Any) -> None:
     """Remove the keys and the click callback a closed Annotate widget had set."""
     for ref in targets:
         target = ref()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -35,11 +34,14 @@ from .._shared import results as R
 from .._shared.session import PredictionResult, PredictState, connect_while_alive, session_for
 from .._shared.tooltips import tip
 from .._shared.workers import compute_cam, run_prediction
+from .channels import ChannelBox
 from .model_card import ModelCardDialog
 from .table import ProbabilityTable
 
+if TYPE_CHECKING:
+    import napari
+
 OVERLAY_LINES = 5
-_NONE = "(none)"
 
 
 class PredictWidget(QWidget):
@@ -51,7 +53,7 @@ class PredictWidget(QWidget):
         The viewer (napari passes it).
     """
 
-    def __init__(self, napari_viewer: Any) -> None:
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
@@ -59,8 +61,6 @@ class PredictWidget(QWidget):
         self.worker: Any = None
         self.cam_worker: Any = None
         self._entries: list[ModelEntry] = []
-        self._channel_combos: dict[str, QComboBox] = {}
-        self._combo_choices: dict[str, list[Any]] = {}
         self._build()
         self.refresh_models()
         layers = self.viewer.layers.events
@@ -103,9 +103,7 @@ class PredictWidget(QWidget):
         form.addRow("Model", model_row)
         form.addRow("Device", self.device_combo)
 
-        self.channel_box = QGroupBox("Channels")
-        self.channel_box.setToolTip(tip("channels"))
-        self.channel_form = QFormLayout(self.channel_box)
+        self.channel_box = ChannelBox(self.state)
         self.cells_check = QCheckBox("Find and classify cells")
         self._want_cells = self.state.find_cells  # the user's choice, kept across models
         self.cells_check.setChecked(self.state.find_cells)
@@ -250,74 +248,9 @@ class PredictWidget(QWidget):
         self._rebuild_channels()
 
     def _rebuild_channels(self) -> None:
-        """One combo per model channel, filled with the image layers, auto-assigned."""
-        while self.channel_form.rowCount():
-            self.channel_form.removeRow(0)
-        self._channel_combos.clear()
-        self._combo_choices.clear()
-        entry = self.entry
-        if entry is None:
-            return
-        choices = L.channel_choices(list(self.viewer.layers))
-        auto = L.auto_assign(entry.spec.input.channels, choices)
-        optional = set(entry.spec.input.optional_channels)
-        gray = tuple(entry.spec.input.channels) == ("gray",)
-        for channel in entry.spec.input.channels:
-            options: list[Any] = [None] + ([L.AVERAGE] if gray and len(choices) > 1 else [])
-            options += choices
-            combo = QComboBox()
-            for opt in options:
-                combo.addItem(_NONE if opt is None else opt if isinstance(opt, str) else opt.label)
-            previous = self.state.assignment.get(channel)
-            keep = channel in self.state.manual and _index_of(options, previous) is not None
-            pick = previous if keep else auto.get(channel)
-            combo.setCurrentIndex(_index_of(options, pick) or 0)
-            combo.currentIndexChanged.connect(lambda i, c=channel: self._on_channel_picked(c, i))
-            self._channel_combos[channel] = combo
-            self._combo_choices[channel] = options
-            self.state.assignment[channel] = options[combo.currentIndex()]
-            label = channel + (" (optional)" if channel in optional else "")
-            self.channel_form.addRow(label, combo)
-        for stale in set(self.state.assignment) - set(entry.spec.input.channels):
-            del self.state.assignment[stale]
-
-    def _on_channel_picked(self, channel: str, index: int) -> None:
-        self.state.manual.add(channel)
-        self.state.assignment[channel] = self._combo_choices[channel][index]
+        self.channel_box.rebuild(self.entry, list(self.viewer.layers))
 
     # -- running ---------------------------------------------------------------------
-    def _collect(self) -> tuple[dict[str, np.ndarray], list[L.ChannelChoice], bool] | str:
-        """Planes (views, no copies) per model channel, or the reason they cannot be had."""
-        entry = self.entry
-        if entry is None:
-            return "No model selected: train or install a model, then press ↻."
-        optional = set(entry.spec.input.optional_channels)
-        planes: dict[str, np.ndarray] = {}
-        used: list[L.ChannelChoice] = []
-        choices = L.channel_choices(list(self.viewer.layers))
-        if not choices:
-            return "No image layers: open an image first (File > Open, or drag it in)."
-        missing = []
-        for channel in entry.spec.input.channels:
-            pick = self.state.assignment.get(channel)
-            if pick == L.AVERAGE:
-                source_id = L.meta(choices[-1].layer).get("source")
-                same = [c for c in choices if L.meta(c.layer).get("source") == source_id]
-                return {f"c{i}": c.plane() for i, c in enumerate(same)}, same, True
-            if pick is None:
-                if channel not in optional:
-                    missing.append(channel)
-                continue
-            planes[channel] = pick.plane()
-            used.append(pick)
-        if missing:
-            return (
-                f"{entry.id} needs the channel(s) {', '.join(missing)}, but no image layer "
-                "is chosen for them: pick one under Channels, or choose a model that "
-                "reads this image's channels."
-            )
-        return planes, used, False
-
     def predict(self) -> None:
         """Start a prediction in the background (returns at once)."""
         from napari.qt.threading import create_worker
@@ -325,7 +258,7 @@ class PredictWidget(QWidget):
 
         if self.state.running:
             return
-        collected = self._collect()
+        collected = self.channel_box.collect(self.entry, list(self.viewer.layers))
         if isinstance(collected, str):
             show_warning(collected)
             self.status.setText(collected)
@@ -509,17 +442,3 @@ class PredictWidget(QWidget):
         result.cams[class_index] = cam  # the result it was made for, even if a newer one is shown
         if self.state.selected_class is not None and self.session.result is not None:
             self.show_class(self.state.selected_class)
-
-
-def _index_of(options: list[Any], value: Any) -> int | None:
-    for i, opt in enumerate(options):
-        if opt is value or (isinstance(opt, str) and opt == value):
-            return i
-        if (
-            isinstance(opt, L.ChannelChoice)
-            and isinstance(value, L.ChannelChoice)
-            and opt.layer is value.layer
-            and opt.index == value.index
-        ):
-            return i
-    return None
