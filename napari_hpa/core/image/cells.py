@@ -388,9 +388,9 @@ def segment_image(
     body_idx = [names.index(n) for n in BODY_NAMES if n in names and names.index(n) not in nuc_idx]
     if not nuc_idx:
         return _upsample(_foreground_label(_downscale(data.mean(axis=0), f)), f, shape)
-    parts = [_normalize(_downscale(data[i], f)) for i in body_idx]
-    parts = [p for p in parts if p is not None]
-    body = np.sum(parts, axis=0, dtype=np.float32) if parts else None
+    normalized = [_normalize(_downscale(data[i], f)) for i in body_idx]
+    parts = [p for p in normalized if p is not None]
+    body = np.stack(parts).sum(axis=0, dtype=np.float32) if parts else None
     labels = segment_cells(_downscale(data[nuc_idx[0]], f), body, **kwargs)
     return _upsample(labels, f, shape)
 

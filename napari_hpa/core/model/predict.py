@@ -54,9 +54,10 @@ def choose_device(preference: str | torch.device = "auto") -> torch.device:
 
 def is_oom(exc: BaseException) -> bool:
     """True for a GPU out-of-memory error (the only error worth a retry on a smaller batch)."""
-    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
-        torch.cuda, "OutOfMemoryError", ()
+    found = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", None
     )
+    oom_type: type | tuple[()] = found if isinstance(found, type) else ()
     return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
 
 
@@ -280,7 +281,12 @@ class Predictor:
             grid = dataclasses.replace(
                 grid,
                 original=(math.ceil(h / downsample), math.ceil(w / downsample)),
-                pad=tuple(round(p / downsample) for p in grid.pad),
+                pad=(
+                    round(grid.pad[0] / downsample),
+                    round(grid.pad[1] / downsample),
+                    round(grid.pad[2] / downsample),
+                    round(grid.pad[3] / downsample),
+                ),
             )
         wanted = [int(c) for c in classes]
         out: dict[int, np.ndarray] = {}
