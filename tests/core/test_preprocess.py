@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_hpa.core.model.checkpoint import InputSpec
 from napari_hpa.core.model.tiles import percentile_normalize, prepare_tiles, stitch_maps
@@ -58,3 +59,18 @@ def test_percentile_normalize_stretches_dim_channels() -> None:
     dim = np.random.default_rng(1).random((2, 64, 64)).astype(np.float32) * 0.05
     out = percentile_normalize(dim)
     assert out.max() == 1.0 and out.min() == 0.0
+
+
+def test_stitched_maps_blend_across_tile_overlaps() -> None:
+    """Two overlapping tiles with different maps: no jump at either tile's edge."""
+    from napari_hpa.core.model.checkpoint import InputSpec
+
+    spec = InputSpec(["protein"], size=64, fit=100)
+    _, grid = prepare_tiles(np.random.default_rng(0).random((1, 50, 100)), ["protein"], spec)
+    assert len(grid.origins) == 2  # 64-px tiles at x = 0 and x = 36
+    maps = np.stack([np.zeros((1, 4, 4)), np.ones((1, 4, 4))]).astype(np.float32)
+    row = stitch_maps(maps, grid)[0, 25]
+    steps = np.abs(np.diff(row))
+    assert row[0] == pytest.approx(0, abs=1e-3) and row[-1] == pytest.approx(1, abs=1e-3)
+    # uniform averaging jumps by 0.5 where the second tile starts; blending ramps
+    assert steps.max() < 0.1

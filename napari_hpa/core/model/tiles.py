@@ -146,8 +146,24 @@ def prepare_cell(crop: np.ndarray, channel_names: Sequence[str], spec: InputSpec
     return prepare_tiles(square, spec.channels, spec, whole=True)[0]
 
 
+def blend_window(size: int) -> np.ndarray:
+    """(size, size) weights that fall off towards a tile's edges (a flat top, linear ramps).
+
+    Overlapping tiles are averaged with these weights, so each tile's edge (where its
+    receptive field is cut) hands over smoothly to its neighbour's centre instead of
+    leaving a seam. Weights never reach 0, so a pixel covered by one tile keeps its value.
+    """
+    ramp = max(1, size // 4)
+    r = np.minimum(1.0, (np.arange(size, dtype=np.float32) + 0.5) / ramp)
+    r = np.minimum(r, r[::-1])
+    return np.maximum(np.outer(r, r), 0.02).astype(np.float32)
+
+
 def stitch_maps(maps: np.ndarray, grid: TileGrid) -> np.ndarray:
-    """Stitch per-tile maps (T, K, h, w) into (K, H, W) at the original image's size."""
+    """Stitch per-tile maps (T, K, h, w) into (K, H, W) at the original image's size.
+
+    Overlaps are blended with :func:`blend_window`.
+    """
     t, k, mh, mw = maps.shape
     size = grid.size
     tile_maps = F.interpolate(
@@ -156,12 +172,13 @@ def stitch_maps(maps: np.ndarray, grid: TileGrid) -> np.ndarray:
         mode="bilinear",
         align_corners=False,
     ).numpy()
+    window = blend_window(size)
     acc = np.zeros((k, *grid.resized), np.float32)
     weight = np.zeros(grid.resized, np.float32)
     for (y, x), m in zip(grid.origins, tile_maps, strict=False):
-        acc[:, y : y + size, x : x + size] += m
-        weight[y : y + size, x : x + size] += 1
-    acc /= np.maximum(weight, 1)[None]
+        acc[:, y : y + size, x : x + size] += m * window
+        weight[y : y + size, x : x + size] += window
+    acc /= np.maximum(weight, 1e-6)[None]
     top, bottom, left, right = grid.pad
     padded_shape = (grid.original[0] + top + bottom, grid.original[1] + left + right)
     full = resize(acc, padded_shape)
