@@ -11,6 +11,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..core.model.preferences import ModelChoice
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
@@ -32,6 +37,37 @@ EXIT_USAGE = 2
 
 class UserError(Exception):
     """An error caused by the user's input; printed as one line, exit code 2."""
+
+
+def chosen_model(ref: str | Path | None) -> ModelChoice:
+    """The model a command uses, by the rule the napari docks follow.
+
+    ``--model`` wins; without it, the model chosen in napari ("Use this model" /
+    "Roll back"), else the default model. An unknown or broken model is a
+    :class:`UserError`. The command prints it with :func:`announce_model` once its
+    own checks have passed, so that a user error stays one line.
+    """
+    from ..core.model.checkpoint import CheckpointError
+    from ..core.model.preferences import current_model
+
+    try:
+        return current_model(ref)
+    except (LookupError, CheckpointError) as exc:
+        raise UserError(str(exc.args[0]) if exc.args else str(exc)) from None
+
+
+def announce_model(choice: ModelChoice) -> None:
+    """Print ``using <name@version> (<why>)`` on stderr (and why napari's choice was not
+    used, if it was not), so nobody wonders whether the terminal follows napari.
+
+    Silent for a model given with ``--model``: the user named it, and scripts that
+    name their model keep a quiet stderr (where a user error is one line).
+    """
+    if choice.reason == "given with --model":
+        return
+    if choice.note:
+        print(f"note: {choice.note}", file=sys.stderr)
+    print(choice.describe(), file=sys.stderr)
 
 
 def _load_commands() -> list:

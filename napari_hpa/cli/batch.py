@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..core.batch.run import BatchError, BatchProgress, BatchSummary, run_batch
-from . import UserError
+from . import UserError, announce_model, chosen_model
+
+if TYPE_CHECKING:
+    from ..core.model.preferences import ModelChoice
 
 #: Error messages printed at the end of a run.
 SHOW_ERRORS = 5
@@ -32,7 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, required=True, help="results table: FILE.csv or FILE.parquet"
     )
     p.add_argument(
-        "--model", default=None, help="model name, name@version or folder (default: bundled)"
+        "--model",
+        default=None,
+        help="model name, name@version or folder (default: the model chosen in napari, "
+        "else the bundled one)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument(
@@ -95,14 +102,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 class _Bar:
-    """tqdm on stderr fed by the core progress callback (images/s and ETA come from tqdm)."""
+    """tqdm on stderr fed by the core progress callback (images/s and ETA come from tqdm).
 
-    def __init__(self, quiet: bool) -> None:
+    Its first call also says which model runs (``using <id> (<why>)``): by then the
+    folder, the output and the model have passed their checks, so a user error is
+    still one line.
+    """
+
+    def __init__(self, quiet: bool, choice: ModelChoice | None = None) -> None:
         self.quiet = quiet
+        self.choice = choice
         self.bar = None
         self.shown = 0
 
+    def announce(self) -> None:
+        """Say which model runs, once."""
+        if self.choice is not None:
+            announce_model(self.choice)
+            self.choice = None
+
     def __call__(self, p: BatchProgress) -> None:
+        self.announce()
         if self.quiet:
             return
         if self.bar is None:
@@ -152,12 +172,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 0:
         raise UserError("--workers must be 0 or more")
     scheduler = args.scheduler or ("local" if args.dask else None)
-    bar = _Bar(args.quiet)
+    choice = chosen_model(args.model)
+    bar = _Bar(args.quiet, choice)
     try:
         summary = run_batch(
             args.folder,
             args.out,
-            args.model,
+            choice.entry,
             device=args.device,
             batch_size=args.batch_size,
             threads=args.threads,
@@ -175,5 +196,6 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     finally:
         bar.close()
+    bar.announce()  # a run with nothing left to do sends no progress
     _report(summary)
     return 0

@@ -28,7 +28,7 @@ from ..core.model.checkpoint import CheckpointError
 from ..core.model.metrics import evaluate
 from ..core.tasks import BUILTIN_TASKS
 from ..core.train.data import DataError, load_csv, load_folder_per_class, targets_matrix
-from . import UserError
+from . import UserError, announce_model, chosen_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "HPA id or file stem) or a folder per class. The last printed line is macro_f1=<value>.",
     )
     p.add_argument(
-        "--model", default=None, help="model name, name@version or folder (default: bundled)"
+        "--model",
+        default=None,
+        help="model name, name@version or folder (default: the model chosen in napari, "
+        "else the bundled one)",
     )
     p.add_argument("--data", type=Path, required=True, help="folder of images")
     p.add_argument("--labels", type=Path, help="Kaggle CSV: Id,Target")
@@ -78,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from ..core.tasks import get_task
     from ..core.train.report import write_metrics_report
 
+    choice = chosen_model(args.model)
     try:
-        predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)
+        predictor = Predictor(choice.entry, device=args.device, batch_size=args.batch_size)
     except (LookupError, CheckpointError, ValueError) as exc:
         raise UserError(
             str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             data = load_csv(args.data, args.labels, task, label_classes=namespace)
     except (DataError, ImageReadError) as exc:
         raise UserError(str(exc)) from None
+    announce_model(choice)
     for w in data.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.cells:

@@ -1,12 +1,20 @@
-"""``napari-hpa models``: list the available models."""
+"""``napari-hpa models``: list the available models, their figures and the data behind them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
-from ..core.model.registry import bundled_models_dir, list_models, user_models_dir
+from ..core.model.registry import ModelEntry, bundled_models_dir, list_models, user_models_dir
+
+#: Printed under the table: the figures of different models are rarely on the same images.
+NOT_COMPARABLE = (
+    "Figures measured on different data are not comparable (see MEASURED ON); to compare "
+    "models, score each on the same images: napari-hpa evaluate --model NAME --data FOLDER "
+    "--labels CSV."
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _headline_metric(metrics: dict) -> str:
+def _headline_metric(metrics: dict[str, Any]) -> str:
     for key in ("macro_f1", "top1", "accuracy", "top3"):
         value = metrics.get(key)
         if isinstance(value, int | float):
@@ -23,11 +31,50 @@ def _headline_metric(metrics: dict) -> str:
     return "-"
 
 
+def measured_on(entry: ModelEntry) -> str:
+    """On which images the model's headline figure was measured, in words.
+
+    The bundled models were scored on held-out real images, a model trained here on
+    the validation split of its own training data: the figures look alike but are
+    not comparable, and a listing that does not say so invites the wrong choice.
+    """
+    metrics, spec = entry.spec.metrics, entry.spec
+    described = metrics.get("headline_set")
+    if isinstance(described, str) and described:
+        return described
+    evaluated = metrics.get("evaluated_on")
+    n = metrics.get("n_samples")
+    count = f", {n} images" if isinstance(n, int) else ""
+    if isinstance(evaluated, str) and evaluated.startswith("validation"):
+        return f"validation split of its own training{count}"
+    if isinstance(evaluated, str) and evaluated:
+        return evaluated + count
+    held = metrics.get("n_held_out")
+    data = spec.data_fingerprint or ""
+    origin = "" if not data or data.startswith("sha256:") else f" of {data.split(':')[0]}"
+    if isinstance(held, int):
+        return f"{held} held-out images{origin}"
+    return "not recorded" if _headline_metric(metrics) != "-" else "-"
+
+
+def _current_id() -> tuple[str | None, str]:
+    """The id of the model that ``predict`` and ``batch`` use without --model, and why."""
+    from ..core.model.checkpoint import CheckpointError
+    from ..core.model.preferences import current_model
+
+    try:
+        choice = current_model()
+    except (LookupError, CheckpointError):
+        return None, ""
+    return choice.entry.id, choice.reason
+
+
 def run(args: argparse.Namespace) -> int:
     problems: list[str] = []
     models = list_models(problems=problems)
     for message in problems:  # the others are still listed: one bad folder hides nothing
         print(f"napari-hpa models: skipped a broken model: {message}", file=sys.stderr)
+    current, reason = _current_id() if models else (None, "")
     if args.json:
         print(
             json.dumps(
@@ -42,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
                         "channels": list(m.spec.input.channels),
                         "source": m.source,
                         "path": str(m.path),
+                        "current": m.id == current,
                         "metrics": m.spec.metrics,
+                        "measured_on": measured_on(m),
                     }
                     for m in models
                 ],
@@ -53,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
     if not models:
         print(f"no models found in {bundled_models_dir()} or {user_models_dir()}")
         return 1
-    rows = [("MODEL", "VERSION", "TASK", "CLASSES", "CHANNELS", "SOURCE", "METRIC")]
+    header = ("", "MODEL", "VERSION", "TASK", "CLASSES", "CHANNELS", "SOURCE", "METRIC")
+    rows = [(*header, "MEASURED ON")]
     for m in models:
         rows.append(
             (
+                "*" if m.id == current else "",
                 m.name,
                 str(m.version),
                 f"{m.spec.task.name} ({m.spec.task.kind})",
@@ -64,9 +115,13 @@ def run(args: argparse.Namespace) -> int:
                 ",".join(m.spec.input.channels),
                 m.source,
                 _headline_metric(m.spec.metrics),
+                measured_on(m),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if current is not None:
+        print(f"\n* used by predict, batch and evaluate without --model: {current} ({reason})")
+    print(NOT_COMPARABLE)
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from . import UserError
+from . import UserError, announce_model, chosen_model
 
 SAMPLES = ("real_hpa", "synthetic_0", "synthetic_1")
 
@@ -21,7 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", nargs="?", default=None, metavar="PATH", help="image to open")
     p.add_argument(
-        "--model", default=None, help="model to select in Predict: name, name@version or folder"
+        "--model",
+        default=None,
+        help="model to select in Predict: name, name@version or folder (default: the "
+        "model chosen in napari, else the bundled one)",
     )
     p.add_argument(
         "--sample",
@@ -77,6 +80,7 @@ def setup_viewer(
 
 def run(args: argparse.Namespace) -> int:
     _check(args.path, args.model)
+    announce_model(chosen_model(args.model))  # the model Predict starts with: the same rule
     import napari
 
     viewer = napari.Viewer(title="napari-hpa")

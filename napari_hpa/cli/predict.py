@@ -13,7 +13,7 @@ from ..core.image.io import ImageReadError, read_image
 from ..core.image.sources import find_images
 from ..core.model.checkpoint import CheckpointError
 from ..core.model.predict import Prediction, Predictor
-from . import UserError
+from . import UserError, announce_model, chosen_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model name, name@version or folder (default: bundled HPA model)",
+        help="model name, name@version or folder (default: the model chosen in napari "
+        "with Use this model / Roll back, else the bundled HPA model)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--out", type=Path, default=None, help="write results to FILE.csv or FILE.json")
@@ -97,10 +98,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"napari-hpa predict: error: {message}", file=sys.stderr)
     if not sources:
         return 2
+    choice = chosen_model(args.model)
     try:
-        predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size)
+        predictor = Predictor(choice.entry, device=args.device, batch_size=args.batch_size)
     except (LookupError, CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    announce_model(choice)
     predictions: list[Prediction] = []
     cam_dir = (args.out.parent / f"{args.out.stem}_cams") if args.out else Path("cams")
     for source in sources:

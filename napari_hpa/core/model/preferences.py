@@ -1,4 +1,9 @@
-"""The user's settings file, ``user_home()/settings.json`` (preferred model, ...)."""
+"""The user's settings file, ``user_home()/settings.json`` (preferred model, ...).
+
+It also holds the one "current model" rule, :func:`current_model`, that the napari
+docks and every ``napari-hpa`` command follow: a model named explicitly, else the
+one chosen in napari with "Use this model" / "Roll back", else the default model.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,29 @@ import contextlib
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import registry
+from .checkpoint import CheckpointError
 
 SETTINGS_FILE = "settings.json"
 PREFERRED_MODEL = "preferred_model"
 
 
+#: Why a model is the current one (printed by the CLI as ``using <id> (<reason>)``).
+Reason = Literal["given with --model", "chosen in napari", "newest", "bundled default"]
+
+
 def settings_path() -> Path:
+    """Where the settings live: ``user_home()/settings.json``."""
     return registry.user_home() / SETTINGS_FILE
 
 
 def load_settings() -> dict[str, Any]:
-    """The settings (an empty dict when the file is missing or unreadable)."""
+    """The settings (an empty dict when the file is missing or unreadable: a broken
+    settings file must never stop napari or a command from starting)."""
     try:
         data = json.loads(settings_path().read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -79,7 +92,63 @@ def resolve_preferred(task: str | None = None) -> registry.ModelEntry | None:
     return None
 
 
+@dataclass(frozen=True)
+class ModelChoice:
+    """The current model and why it is the one.
+
+    The CLI prints :meth:`describe`, so that a user who pressed "Roll back" in napari
+    sees that the terminal now uses the same version (or why it does not).
+    """
+
+    entry: registry.ModelEntry
+    reason: Reason
+    #: Why the model chosen in napari was not used ('' when nothing went wrong).
+    note: str = ""
+
+    def describe(self) -> str:
+        """``using <name@version> (<reason>)``."""
+        return f"using {self.entry.id} ({self.reason})"
+
+
+def current_model(ref: str | Path | None = None, task: str | None = None) -> ModelChoice:
+    """The model to use, by the one rule that the napari docks and the CLI share.
+
+    Parameters
+    ----------
+    ref
+        A model given explicitly (``name``, ``name@version`` or a folder): it always
+        wins. None or '' follow the user's choice.
+    task
+        The task whose "Use this model" choice applies (None: the last choice made).
+
+    Returns
+    -------
+    ModelChoice
+        ``ref``'s model; else the model chosen in napari, if it still exists; else
+        the default model (``registry.default_model``: "bundled default" when it is
+        the bundled one, "newest" when a newer version of it was trained here).
+
+    Raises
+    ------
+    LookupError, CheckpointError
+        For an unknown or broken ``ref``, or when there is no model at all.
+    """
+    if ref is not None and str(ref) != "":
+        return ModelChoice(registry.resolve_model(ref), "given with --model")
+    note = ""
+    wanted = preferred_model(task)
+    if wanted:
+        try:
+            return ModelChoice(registry.resolve_model(wanted), "chosen in napari")
+        except (LookupError, CheckpointError, ValueError):
+            note = f"the model chosen in napari, {wanted}, is no longer there"
+    entry = registry.default_model()
+    return ModelChoice(entry, "bundled default" if entry.source == "bundled" else "newest", note)
+
+
 def model_to_use(task: str | None = None) -> registry.ModelEntry:
-    """The model a widget starts with: the one chosen with "Use this model", if it still
-    exists, else the default model. Raises LookupError when there is no model at all."""
-    return resolve_preferred(task) or registry.default_model()
+    """The model a widget starts with: :func:`current_model` without an explicit model.
+
+    Raises LookupError when there is no model at all.
+    """
+    return current_model(None, task).entry
