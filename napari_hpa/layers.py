@@ -198,6 +198,11 @@ def auto_assign(
     return out
 
 
+def layer_source(layer: Any) -> str:
+    """The source of the image an image layer shows (what :func:`image_source` names it)."""
+    return image_source([ChannelChoice(layer)])[0]
+
+
 def image_source(choices: Sequence[ChannelChoice]) -> tuple[str, str]:
     """``(source, image_id)`` of the image the chosen planes come from."""
     for choice in choices:

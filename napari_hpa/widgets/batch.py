@@ -38,6 +38,7 @@ from ..core.batch.output import read_table
 from ..core.batch.run import BatchProgress, BatchSummary, run_batch
 from ..core.model import preferences as settings
 from ..core.model.registry import list_models
+from ._shared.canvas_text import show_text
 
 if TYPE_CHECKING:
     import napari
@@ -390,6 +391,4 @@ class BatchWidget(QWidget):
         text = f"{image.image_id}{cell}: {predicted}" + (f"  (top: {top})" if top else "")
         if r.get("status") != "ok":
             text = f"{image.image_id}: error: {r.get('error', '')}"
-        overlay = self.viewer.text_overlay
-        overlay.text = text
-        overlay.visible = True
+        show_text(self.viewer, text)

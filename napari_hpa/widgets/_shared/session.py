@@ -1,10 +1,15 @@
 """Per-viewer state shared by the napari-hpa widgets (no Qt here).
 
-The Predict and Annotate widgets are separate dock widgets, created by napari
-one at a time. They meet in one :class:`Session` per viewer, which holds the
-latest prediction, the selected cell and the loaded models, and tells the
-widgets about changes through psygnal signals. Widgets keep no state of their
-own beyond what they display.
+The Predict, Annotate, Retrain and Batch widgets are separate dock widgets,
+created by napari one at a time, each with its own proxy of the viewer. They
+meet in one :class:`Session` per real viewer, which holds the latest prediction,
+the selected cell, the loaded models and the open docks, and tells the widgets
+about changes through psygnal signals. Widgets keep no state of their own
+beyond what they display.
+
+A prediction is bound to the image layers it was computed from: when one of
+them leaves the viewer, or another image is opened, the session drops it, so
+no dock shows it against a different image.
 """
 
 from __future__ import annotations
@@ -12,15 +17,20 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from psygnal import Signal
 
+from ... import layers as L
 from ...core.image.io import ImageData
 from ...core.model.predict import Prediction, Predictor
 from ...core.model.registry import ModelEntry
+
+if TYPE_CHECKING:
+    import napari
 
 
 @dataclass
@@ -95,6 +105,39 @@ class Session:
         self._predictors: dict[tuple[str, str], Predictor] = {}
         #: Held while a model runs, so a worker never shares a network with another.
         self.model_lock = threading.Lock()
+        #: The image layers the result was computed from (weakly: a deleted layer goes).
+        self._result_layers: list[weakref.ref] = []
+        self._docks: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    # -- docks ----------------------------------------------------------------------
+    def add_dock(self, dock: Any) -> None:
+        """Register an open dock widget (it calls :meth:`remove_dock` when it closes)."""
+        self._docks.add(dock)
+
+    def remove_dock(self, dock: Any) -> None:
+        self._docks.discard(dock)
+
+    def docks(self, class_name: str) -> list[Any]:
+        """The open napari-hpa docks of this viewer with this class name."""
+        return [d for d in list(self._docks) if type(d).__name__ == class_name]
+
+    # -- following the viewer's layers ----------------------------------------------------
+    def watch(self, layers: Any) -> None:
+        """Follow a viewer's layer list: drop the result when its image goes or another comes."""
+        layers.events.inserted.connect(self._on_inserted)
+        layers.events.removed.connect(self._on_removed)
+
+    def _on_inserted(self, event: Any) -> None:
+        result = self.result
+        layer = getattr(event, "value", None)
+        if result is None or not L.channel_choices([layer]):
+            return  # our own result layers, labels, points...: the image is the same
+        if L.layer_source(layer) != result.source:
+            self.set_result(None)  # another image is opened: the result is not about it
+
+    def _on_removed(self, event: Any) -> None:
+        if self.result is not None and not self.shows(self._result_layers, event.source):
+            self.set_result(None)
 
     # -- models ---------------------------------------------------------------------
     def predictor(self, entry: ModelEntry, device: str) -> Predictor:
@@ -113,30 +156,90 @@ class Session:
         return (str(entry.path), str(device)) in self._predictors
 
     # -- results --------------------------------------------------------------------
-    def set_result(self, result: PredictionResult | None) -> None:
+    def set_result(
+        self, result: PredictionResult | None, layers: Sequence[Any] | None = None
+    ) -> None:
+        """Publish ``result`` (None clears it), computed from the image layers ``layers``.
+
+        Without ``layers`` a result keeps the layers it was published with before.
+        """
+        if result is None:
+            self._result_layers = []
+        elif layers is not None:
+            self._result_layers = [weakref.ref(layer) for layer in layers]
         self.result = result
         self.selected_cell = None
         self.prediction_changed.emit(result)
+
+    def shows(self, layers: Sequence[Any], present: Any) -> bool:
+        """True while every layer of ``layers`` (layers or weak references) is among
+        ``present`` and still shows the image it showed (Next image reuses layers)."""
+        source = None if self.result is None else self.result.source
+        return still_shown(layers, present, source)
 
     def select_cell(self, cell: int | None) -> None:
         self.selected_cell = None if cell is None else int(cell)
         self.cell_selected.emit(cell)
 
 
+def real_viewer(viewer: napari.Viewer) -> napari.Viewer:
+    """The viewer itself, behind the proxy napari hands each plugin dock.
+
+    napari wraps the viewer it passes to a dock widget in a ``PublicOnlyProxy``
+    (a ``wrapt.ObjectProxy``), a new one per dock. The wrapped object is the
+    proxy's ``__wrapped__``; it is read with ``object.__getattribute__`` so that
+    nothing of the proxy's own attribute hooks runs.
+    """
+    inner: Any = viewer
+    while True:
+        try:
+            inner = object.__getattribute__(inner, "__wrapped__")
+        except AttributeError:
+            return inner
+
+
 # Keyed by identity: napari viewers compare equal by value (pydantic models), so a
 # WeakKeyDictionary could hand a new viewer the session of an old, equal-looking one.
-_SESSIONS: dict[int, Session] = {}
+# The weak reference is checked too: an id can be reused once its viewer is gone.
+_SESSIONS: dict[int, tuple[weakref.ref, Session]] = {}
 
 
-def session_for(viewer: Any) -> Session:
-    """The :class:`Session` of ``viewer`` (created on first use, dropped with the viewer)."""
-    key = id(viewer)
-    session = _SESSIONS.get(key)
-    if session is None:
-        session = Session()
-        _SESSIONS[key] = session
-        weakref.finalize(viewer, _SESSIONS.pop, key, None)
+def session_for(viewer: napari.Viewer) -> Session:
+    """The :class:`Session` of ``viewer``, however napari wraps it (one per real viewer).
+
+    Created on first use and dropped with the viewer: the session is held by
+    the viewer's id and a weak reference, never by a strong one.
+    """
+    real = real_viewer(viewer)
+    key = id(real)
+    held = _SESSIONS.get(key)
+    if held is not None and held[0]() is real:
+        return held[1]
+    session = Session()
+    session.watch(real.layers)
+    _SESSIONS[key] = (weakref.ref(real), session)
+    weakref.finalize(real, _drop_session, key, session)
     return session
+
+
+def _drop_session(key: int, session: Session) -> None:
+    held = _SESSIONS.get(key)
+    if held is not None and held[1] is session:
+        del _SESSIONS[key]
+
+
+def still_shown(layers: Sequence[Any], present: Any, source: str | None = None) -> bool:
+    """True if every one of ``layers`` (or weak references to them) is in ``present``
+    and, where it is a napari-hpa layer and ``source`` is given, still of that image."""
+    present = list(present)
+    for item in layers:
+        layer = item() if isinstance(item, weakref.ref) else item
+        if layer is None or not any(layer is p for p in present):
+            return False
+        shown = L.meta(layer).get("source")
+        if source is not None and shown is not None and shown != source:
+            return False
+    return True
 
 
 @dataclass
@@ -161,6 +264,14 @@ class PredictState:
     shown_after: float | None = None
     #: The image layer the results are drawn over (its scale and translate).
     ref_layer: Any = None
+    #: The image layers the running (or last) prediction reads, and their image's source.
+    used_layers: list[Any] = field(default_factory=list)
+    used_source: str = ""
+    used_id: str = ""
+    #: The running prediction was stopped because its image went away (not by Cancel).
+    stale: bool = False
+    #: A prediction was asked for while one was running: start it when that one ends.
+    queued: bool = False
 
 
 def connect_while_alive(widget: Any, pairs: list[tuple[Any, Any]], cleanup: Any = None) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,15 +41,15 @@ from ...core.model import preferences as settings
 from ...core.model.registry import sample_data_dir, user_home
 from ...core.tasks import Task, get_task
 from .._shared import results as R
+from .._shared.canvas_text import show_text
 from .._shared.session import PredictionResult, connect_while_alive, session_for
 from .._shared.tooltips import tip
 from .._shared.workers import read_source, store_prediction
+from .canvas_input import NUMBER_KEYS, bind_keys, click_callback, unbind_keys
 from .export import ExportButtons
 
 if TYPE_CHECKING:
     import napari
-
-NUMBER_KEYS = tuple(str(i) for i in range(1, 10))
 
 
 class AnnotateWidget(QWidget):
@@ -73,19 +73,23 @@ class AnnotateWidget(QWidget):
         self._loader: Any = None
         self._writer: Any = None
         self._bound: list[weakref.ref] = []
+        #: The canvas's mouse-drag callback: a click on a cell selects it.
+        self._on_click = click_callback(self.select_at)
         self._build()
         self._bind_keys(self.viewer)
         for layer in self.viewer.layers:
             self._on_layer_inserted(layer)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
+        self.session.add_dock(self)
         connect_while_alive(
             self,
             [
                 (self.viewer.layers.events.inserted, self._on_inserted_event),
+                (self.viewer.layers.events.removed, self._on_removed_event),
                 (self.session.prediction_changed, self._on_prediction),
                 (self.session.cell_selected, self._on_cell_selected),
             ],
-            cleanup=partial(_unbind, self._bound, self.viewer, self._on_click),
+            cleanup=partial(_unbind, self._bound, self.viewer, self._on_click, self),
         )
         if self.session.result is not None:
             self._on_prediction(self.session.result)
@@ -175,17 +179,24 @@ class AnnotateWidget(QWidget):
                 "Escape": partial(self.session.select_cell, None),
             }
         )
-        for key, action in actions.items():
-
-            def handler(_target: Any, _action: Callable[[], Any] = action) -> None:
-                _action()
-
-            handler.napari_hpa = True  # type: ignore[attr-defined]
-            target.bind_key(key, handler, overwrite=True)
+        bind_keys(target, actions)
         self._bound.append(weakref.ref(target))
 
     def _on_inserted_event(self, event: Any) -> None:
         self._on_layer_inserted(event.value)
+
+    def _on_removed_event(self, event: Any) -> None:
+        """The image's layers were all deleted: annotate the newest image still shown, if any."""
+        if L.meta(event.value).get("kind") != "channel" or not self.source:
+            return
+        shown = [L.meta(lyr) for lyr in self.viewer.layers if L.meta(lyr).get("kind") == "channel"]
+        if any(m.get("source") == self.source for m in shown):
+            return
+        if shown:
+            self._set_image(str(shown[-1]["source"]), str(shown[-1].get("image_id", "")))
+        else:
+            self.source, self.image_id = None, ""
+            self._refresh()
 
     def _on_cell_selected(self, _cell: Any) -> None:
         self._refresh()
@@ -196,26 +207,6 @@ class AnnotateWidget(QWidget):
             self._bind_keys(layer)
         if m.get("kind") == "channel" and m.get("source") != self.source:
             self._set_image(str(m["source"]), str(m.get("image_id", "")))
-
-    def _on_click(self, viewer: napari.Viewer, event: Any) -> Iterator[None]:
-        """Mouse-drag callback: a click (not a drag) on a cell selects it.
-
-        Only in pan/zoom (or pick) mode of the active layer: a click that paints or
-        draws in another layer is not a selection.
-        """
-        if getattr(event, "button", 1) != 1 or getattr(event, "modifiers", ()):
-            return
-        active = viewer.layers.selection.active
-        if getattr(active, "mode", "pan_zoom") not in ("pan_zoom", "pick"):
-            return
-        start = np.asarray(getattr(event, "pos", (0, 0)), float)
-        dragged = False
-        yield
-        while event.type == "mouse_move":
-            dragged = dragged or np.hypot(*(np.asarray(event.pos, float) - start)) > 4
-            yield
-        if not dragged:
-            self.select_at(event.position)
 
     def select_at(self, position: Any) -> int | None:
         """Select the cell under ``position`` (world coordinates); background deselects."""
@@ -470,7 +461,7 @@ class AnnotateWidget(QWidget):
             self.status.setText(outcome)
             return
         self.session.set_result(None)
-        self.viewer.text_overlay.visible = False
+        show_text(self.viewer, None)
         L.replace_image(self.viewer, outcome)
         self._set_image(outcome.source, outcome.image_id)
         self.session.image_changed.emit(outcome.source)
@@ -487,14 +478,11 @@ class AnnotateWidget(QWidget):
         super().closeEvent(event)
 
 
-def _unbind(targets: list[weakref.ref], viewer: napari.Viewer, on_click: Any) -> None:
+def _unbind(
+    targets: list[weakref.ref], viewer: napari.Viewer, on_click: Any, widget: QWidget
+) -> None:
     """Remove the keys and the click callback a closed Annotate widget had set."""
-    for ref in targets:
-        target = ref()
-        if target is None:
-            continue
-        for key, func in list(target.keymap.items()):
-            if getattr(func, "napari_hpa", False):
-                del target.keymap[key]
+    session_for(viewer).remove_dock(widget)
+    unbind_keys(targets)
     if on_click in viewer.mouse_drag_callbacks:
         viewer.mouse_drag_callbacks.remove(on_click)

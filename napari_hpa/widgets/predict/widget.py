@@ -14,6 +14,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -31,17 +32,23 @@ from ... import layers as L
 from ...core.model import preferences as settings
 from ...core.model.registry import ModelEntry, list_models
 from .._shared import results as R
-from .._shared.session import PredictionResult, PredictState, connect_while_alive, session_for
+from .._shared.canvas_text import show_text
+from .._shared.session import (
+    PredictionResult,
+    PredictState,
+    connect_while_alive,
+    session_for,
+    still_shown,
+)
 from .._shared.tooltips import tip
 from .._shared.workers import compute_cam, run_prediction
 from .channels import ChannelBox
 from .model_card import ModelCardDialog
+from .summary import overlay_text, status_text
 from .table import ProbabilityTable
 
 if TYPE_CHECKING:
     import napari
-
-OVERLAY_LINES = 5
 
 
 class PredictWidget(QWidget):
@@ -64,6 +71,7 @@ class PredictWidget(QWidget):
         self._build()
         self.refresh_models()
         layers = self.viewer.layers.events
+        self.session.add_dock(self)
         connect_while_alive(
             self,
             [
@@ -72,7 +80,7 @@ class PredictWidget(QWidget):
                 (self.session.predict_requested, self.predict),
                 (self.session.prediction_changed, self._on_session_result),
             ],
-            cleanup=self.state.cancel.set,
+            cleanup=partial(_closed, self.state, self.session, self),
         )
 
     # -- layout ---------------------------------------------------------------------
@@ -245,6 +253,7 @@ class PredictWidget(QWidget):
             self.state.manual.clear()  # a new image arrived: match its channels afresh
         if event is not None and kind not in (None, "channel"):
             return  # our own result layers do not change the channel choices
+        self._cancel_if_stale()
         self._rebuild_channels()
 
     def _rebuild_channels(self) -> None:
@@ -256,7 +265,9 @@ class PredictWidget(QWidget):
         from napari.qt.threading import create_worker
         from napari.utils.notifications import show_warning
 
-        if self.state.running:
+        if self.state.running:  # one at a time; the newest request runs next
+            self.state.queued = True
+            self._cancel_if_stale()
             return
         collected = self.channel_box.collect(self.entry, list(self.viewer.layers))
         if isinstance(collected, str):
@@ -270,6 +281,11 @@ class PredictWidget(QWidget):
         self.state.cancel.clear()
         self.state.running = True
         self.state.ref_layer = used[0].layer if used else None
+        self.state.used_layers = [c.layer for c in used]
+        self.state.used_source = source
+        self.state.used_id = image_id
+        self.state.stale = False
+        self.state.queued = False
         self._set_busy(True, "Starting")
         self.worker = create_worker(
             run_prediction,
@@ -320,17 +336,39 @@ class PredictWidget(QWidget):
     def _on_progress(self, step: tuple) -> None:
         stage, fraction = step[0], step[1]
         self._set_progress(100 * fraction, f"%p%  {stage}")
-        if len(step) > 2:  # the image-level result, before the cells
+        if len(step) > 2 and self._still_shown(step[2]):  # the image-level result, before cells
             self.show_result(step[2])
 
     def _on_finished(self) -> None:
         self.state.running = False
         self._set_busy(False)
         self.worker = None
+        if self.state.queued:
+            self.state.queued = False
+            self.predict()
+
+    def _still_shown(self, result: PredictionResult) -> bool:
+        """True while the layers the prediction read still show its image."""
+        return still_shown(self.state.used_layers, self.viewer.layers, result.source)
+
+    def _cancel_if_stale(self) -> None:
+        """Stop a running prediction whose image is gone: its result would be dropped."""
+        used, source = self.state.used_layers, self.state.used_source
+        if self.state.running and not still_shown(used, self.viewer.layers, source):
+            self.cancel()
+            self.state.stale = True
+
+    def _dropped(self, image_id: str) -> None:
+        """A prediction ended for an image that is no longer shown: it is not shown either."""
+        self._set_progress(0, "Ready")
+        self.status.setText(f"Prediction of {image_id} stopped: its image is no longer shown.")
 
     def _on_result(self, outcome: PredictionResult | str | None) -> None:
         from napari.utils.notifications import show_error
 
+        if outcome is None and self.state.stale:
+            self._dropped(self.state.used_id)
+            return
         if outcome is None:
             self._set_progress(None, "Cancelled")
             self.status.setText("Prediction cancelled.")
@@ -339,6 +377,9 @@ class PredictWidget(QWidget):
             self._set_progress(None, "Failed")
             self.status.setText(outcome)
             show_error(outcome)
+            return
+        if not self._still_shown(outcome):
+            self._dropped(outcome.image.image_id)
             return
         if self.session.result is not outcome:
             self.show_result(outcome)
@@ -349,12 +390,13 @@ class PredictWidget(QWidget):
     def show_result(self, result: PredictionResult) -> None:
         """Show the image-level result: overlay, table, the top class's map."""
         pred = result.prediction
+        # The old image's layers go first: removing them must not clear the new result.
+        L.clear_results(self.viewer, keep_source=result.source)
+        self.session.set_result(result, self.state.used_layers)
         self._update_overlay(result)
         self.state.shown_after = time.perf_counter() - self.state.clicked_at
         self.table.set_probabilities(pred.classes, pred.probabilities, pred.predicted)
-        L.clear_results(self.viewer, keep_source=result.source)
         self._set_status(result)
-        self.session.set_result(result)
         order = result.order()
         if order:
             self.table.select_class(order[0])
@@ -376,39 +418,28 @@ class PredictWidget(QWidget):
         self.session.set_result(result)
 
     def _set_status(self, result: PredictionResult) -> None:
-        pred = result.prediction
-        names = [pred.classes[c] for c in result.order() if c in set(pred.predicted)]
-        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-        self.status.setText(
-            f"{result.image.image_id}: {shown or 'nothing'}"
-            + (f" · {len(result.cells)} cells" if result.labels is not None else "")
-            + f" · {sum(result.timings.values()):.1f} s"
-        )
+        self.status.setText(status_text(result))
 
     def _on_session_result(self, result: PredictionResult | None) -> None:
-        if result is None:  # another image is shown: the old results no longer apply
-            self.table.setRowCount(0)
-            self.viewer.text_overlay.visible = False
-            self._set_progress(0, "Ready")
-            self.status.setText("")
+        if result is not None:
+            return
+        # The image changed (another one opened, its layers deleted, Next image): the old
+        # results no longer apply. Its result layers go after this event (not inside a
+        # layer-list event of napari's).
+        self.table.setRowCount(0)
+        show_text(self.viewer, None)
+        self._set_progress(0, "Ready")
+        self.status.setText("")
+        self._cancel_if_stale()
+        QTimer.singleShot(0, self._clear_stale_layers)
+
+    def _clear_stale_layers(self) -> None:
+        """Remove the result layers of any image but the current result's."""
+        result = self.session.result
+        L.clear_results(self.viewer, keep_source=None if result is None else result.source)
 
     def _update_overlay(self, result: PredictionResult) -> None:
-        pred = result.prediction
-        lines = [f"{result.image.image_id} · {pred.model_id}"]
-        chosen = set(pred.predicted)
-        for c in result.order()[:OVERLAY_LINES]:
-            mark = "✓" if c in chosen else "  "
-            lines.append(f"{mark} {pred.classes[c]}  {pred.probabilities[c]:.2f}")
-        more = len(chosen - set(result.order()[:OVERLAY_LINES]))
-        if more:
-            lines.append(f"   + {more} more predicted")
-        overlay = self.viewer.text_overlay
-        overlay.font_size = 9
-        overlay.color = "white"
-        overlay.position = "top_left"
-        overlay.box = True
-        overlay.text = "\n".join(lines)
-        overlay.visible = True
+        show_text(self.viewer, overlay_text(result))
 
     def show_class(self, class_index: int) -> None:
         """Show the activation map of ``class_index`` (made in a worker if not yet made)."""
@@ -442,3 +473,9 @@ class PredictWidget(QWidget):
         result.cams[class_index] = cam  # the result it was made for, even if a newer one is shown
         if self.state.selected_class is not None and self.session.result is not None:
             self.show_class(self.state.selected_class)
+
+
+def _closed(state: PredictState, session: Any, widget: QWidget) -> None:
+    """A closed Predict dock: stop its prediction and leave the session's docks."""
+    state.cancel.set()
+    session.remove_dock(widget)

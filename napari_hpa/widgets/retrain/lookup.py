@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtWidgets import QWidget
-
 from ... import layers as L
 from ...core.labels.store import default_db_path
 from ...core.model import registry
+from .._shared.session import session_for
 
 if TYPE_CHECKING:
     import napari
@@ -50,12 +49,9 @@ def find_db(viewer: napari.Viewer) -> Path | None:
 
 
 def find_widgets(viewer: napari.Viewer, class_name: str) -> list[Any]:
-    """Dock widgets of napari-hpa in the viewer's window with this class name."""
-    window = getattr(viewer, "window", None)
-    qt_window = getattr(window, "_qt_window", None)
-    if qt_window is None:
-        return []
-    return [w for w in qt_window.findChildren(QWidget) if type(w).__name__ == class_name]
+    """The open napari-hpa docks of the viewer with this class name (from its session:
+    napari's window keeps its docks in private attributes)."""
+    return session_for(viewer).docks(class_name)
 
 
 def model_for_tasks(

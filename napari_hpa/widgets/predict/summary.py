@@ -1,0 +1,38 @@
+"""What the Predict dock writes about a result: its status line and the canvas text.
+
+Plain text from a :class:`~napari_hpa.widgets._shared.session.PredictionResult`
+(no Qt); :func:`~napari_hpa.widgets._shared.canvas_text.show_text` puts it on the canvas.
+"""
+
+from __future__ import annotations
+
+from .._shared.session import PredictionResult
+
+#: Classes listed on the canvas (the most probable first).
+OVERLAY_LINES = 5
+
+
+def status_text(result: PredictionResult) -> str:
+    """``<image>: <predicted classes> · <n> cells · <seconds> s`` for the status line."""
+    pred = result.prediction
+    names = [pred.classes[c] for c in result.order() if c in set(pred.predicted)]
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return (
+        f"{result.image.image_id}: {shown or 'nothing'}"
+        + (f" · {len(result.cells)} cells" if result.labels is not None else "")
+        + f" · {sum(result.timings.values()):.1f} s"
+    )
+
+
+def overlay_text(result: PredictionResult, lines: int = OVERLAY_LINES) -> str:
+    """The image and model, then the ``lines`` most probable classes (✓ = predicted)."""
+    pred = result.prediction
+    out = [f"{result.image.image_id} · {pred.model_id}"]
+    chosen = set(pred.predicted)
+    for c in result.order()[:lines]:
+        mark = "✓" if c in chosen else "  "
+        out.append(f"{mark} {pred.classes[c]}  {pred.probabilities[c]:.2f}")
+    more = len(chosen - set(result.order()[:lines]))
+    if more:
+        out.append(f"   + {more} more predicted")
+    return "\n".join(out)
