@@ -165,3 +165,32 @@ def test_a_square_cell_keeps_its_shape():
     assert len(rows_sq) < 15 < len(rows_st)
     with pytest.raises(ValueError, match="cell_fit"):
         InputSpec(["protein"], cell_fit="zoom")
+
+
+def test_cells_blend_with_their_image_by_the_models_cell_context(tmp_path: Path) -> None:
+    """cell_context in model.json: 0 keeps a crop's answer, w mixes in the image's."""
+    import dataclasses
+
+    from napari_hpa.core.model.checkpoint import LoadedModel
+
+    base = Predictor("hpa28-synthetic-tiny", device="cpu")
+    rng = np.random.default_rng(1)
+    image = ImageData(rng.random((4, 128, 128), dtype=np.float32), HPA_CHANNELS, (), "x", "x", {})
+    labels = np.zeros((128, 128), np.int32)
+    labels[10:60, 10:60], labels[70:120, 64:120] = 1, 2
+    own = base.predict_cells(image, labels)
+    spec = dataclasses.replace(base.spec, cell_context=0.5)
+    blended = Predictor(LoadedModel(spec, base.model.net), device="cpu")
+    image_p = blended.predict_one(image).probabilities
+    mixed = blended.predict_cells(image, labels, context=image_p)
+    alone = blended.predict_cells(image, labels, use_context=False)
+    for c in (1, 2):
+        np.testing.assert_allclose(alone[c].probabilities, own[c].probabilities, atol=1e-6)
+        expect = 0.5 * own[c].probabilities + 0.5 * image_p
+        np.testing.assert_allclose(mixed[c].probabilities, expect, atol=1e-5)
+    # without a context given, the Predictor predicts the image itself
+    again = blended.predict_cells(image, labels)
+    np.testing.assert_allclose(again[1].probabilities, mixed[1].probabilities, atol=1e-5)
+    assert spec.to_dict()["cell_context"] == 0.5
+    with pytest.raises(ValueError, match="cell_context"):
+        dataclasses.replace(base.spec, cell_context=1.5)

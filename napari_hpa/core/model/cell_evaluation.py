@@ -30,12 +30,27 @@ class CellScores:
     image_probs: list[np.ndarray] = field(default_factory=list)
     cell_probs: list[np.ndarray] = field(default_factory=list)  # per image: (cells, K)
     names: list[str] = field(default_factory=list)
+    crop_probs: list[np.ndarray] = field(default_factory=list)  # the crops alone (no context)
 
-    def add(self, name: str, targets: np.ndarray, image: np.ndarray, cells: np.ndarray) -> None:
+    def add(
+        self,
+        name: str,
+        targets: np.ndarray,
+        image: np.ndarray,
+        cells: np.ndarray,
+        crops: np.ndarray | None = None,
+    ) -> None:
+        """Add one image's targets, its image-level and its per-cell probabilities.
+
+        ``crops`` are the cells' crops alone (no image context); default: ``cells``.
+        """
+        k = len(targets)
         self.names.append(name)
         self.image_targets.append(np.asarray(targets, np.float32))
         self.image_probs.append(np.asarray(image, np.float32))
-        self.cell_probs.append(np.asarray(cells, np.float32).reshape(-1, len(targets)))
+        self.cell_probs.append(np.asarray(cells, np.float32).reshape(-1, k))
+        raw = cells if crops is None else crops
+        self.crop_probs.append(np.asarray(raw, np.float32).reshape(-1, k))
 
 
 def classify_images_and_cells(
@@ -49,9 +64,12 @@ def classify_images_and_cells(
     for n, (image, targets) in enumerate(labelled, start=1):
         image_probs = predictor.predict_one(image).probabilities
         labels = segment(image)
-        cells = predictor.predict_cells(image, labels) if labels.max(initial=0) else {}
-        rows = [cells[c].probabilities for c in sorted(cells)]
-        scores.add(image.source, targets, image_probs, np.array(rows).reshape(-1, len(targets)))
+        found = labels.max(initial=0) > 0
+        cells = predictor.predict_cells(image, labels, use_context=False) if found else {}
+        crops = np.array([cells[c].probabilities for c in sorted(cells)])
+        crops = crops.reshape(-1, len(targets))
+        blended = predictor.with_context(crops, image_probs) if len(crops) else crops
+        scores.add(image.source, targets, image_probs, blended, crops)
         if progress is not None:
             progress(n)
     return scores
@@ -67,6 +85,9 @@ def _topk(y: np.ndarray, p: np.ndarray, k: int) -> float | None:
 
 def cell_metrics(scores: CellScores, thresholds: np.ndarray) -> dict[str, Any]:
     """Per-cell and image-level top-1/top-3/macro F1, and how often they agree.
+
+    The per-cell figures are the cells' answers as napari gives them (with the
+    model's ``cell_context``); ``cell_top1_crop_only`` is the crops' alone.
 
     ``agreement`` is the share of images with cells whose top class is also the
     top class of most of their cells: the image's answer is found in its cells.
@@ -86,6 +107,8 @@ def cell_metrics(scores: CellScores, thresholds: np.ndarray) -> dict[str, Any]:
         if len(c)
     ]
     thr = np.asarray(thresholds, np.float32)
+    crops = [c for c in scores.crop_probs if len(c)]
+    pcrop = np.concatenate(crops) if crops else pc
     return {
         "images": len(y_img),
         "cells": int(len(yc)),
@@ -93,6 +116,7 @@ def cell_metrics(scores: CellScores, thresholds: np.ndarray) -> dict[str, Any]:
         "images_without_cells": int(sum(not h for h in has)),
         "cell_top1": _topk(yc, pc, 1),
         "cell_top3": _topk(yc, pc, 3),
+        "cell_top1_crop_only": _topk(yc, pcrop, 1),
         "cell_macro_f1": macro_f1(yc, decide_multilabel(pc, thr)) if len(yc) else None,
         "image_top1": _topk(y_img, p_img, 1),
         "image_top3": _topk(y_img, p_img, 3),

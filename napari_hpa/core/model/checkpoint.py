@@ -87,6 +87,7 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        """Read ``model.json``'s ``input``; a field an older model lacks takes its default."""
         return cls(
             channels=[str(c) for c in data["channels"]],
             size=int(data.get("size", 224)),
@@ -121,6 +122,9 @@ class ModelSpec:
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     schema_version: int = SCHEMA_VERSION
+    #: Weight of the image's probabilities in each of its cells' (0: a cell's crop alone).
+    #: One protein is stained per HPA image, so its cells mostly share its locations.
+    cell_context: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.thresholds:
@@ -129,6 +133,8 @@ class ModelSpec:
             raise ValueError("thresholds must have one value per class")
         if len(self.input.channels) != len(self.task.channels):
             raise ValueError("input.channels and task.channels disagree")
+        if not 0.0 <= self.cell_context <= 1.0:
+            raise ValueError("cell_context must be between 0 and 1")
 
     @property
     def id(self) -> str:
@@ -136,6 +142,7 @@ class ModelSpec:
         return f"{self.name}@{self.version}"
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the ``model.json`` content, ``schema_version`` first."""
         out = asdict(self)
         out["task"] = self.task.to_dict()
         out["input"] = asdict(self.input)
@@ -143,6 +150,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Read ``model.json``; raise ValueError if a field is missing or its schema is newer."""
         missing = [k for k in _REQUIRED_FIELDS if k not in data]
         if missing:
             raise ValueError(f"missing field(s): {', '.join(missing)}")
@@ -166,6 +174,7 @@ class ModelSpec:
             training=dict(data.get("training", {})),
             description=str(data.get("description", "")),
             schema_version=int(data["schema_version"]),
+            cell_context=float(data.get("cell_context", 0.0)),
         )
 
 
@@ -179,6 +188,7 @@ class LoadedModel:
 
     @property
     def id(self) -> str:
+        """``name@version`` of the model's spec."""
         return self.spec.id
 
 
@@ -247,6 +257,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Loaded
 
 
 def version_folder_name(spec: ModelSpec) -> str:
+    """Return the folder name of a model version: ``<name>-v<version>``."""
     return f"{spec.name}-v{spec.version}"
 
 

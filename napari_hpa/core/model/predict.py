@@ -32,7 +32,7 @@ class PredictionCancelled(Exception):
 
 
 def choose_device(preference: str | torch.device = "auto") -> torch.device:
-    """The device to use: ``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    """Return the device to use: ``auto`` picks CUDA, then Apple MPS, then the CPU."""
     pref = str(preference).lower()
     if pref == "auto":
         if torch.cuda.is_available():
@@ -53,7 +53,7 @@ def choose_device(preference: str | torch.device = "auto") -> torch.device:
 
 
 def is_oom(exc: BaseException) -> bool:
-    """True for a GPU out-of-memory error (the only error worth a retry on a smaller batch)."""
+    """Tell a GPU out-of-memory error (the only one worth a retry on a smaller batch)."""
     found = getattr(torch, "OutOfMemoryError", None) or getattr(
         torch.cuda, "OutOfMemoryError", None
     )
@@ -89,13 +89,16 @@ class Prediction:
 
     @property
     def predicted_names(self) -> list[str]:
+        """Names of the predicted classes."""
         return [self.classes[i] for i in self.predicted]
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
+        """Return the ``k`` most probable classes as (name, probability), highest first."""
         order = np.argsort(-self.probabilities)[:k]
         return [(self.classes[i], float(self.probabilities[i])) for i in order]
 
     def to_dict(self) -> dict:
+        """Return a JSON-able summary, no maps (``napari-hpa predict --out FILE.json``)."""
         return {
             "image": self.source,
             "image_id": self.image_id,
@@ -150,10 +153,12 @@ class Predictor:
 
     @property
     def spec(self) -> ModelSpec:
+        """The loaded model's spec."""
         return self.model.spec
 
     @property
     def model_id(self) -> str:
+        """``name@version`` of the loaded model: the id in result tables and labels."""
         return self.model.spec.id
 
     def prepare(self, image: ImageData, whole: bool = False) -> tuple[np.ndarray, TileGrid]:
@@ -368,8 +373,16 @@ class Predictor:
         image: ImageData,
         labels: np.ndarray,
         should_stop: Callable[[], bool] | None = None,
+        context: np.ndarray | None = None,
+        use_context: bool = True,
     ) -> dict[int, Prediction]:
-        """Classify each segmented cell on its own crop (other cells masked out)."""
+        """Classify each segmented cell on its own crop (other cells masked out).
+
+        With the model's ``cell_context`` > 0, each cell's probabilities are
+        blended with its image's (:meth:`with_context`): ``context`` when the
+        caller has already predicted the image, else it is predicted here.
+        ``use_context=False`` gives the crops' own probabilities.
+        """
         from ..image.cells import cell_crops
 
         crops = cell_crops(image.data, labels)
@@ -377,6 +390,10 @@ class Predictor:
             return {}
         tiles = [prepare_cell(crop, image.channel_names, self.spec.input) for _, crop in crops]
         probs = self.predict_prepared(tiles, should_stop)
+        if use_context and self.spec.cell_context > 0:
+            if context is None:
+                context = self.predict_one(image, should_stop=should_stop).probabilities
+            probs = self.with_context(probs, context)
         out = {}
         for (cell_id, _), p in zip(crops, probs, strict=False):
             out[int(cell_id)] = Prediction(
@@ -388,3 +405,8 @@ class Predictor:
                 predicted=decide(p, self.spec),
             )
         return out
+
+    def with_context(self, cell_probs: np.ndarray, image_probs: np.ndarray) -> np.ndarray:
+        """Cells' probabilities (N, K) blended with their image's (K,) by ``cell_context``."""
+        w = float(self.spec.cell_context)
+        return (1.0 - w) * np.asarray(cell_probs) + w * np.asarray(image_probs)[None, :]

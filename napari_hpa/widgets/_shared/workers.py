@@ -114,7 +114,13 @@ def run_prediction(
         yield (f"Classifying {n} cells", 0.7)
         t = time.perf_counter()
         with session.model_lock:
-            cells = predictor.predict_cells(image, labels, should_stop) if n else {}
+            cells = (
+                predictor.predict_cells(
+                    image, labels, should_stop, context=prediction.probabilities
+                )
+                if n
+                else {}
+            )
         check()
         yield ("Drawing the cells", 0.9)
         display = R.prepare_cells(labels, cells, len(prediction.classes))
@@ -156,4 +162,4 @@ def read_source(source: str) -> Any:
     try:
         return read_image(source)
     except ImageReadError as exc:
-        return f"Cannot open {exc.path}: {exc.reason}"
+        return L.read_error_message(exc)
