@@ -35,7 +35,10 @@ def _proc_state(pid: int) -> str | None:
 
 
 def pid_alive(pid: int | None, start_ticks: int | None = None) -> bool:
-    """True if process ``pid`` exists, is no zombie and (if known) started at ``start_ticks``."""
+    """Tell whether ``pid`` runs: not a zombie, and started at ``start_ticks`` if known.
+
+    The start time tells a reused pid from the process that was recorded.
+    """
     if not pid:
         return False
     with contextlib.suppress(ChildProcessError, OSError):
@@ -66,6 +69,10 @@ def signal_group(pid: int, sig: int) -> None:
 
 
 def group_alive(pgid: int) -> bool:
+    """Tell whether any process of group ``pgid`` (a job and its workers) still runs.
+
+    A group of zombies does not count, where ``/proc`` shows the states.
+    """
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):

@@ -112,10 +112,12 @@ class Task:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (the network's outputs)."""
         return len(self.classes)
 
     @property
     def multilabel(self) -> bool:
+        """True when an image may have several classes (thresholds, not an argmax)."""
         return self.kind == "multilabel"
 
     def class_index(self, name_or_index: str | int) -> int:
@@ -132,6 +134,7 @@ class Task:
             raise ValueError(f"unknown class {name_or_index!r} for task {self.name!r}") from None
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form kept in ``model.json`` (``extra`` only when set)."""
         out: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
@@ -145,6 +148,7 @@ class Task:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Task:
+        """Read a task from its JSON form; raise ValueError if a required field is missing."""
         missing = [k for k in ("name", "kind", "classes", "channels") if k not in data]
         if missing:
             raise ValueError(f"task definition lacks {', '.join(missing)}")

@@ -67,7 +67,7 @@ def run_chunk(
     cam_dir: str | None,
     cam_root: str | None,
 ) -> ChunkResult:
-    """A Dask task: classify ``sources`` on this worker into a new part file."""
+    """Classify ``sources`` on this Dask worker into a new part file (one task)."""
     predictor = cached_predictor(ref, device, batch_size)
     tmp, final = new_worker_part(Path(parts))
     writer = CsvWriter(tmp, classes, cells, float_format="%.9g", lock=False)
@@ -89,7 +89,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
 
 
 def _client(scheduler: str, workers: int | None):
-    """A Client for ``tcp://...`` or a new LocalCluster (``"local"``); returns (client, cluster)."""
+    """Connect to ``tcp://...`` or start a LocalCluster (``"local"``): (client, cluster)."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:

@@ -51,6 +51,7 @@ class ModelRef:
 
     @classmethod
     def of(cls, predictor: Predictor) -> ModelRef:
+        """Refer to ``predictor``'s model: its folder if saved, else a copy of its weights."""
         path = predictor.model.path
         if path is not None and Path(path).is_dir():
             return cls(key=f"path:{Path(path).resolve()}", path=str(Path(path).resolve()))
@@ -59,6 +60,7 @@ class ModelRef:
         return cls(key=f"mem:{predictor.model_id}:{id(net)}", spec=predictor.spec, state=state)
 
     def load(self, device: str = "cpu", batch_size: int = 8) -> Predictor:
+        """Load the model in this process (the worker's side of :meth:`of`)."""
         if self.path is not None:
             return Predictor(self.path, device=device, batch_size=batch_size)
         from ..model.architectures.base import build_model
@@ -132,9 +134,11 @@ _WORKER: dict[str, Any] = {}
 
 
 def _watch_parent(pid: int, interval: float = 1.0) -> None:
-    """Exit when the main process is gone: after a ``kill -9`` of the batch, a pool
-    worker would otherwise wait forever on its task queue (and keep the
-    forkserver alive)."""
+    """Exit when the main process is gone.
+
+    After a ``kill -9`` of the batch, a pool worker would otherwise wait forever on
+    its task queue (and keep the forkserver alive).
+    """
     while pid_alive(pid):
         time.sleep(interval)
     os._exit(1)
@@ -212,8 +216,11 @@ class PoolStream:
         )
 
     def start(self) -> PoolStream:
-        """Start the workers now (importing torch, loading the model takes seconds), so
-        that happens while the main process lists the folder and reads the old table."""
+        """Start the workers now, before the first image is submitted.
+
+        Importing torch and loading the model take seconds; started now, that happens
+        while the main process lists the folder and reads the old table.
+        """
         if self._pool is None:
             self._pool = self._new_pool()
             for _ in range(self.workers):
@@ -221,11 +228,13 @@ class PoolStream:
         return self
 
     def shutdown(self) -> None:
+        """Stop the workers, dropping queued tasks; a later :meth:`start` makes a new pool."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
     def stream(self, sources: Iterable[str]) -> Iterator[Decoded | None]:
+        """Yield each image's :class:`Decoded` as it finishes, or ``None`` while none is."""
         it = iter(sources)
         inflight: dict[Future, str] = {}
         self.start()

@@ -16,7 +16,7 @@ from .table import BatchError, CsvWriter, ResultWriter
 
 
 def open_writer(out: Path, classes: Sequence[str], cells: bool) -> ResultWriter:
-    """The writer for ``out``'s suffix (``.csv`` or ``.parquet``)."""
+    """Open the writer for ``out``'s suffix (``.csv`` or ``.parquet``)."""
     suffix = Path(out).suffix.lower()
     if suffix == ".parquet":
         return ParquetWriter(out, classes, cells)

@@ -54,6 +54,7 @@ class ParquetWriter(ResultWriter):
                     self._count(row)
 
     def write(self, rows: Sequence[Row]) -> None:
+        """Buffer ``rows``; a full chunk (``chunk_rows``) becomes a part file."""
         self._buffer.extend(rows)
         for row in rows:
             self._count(row)
@@ -61,6 +62,7 @@ class ParquetWriter(ResultWriter):
             self.sync()
 
     def sync(self) -> None:
+        """Write the buffered rows as one atomic part file, fsynced."""
         if not self._buffer:
             return
         import pyarrow.parquet as pq
@@ -75,6 +77,7 @@ class ParquetWriter(ResultWriter):
         self._buffer.clear()
 
     def close(self) -> None:
+        """Compact the table and its parts into ``out`` and release the lock."""
         if self._lock_fd is None:
             return
         self.sync()

@@ -56,6 +56,7 @@ class BatchProgress:
 
     @property
     def remaining(self) -> int:
+        """Images neither in the table before the run nor finished in it."""
         return max(0, self.total - self.skipped - self.done)
 
     @property
@@ -70,6 +71,7 @@ class BatchProgress:
 
     @property
     def fraction(self) -> float:
+        """Share of all images in the table now (1.0 when there are none)."""
         return (self.skipped + self.done) / self.total if self.total else 1.0
 
 
@@ -135,10 +137,12 @@ class Pipeline:
 
     @property
     def spec(self) -> ModelSpec:
+        """The model's spec (classes, thresholds, input)."""
         return self.predictor.spec
 
     @property
     def elapsed(self) -> float:
+        """Seconds since the run started."""
         return time.perf_counter() - self._start
 
     def run(self, stream: Iterable[Decoded | None]) -> bool:
@@ -167,6 +171,7 @@ class Pipeline:
         return not self.cancelled
 
     def add(self, item: Decoded) -> None:
+        """Take one decoded image: write its row now, or batch its tiles for the model."""
         if item.error is not None:
             self._write(
                 [Row(item.source, self.predictor.model_id, status="error", error=item.error)]
@@ -290,6 +295,7 @@ class Pipeline:
         self.report()
 
     def report(self, force: bool = False) -> None:
+        """Call ``progress``, at most every :data:`PROGRESS_INTERVAL` seconds unless ``force``."""
         now = time.perf_counter()
         if self.progress_fn is None or (not force and now - self._last_report < PROGRESS_INTERVAL):
             return
@@ -320,6 +326,7 @@ def cam_path(cam_dir: Path, source: str, root: Path | None) -> Path:
 
 # ----------------------------------------------------------------------------- defaults
 def usable_cpus() -> int:
+    """Count the cores this process may run on (its affinity mask, not the machine's)."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -343,9 +350,12 @@ def default_workers(device: str = "cpu") -> int:
 
 
 def default_batch_size(device: str = "cpu") -> int:
-    """Tiles per forward pass: small on the CPU, where activations of a small batch stay
-    in cache (EfficientNet-Lite0, 160 px tiles, 2 cores: 4 tiles 31 img/s, 16 tiles 18
-    img/s); large on a GPU, which needs big batches to be busy."""
+    """Tiles per forward pass: small on the CPU, large on a GPU.
+
+    On the CPU the activations of a small batch stay in cache (EfficientNet-Lite0,
+    160 px tiles, 2 cores: 4 tiles 31 img/s, 16 tiles 18 img/s); a GPU needs big
+    batches to be busy.
+    """
     return 4 if device == "cpu" else 32
 
 

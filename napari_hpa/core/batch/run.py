@@ -91,10 +91,12 @@ class BatchSummary:
 
     @property
     def ok(self) -> int:
+        """Images classified without error in this run."""
         return self.done - self.errors
 
     @property
     def rate(self) -> float:
+        """Images per second in this run."""
         return self.done / self.elapsed if self.elapsed > 0 else 0.0
 
 
@@ -284,8 +286,10 @@ def _load(model: Any, device: str, batch_size: int) -> Predictor:
 
 
 def _open(out: Path, predictor: Predictor, cells: bool) -> ResultWriter:
-    """Open the table; refuse one that holds another model's results (mixing them
-    would make a table nobody can interpret)."""
+    """Open the table; refuse one that holds another model's results.
+
+    Mixing two models' results would make a table nobody can interpret.
+    """
     try:
         writer = open_writer(out, predictor.spec.task.classes, cells)
     except OSError as exc:

@@ -72,10 +72,12 @@ def table_columns(classes: Sequence[str], cells: bool) -> list[str]:
 
 
 def parts_dir(out: Path) -> Path:
+    """Return the folder of ``out``'s part files (``<out>.parts``)."""
     return out.with_name(out.name + PARTS_SUFFIX)
 
 
 def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; best effort (not every platform can)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -121,6 +123,7 @@ class TableState:
     errors: int = 0
 
     def add(self, row: Row) -> None:
+        """Count one row that is in the table."""
         self.done.add(row.image)
         if row.model:
             self.models.add(row.model)
@@ -142,6 +145,7 @@ class ResultWriter:
         self.state = TableState()
 
     def write(self, rows: Sequence[Row]) -> None:  # pragma: no cover - abstract
+        """Append ``rows``: all rows of one image in one call, so they land together."""
         raise NotImplementedError
 
     def sync(self) -> None:
@@ -239,6 +243,7 @@ class CsvWriter(ResultWriter):
             view = view[n:]
 
     def write(self, rows: Sequence[Row]) -> None:
+        """Append ``rows`` in one ``os.write``: a kill tears at most the last line."""
         if not rows:
             return
         buf = io.StringIO()
@@ -250,10 +255,12 @@ class CsvWriter(ResultWriter):
             self._count(row)
 
     def sync(self) -> None:
+        """Fsync the file."""
         if self._fd is not None:
             os.fsync(self._fd)
 
     def close(self) -> None:
+        """Fsync and close the file, releasing its lock; safe to call twice."""
         if self._fd is not None:
             os.fsync(self._fd)
             os.close(self._fd)
@@ -262,7 +269,7 @@ class CsvWriter(ResultWriter):
 
 # ----------------------------------------------------------------------------- parts
 def new_worker_part(parts: Path) -> tuple[Path, Path]:
-    """A (temporary, final) pair of names for one worker's CSV part file."""
+    """Return a (temporary, final) pair of names for one worker's new CSV part file."""
     parts.mkdir(parents=True, exist_ok=True)
     final = parts / f"{WORKER_PART_PREFIX}{uuid.uuid4().hex}.csv"
     return final.with_suffix(".tmp"), final
@@ -302,6 +309,7 @@ def clean_stale_parts(out: Path) -> None:
 
 
 def remove_empty_parts_dir(out: Path) -> None:
+    """Remove ``out``'s parts folder if nothing is left in it."""
     with contextlib.suppress(OSError):
         parts_dir(out).rmdir()
 
@@ -330,6 +338,10 @@ def _csv_line(values: Sequence[str]) -> str:
 
 
 def lock_table(fd: int, out: Path) -> None:
+    """Lock ``fd`` exclusively, so that two runs never write one table.
+
+    Raises :class:`BatchError` at once if another process holds it; a no-op on Windows.
+    """
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; a second run is the user's choice
@@ -341,6 +353,7 @@ def lock_table(fd: int, out: Path) -> None:
 
 
 def fsync_file(path: Path) -> None:
+    """Flush ``path`` to disk before it is renamed into place."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

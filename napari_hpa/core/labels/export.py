@@ -49,6 +49,7 @@ class ImageSummary:
 
     @property
     def corrected(self) -> bool:
+        """True when the user labelled the image or any of its cells."""
         return self.origin == "user" or any(o == "user" for _l, o in self.cells.values())
 
 

@@ -57,7 +57,7 @@ def _bool(v: int | None) -> bool | None:
 
 
 def _task(task: Any) -> str:
-    """A task name; a :class:`~napari_hpa.core.tasks.Task` stands for its ``.name``."""
+    """Return a task's name; a :class:`~napari_hpa.core.tasks.Task` stands for its ``.name``."""
     return str(getattr(task, "name", task))
 
 
@@ -89,6 +89,7 @@ class AnnotationStore:
 
     # -- connection ---------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the database connection."""
         with self._lock:
             self._conn.close()
 
@@ -156,7 +157,7 @@ class AnnotationStore:
         return int(rows[0][0]) if rows else None
 
     def _pk_or_add(self, source: str) -> int:
-        """The image's row id, registering the image first when it is new."""
+        """Return the image's row id, registering the image first when it is new."""
         pk = self._pk(source)
         return self.add_image(source) if pk is None else pk
 
@@ -172,7 +173,7 @@ class AnnotationStore:
         ]
 
     def image_ids(self) -> dict[str, str]:
-        """source -> image_id of every image."""
+        """Map every image's source to its image id."""
         return dict(self._q("SELECT source, image_id FROM images ORDER BY source"))
 
     def remove_image(self, source: str) -> bool:
@@ -270,9 +271,11 @@ class AnnotationStore:
 
     # -- undo / redo --------------------------------------------------------------------------
     def can_undo(self) -> bool:
+        """Tell whether :meth:`undo` has a step to revert."""
         return bool(self._q("SELECT 1 FROM history WHERE state = 'done' LIMIT 1"))
 
     def can_redo(self) -> bool:
+        """Tell whether :meth:`redo` has an undone step to re-apply."""
         return bool(self._q("SELECT 1 FROM history WHERE state = 'undone' LIMIT 1"))
 
     def undo(self) -> list[Edit] | None:
@@ -305,7 +308,7 @@ class AnnotationStore:
 
     # -- reading labels -----------------------------------------------------------------------
     def _level(self, source: str, task: str, cell: int) -> dict[int, tuple]:
-        """class -> (user value, model value, score, model id), None where absent."""
+        """Return class -> (user value, model value, score, model id), None where absent."""
         out: dict[int, list] = {}
         for cls, origin, value, score, model in self._q(
             f"SELECT class, origin, value, score, model FROM labels WHERE {_LEVEL}",
@@ -328,7 +331,7 @@ class AnnotationStore:
         return {c for c, (_u, m, *_rest) in self._level(source, task, cell).items() if m}
 
     def model_scores(self, source: str, task: str, cell: int = 0) -> dict[int, float]:
-        """The model's probability of every class it scored."""
+        """Return the model's probability of every class it scored."""
         level = self._level(source, task, cell)
         return {c: s for c, (_u, _m, s, _id) in level.items() if s is not None}
 
@@ -385,10 +388,11 @@ class AnnotationStore:
         return [(s, ids[s], c, lab) for (s, c), (lab, _o) in table.items() if c > 0]
 
     def class_counts(self, task: str, corrected_only: bool = True) -> dict[int, tuple[int, int]]:
-        """class -> (n images, n cells) with that effective label.
+        """Count, per class, the images and the cells with that effective label.
 
-        ``corrected_only`` counts only levels with user rows (what training from corrections
-        sees); False counts model-only predictions too.
+        Returns class -> (n images, n cells). ``corrected_only`` counts only levels with
+        user rows (what training from corrections sees); False counts model-only
+        predictions too.
         """
         counts: dict[int, list[int]] = {}
         for (_src, cell), (labels, _o) in self.effective_table(task, corrected_only).items():
@@ -397,6 +401,7 @@ class AnnotationStore:
         return {c: (n[0], n[1]) for c, n in sorted(counts.items())}
 
     def tasks(self) -> list[str]:
+        """Return the names of the tasks that have labels, sorted."""
         return [r[0] for r in self._q("SELECT DISTINCT task FROM labels ORDER BY task")]
 
     # -- cell masks ---------------------------------------------------------------------------
@@ -437,7 +442,7 @@ class AnnotationStore:
             )
 
     def cell_mask(self, source: str) -> np.ndarray | None:
-        """The stored (H, W) int32 cell labels, or None."""
+        """Return the stored (H, W) int32 cell labels, or None."""
         rows = self._q("SELECT labels FROM masks WHERE image = ?", (self._pk(source),))
         if not rows:
             return None
@@ -449,7 +454,10 @@ class AnnotationStore:
         return list(self.cell_info(source))
 
     def cell_info(self, source: str) -> dict[int, dict[str, Any]]:
-        """cell -> {"area", "centroid": (y, x), "bbox": (r0, c0, r1, c1)} of the stored mask."""
+        """Return each stored cell's area, centroid and bounding box.
+
+        Keys are the cell ids; values ``{"area", "centroid": (y, x), "bbox": (r0, c0, r1, c1)}``.
+        """
         rows = self._q(
             "SELECT cell, area, y, x, r0, c0, r1, c1 FROM cells WHERE image = ? ORDER BY cell",
             (self._pk(source),),

@@ -132,7 +132,7 @@ def tune_thresholds(
 
 
 def _best_threshold(t: np.ndarray, p: np.ndarray, grid: np.ndarray, default: float) -> float:
-    """The grid value that maximises macro F1 over the columns (nearest ``default`` on ties)."""
+    """Return the grid value that maximises macro F1 of the columns (ties: nearest ``default``)."""
     pred = p[None, :, :] >= grid[:, None, None]  # (G, N, K)
     tp = (pred & t).sum(1)
     fp = (pred & ~t).sum(1)
@@ -143,8 +143,10 @@ def _best_threshold(t: np.ndarray, p: np.ndarray, grid: np.ndarray, default: flo
 
 
 def decide_multilabel(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Boolean predictions as the Predictor makes them: the classes over their threshold,
-    or the top one when none is (:func:`napari_hpa.core.model.predict.decide` calls this)."""
+    """Decide as the Predictor does: the classes over their threshold, else the top one.
+
+    :func:`napari_hpa.core.model.predict.decide` calls this; returns booleans (N, K).
+    """
     p = _as_2d(probs)
     pred = p >= np.asarray(thresholds)[None, :]
     empty = ~pred.any(1)
@@ -168,7 +170,7 @@ def sample_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def threshold_floor(
     y_true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray, grid: np.ndarray | None = None
 ) -> float:
-    """The floor f for per-class thresholds, ``max(t_c, f)``, that maximises :func:`sample_f1`.
+    """Return the floor f of per-class thresholds, ``max(t_c, f)``, maximising :func:`sample_f1`.
 
     Per-class max-F1 thresholds tuned on classes with one or two positives are often
     very low, and together they label an image with many classes. Raising them to a
@@ -196,7 +198,7 @@ def topk_accuracy(true_index: np.ndarray, probs: np.ndarray, k: int) -> float:
 def confusion_matrix(
     true_index: np.ndarray, pred_index: np.ndarray, num_classes: int
 ) -> np.ndarray:
-    """Counts (K, K): row = true class, column = predicted class."""
+    """Count (K, K) outcomes: row = true class, column = predicted class."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(cm, (np.asarray(true_index).ravel(), np.asarray(pred_index).ravel()), 1)
     return cm

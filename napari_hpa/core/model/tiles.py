@@ -49,6 +49,11 @@ def percentile_normalize(data: np.ndarray, low: float = 1.0, high: float = 99.8)
 
 
 def pad_to_square(data: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Pad (C, H, W) to a square with each channel's border median, centred.
+
+    Returns the square and the pad (top, bottom, left, right), which the tile grid
+    keeps to map the model's maps back onto the image.
+    """
     _, h, w = data.shape
     if h == w:
         return data, (0, 0, 0, 0)
@@ -123,7 +128,7 @@ def prepare_tiles(
 
 
 def prepare_cell(crop: np.ndarray, channel_names: Sequence[str], spec: InputSpec) -> np.ndarray:
-    """The network's one input tile (1, C, size, size) for one cell's crop.
+    """Return the network's one input tile (1, C, size, size) for one cell's crop.
 
     The crop is what :func:`~napari_hpa.core.image.cells.cell_crops` returns
     (other cells and background set to 0). With ``spec.cell_fit == "square"``

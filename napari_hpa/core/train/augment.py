@@ -137,7 +137,7 @@ def random_crop(
     side: tuple[float, float],
     out_size: int,
 ) -> np.ndarray:
-    """A random crop of ``side`` (h, w) pixels (clipped to the image), resized to ``out_size``.
+    """Crop ``side`` (h, w) pixels at random (clipped to the image), resized to ``out_size``.
 
     Fractional sides and positions are rounded; a crop already of ``out_size``
     is returned without resampling so that scale-1 crops match prediction exactly.
@@ -163,14 +163,14 @@ def inference_frame(h: int, w: int, spec: InputSpec) -> tuple[int, int]:
 
 
 def missing_channel_fill(spec: InputSpec) -> float:
-    """The value a missing (zero) channel has after normalisation, before mean/std."""
+    """Return the value a missing (zero) channel has after normalisation, before mean/std."""
     return 1.0 if spec.invert and spec.normalize == "none" else 0.0
 
 
 def base_view(
     data: np.ndarray, channel_names: Sequence[str], spec: InputSpec, min_crop: float = 1.0
 ) -> tuple[np.ndarray, float]:
-    """The image as prediction prepares it, at ``zoom`` times the prediction resolution.
+    """Prepare the image as prediction does, at ``zoom`` times the prediction resolution.
 
     ``zoom`` > 1 (up to the image's own resolution) keeps detail for crops
     smaller than the prediction view; at ``min_crop >= 1`` the view is exactly
@@ -213,6 +213,7 @@ class ImageCache:
         return source in self._store
 
     def get(self, source: str) -> tuple[np.ndarray, float]:
+        """Return ``source``'s view, loading (and caching) it on a miss."""
         if source in self._store:
             self._store.move_to_end(source)
             return self._store[source]
@@ -235,6 +236,7 @@ class ImageCache:
         return True
 
     def full(self) -> bool:
+        """Tell whether the cache holds ``max_bytes``: preloading stops there."""
         return self.nbytes >= self.max_bytes
 
 
@@ -269,6 +271,7 @@ class TrainDataset(Dataset):
         self.fill = missing_channel_fill(spec)
 
     def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Use this per-channel ``mean``/``std`` instead of the spec's."""
         self.mean = np.asarray(mean, np.float32)[:, None, None]
         self.std = np.asarray(std, np.float32)[:, None, None]
 
@@ -309,6 +312,7 @@ class EpochSampler(Sampler[int]):
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch``: a new permutation and new keys (call before iterating)."""
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -331,7 +335,7 @@ def _worker_init(_: int) -> None:
 def make_loader(
     dataset: TrainDataset, batch_size: int, workers: int = 0, pin_memory: bool = False
 ) -> tuple[DataLoader, EpochSampler]:
-    """A DataLoader over random batches; call ``sampler.set_epoch(e)`` before each epoch."""
+    """Make a DataLoader over random batches; call ``sampler.set_epoch(e)`` before each epoch."""
     sampler = EpochSampler(len(dataset), dataset.seed)
     kwargs: dict = {}
     if workers > 0:
@@ -392,7 +396,7 @@ def preload(
 
 
 def make_cache(spec: InputSpec, min_crop: float, max_bytes: int) -> ImageCache:
-    """A view cache for ``spec``; share one across runs only while ``spec`` stays the same."""
+    """Make a view cache for ``spec``; share one across runs only while ``spec`` stays the same."""
 
     def load(source: str) -> tuple[np.ndarray, float]:
         image = read_image(source)

@@ -37,6 +37,7 @@ class WeightAverage:
             p.requires_grad_(False)
 
     def current_decay(self) -> float:
+        """Return the decay of the next update: ``decay``, ramped up over the first steps."""
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()

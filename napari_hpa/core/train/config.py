@@ -87,6 +87,7 @@ class TrainConfig:
             raise ValueError("the weight-averaging decay must be in [0, 1)")
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the settings as plain data (the report's ``config``)."""
         return asdict(self)
 
 
@@ -110,9 +111,12 @@ class TrainResult:
 
     @property
     def score(self) -> float:
+        """Validation macro F1 (NaN without metrics): what the search ranks trials by."""
         return float(self.metrics.get("macro_f1", float("nan"))) if self.metrics else float("nan")
 
 
 class TrainingOutOfMemory(DataError):
-    """The GPU cannot hold even one image per step: a setting the user can change
-    (a :class:`DataError`, so the CLI prints one line and a job reports the reason)."""
+    """The GPU cannot hold even one image per step: a setting the user can change.
+
+    A :class:`DataError`, so the CLI prints one line and a job reports the reason.
+    """

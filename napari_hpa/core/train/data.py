@@ -64,6 +64,7 @@ class TrainData:
 
 
 def targets_matrix(samples: Sequence[Sample], num_classes: int) -> np.ndarray:
+    """Return multi-hot (N, K) float32 targets of ``samples``."""
     y = np.zeros((len(samples), num_classes), np.float32)
     for i, s in enumerate(samples):
         y[i, list(s.targets)] = 1.0
@@ -72,7 +73,7 @@ def targets_matrix(samples: Sequence[Sample], num_classes: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- tasks
 def channels_for(source: str) -> tuple[str, ...]:
-    """The task channels natural for an image: HPA's four, RGB, or gray."""
+    """Return the task channels natural for an image: HPA's four, RGB, or gray."""
     image = read_image(source)
     names = tuple(n.lower() for n in image.channel_names)
     if names == tuple(HPA_CHANNELS):
@@ -83,7 +84,7 @@ def channels_for(source: str) -> tuple[str, ...]:
 
 
 def _needs_channels(task: Task | str | Sequence[str] | None) -> bool:
-    """A task built from the labels takes its channels from the images."""
+    """Tell whether the task is built from the labels, taking its channels from the images."""
     return not isinstance(task, Task) and not (isinstance(task, str) and task in BUILTIN_TASKS)
 
 
@@ -189,7 +190,7 @@ def build_task(
 
 
 def _row_error(exc: DataError, row: Sequence[str], row_id: str | None) -> str:
-    """The message for a bad label token, naming its row (and hinting at the separator)."""
+    """Word the error of a bad label token, naming its row (and hinting at the separator)."""
     where = f"Id {row_id!r}: " if row_id is not None else ""
     words = [t for t in row if not t.isdigit()]
     hint = (
@@ -348,7 +349,7 @@ def load_folder_per_class(
     task: Task | str | Sequence[str] | None = None,
     channels: Sequence[str] | None = None,
 ) -> TrainData:
-    """A single-label data set laid out as ``data_dir/<class name>/<images>``."""
+    """Read a single-label data set laid out as ``data_dir/<class name>/<images>``."""
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: no such folder")

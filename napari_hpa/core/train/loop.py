@@ -172,8 +172,10 @@ class _Run:
         self.bad_epochs = 0
 
     def epochs_that_fit(self) -> int | None:
-        """How many more whole epochs (with validation) fit before the time limit;
-        None without a limit or before the first epoch has been timed."""
+        """Count the whole epochs (with validation) that still fit before the time limit.
+
+        None without a limit or before the first epoch has been timed.
+        """
         if self.deadline is None or not self.epoch_seconds:
             return None
         recent = self.epoch_seconds[-3:]
@@ -181,7 +183,7 @@ class _Run:
         return int((self.deadline - time.monotonic()) // max(per_epoch, 1e-9))
 
     def schedule_done(self) -> bool:
-        """The last phase's schedule has reached its end (only a time-fitted one can early)."""
+        """Tell whether the last phase's schedule has ended (early only when time-fitted)."""
         sch = self.schedule
         return sch.start + sch.epochs >= self.config.epochs and sch.at_end()
 
@@ -327,7 +329,7 @@ class _Run:
         return "completed"
 
     def result(self, status: str) -> TrainResult:
-        """The best epoch's network (on the CPU) and numbers; no network if none finished."""
+        """Return the best epoch's network (on the CPU) and numbers; no network if none finished."""
         duration = round(time.monotonic() - self.t0, 2)
         extra = {"info": self.info, "device": str(self.device), "duration_s": duration}
         res = TrainResult(
@@ -382,7 +384,7 @@ def fit(
 
 
 def done_event(result: TrainResult) -> dict[str, Any]:
-    """The final progress event (``model_id``/``path`` None when nothing was written)."""
+    """Return the final progress event (``model_id``/``path`` None when nothing was written)."""
     event: dict[str, Any] = {
         "event": "done",
         "model_id": result.spec.id if result.path and result.spec else None,
@@ -422,7 +424,7 @@ def train_model(
 
 
 def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """A copy of ``config`` with fields (and ``augment`` sub-fields as ``aug_<name>``) changed."""
+    """Copy ``config`` with fields (and ``augment`` sub-fields as ``aug_<name>``) changed."""
     aug = {k[4:]: changes.pop(k) for k in list(changes) if k.startswith("aug_")}
     new = replace(config, **changes)
     if aug:

@@ -99,7 +99,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
 
 
 def plot_search(trials: Sequence[dict[str, Any]], params: Sequence[str], path: str | Path) -> Path:
-    """Validation score per trial, and against each searched parameter."""
+    """Plot the validation score per trial, and against each searched parameter."""
     n = 1 + len(params)
     fig = _figure(3.2 * n, 3.2)
     done = [t for t in trials if t.get("value") is not None]
@@ -120,6 +120,7 @@ def plot_search(trials: Sequence[dict[str, Any]], params: Sequence[str], path: s
 
 
 def write_history_csv(history: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Write one row per epoch, ``epoch`` first; a key some epochs lack stays empty there."""
     keys = sorted({k for h in history for k in h}, key=lambda k: (k != "epoch", k))
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
@@ -140,7 +141,7 @@ def write_metrics_report(
 
 
 def write_report(folder: str | Path, result: TrainResult, spec: ModelSpec) -> Path:
-    """The ``report/`` folder of a trained model version."""
+    """Write the ``report/`` folder of a trained model version."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -174,7 +175,7 @@ def _fmt(v: Any) -> str:
 
 
 def model_card(spec: ModelSpec, result: TrainResult | None = None, notes: str = "") -> str:
-    """A short README for the version folder: purpose, data, numbers, limits."""
+    """Write a short README for the version folder: purpose, data, numbers, limits."""
     m = spec.metrics
     t = spec.training
     lines = [

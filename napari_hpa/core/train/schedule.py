@@ -92,5 +92,5 @@ class PhaseSchedule:
             self.sched.step()
 
     def at_end(self) -> bool:
-        """The schedule has reached its last position (early only when fitted to a limit)."""
+        """Tell whether the schedule has reached its last position (early only when time-fitted)."""
         return self.sched.last_epoch >= self.total

@@ -44,7 +44,7 @@ def _has_width(arch: str) -> bool:
 
 
 def search_params(config: TrainConfig) -> list[str]:
-    """The parameters searched here (width only where the architecture has one)."""
+    """Return the parameters searched here (width only where the architecture has one)."""
     names = ["lr", "weight_decay", "aug_strength"]
     if not config.base and _has_width(config.arch):
         names.insert(2, "width")
@@ -76,6 +76,7 @@ def _apply(config: TrainConfig, params: dict[str, Any]) -> TrainConfig:
 
 
 def write_trials_csv(trials: list[dict[str, Any]], params: list[str], path: str | Path) -> None:
+    """Write one row per trial: its state, score, best epoch and parameter values."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["trial", "state", "value", "best_epoch", *params])

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def setup_model(config: TrainConfig, task: Task) -> tuple[ClassifierNet, ModelSpec, dict]:
-    """The network and an (unsaved) spec: from the parent when fine-tuning, else new."""
+    """Make the network and an (unsaved) spec: from the parent when fine-tuning, else new."""
     info: dict[str, Any] = {}
     if config.base:
         try:
@@ -81,9 +81,12 @@ def new_input_spec(config: TrainConfig, task: Task) -> InputSpec:
 
 
 def make_loss(task: Task, y: np.ndarray, max_weight: float) -> nn.Module:
-    """BCE with positive weights (negatives / positives, capped at ``max_weight``) for
-    multilabel; cross-entropy with inverse-frequency class weights, clipped to
-    ``[1 / max_weight, max_weight]``, for multiclass."""
+    """Make the loss, weighted so that rare classes count.
+
+    Multilabel: BCE with positive weights (negatives / positives, capped at
+    ``max_weight``); multiclass: cross-entropy with inverse-frequency class weights,
+    clipped to ``[1 / max_weight, max_weight]``.
+    """
     n = max(len(y), 1)
     pos = y.sum(0)
     if task.multilabel:

@@ -43,6 +43,7 @@ class Canvas:
 
     @property
     def n(self) -> int:
+        """Number of cells."""
         return len(self.r)
 
     def each(self, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,15 +64,18 @@ class Canvas:
 
 
 def gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    """Blur by ``sigma`` px; below 0.2 px the blur is invisible, so ``x`` is returned."""
     return ndi.gaussian_filter(x, sigma, truncate=3.0) if sigma > 0.2 else x
 
 
 def to_peak(x: np.ndarray) -> np.ndarray:
+    """Scale ``x`` so that its maximum is 1 (an all-zero ``x`` stays zero)."""
     hi = float(x.max())
     return x / hi if hi > 0 else x
 
 
 def ring_profile(d: np.ndarray, width: float) -> np.ndarray:
+    """Return a Gaussian falloff of the distance ``d`` from an outline: 1 on it."""
     return np.exp(-((d / width) ** 2))
 
 
@@ -113,7 +117,7 @@ def _geom(rng: np.random.Generator, r: float, aspect: float, wobble: float) -> t
 def random_walks(
     c: Canvas, y0, x0, heading, n_steps: int, curv: float, step: float = 0.7
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Persistent random walks: (N, n_steps) coordinates starting at (y0, x0)."""
+    """Walk persistently at random: (N, n_steps) coordinates starting at (y0, x0)."""
     turn = c.rng.normal(0.0, curv, (len(y0), n_steps)).astype(F32)
     th = np.asarray(heading, F32)[:, None] + np.cumsum(turn, axis=1)
     sy, sx = np.sin(th), np.cos(th)
@@ -123,8 +127,11 @@ def random_walks(
 
 
 def splat(c: Canvas, ys, xs, owner=None, w=None) -> np.ndarray:
-    """Accumulate points into an image; with ``owner``, keep only points in that
-    cell (rows of 2-D walks stop at their first exit)."""
+    """Accumulate points into an image, optionally weighted by ``w``.
+
+    With ``owner``, keep only the points in that cell (rows of 2-D walks stop at
+    their first exit).
+    """
     h, wd = c.shape
     yi, xi = np.rint(ys).astype(np.intp), np.rint(xs).astype(np.intp)
     ok = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < wd)
@@ -140,8 +147,10 @@ def splat(c: Canvas, ys, xs, owner=None, w=None) -> np.ndarray:
 
 
 def sample_points(c: Canvas, weight: np.ndarray, density: float, count: int | None = None):
-    """``count`` points (or ~``density`` per 100 cell-scaled px^2) drawn with
-    probability proportional to ``weight``; returns ys, xs, owner ids."""
+    """Draw points with probability proportional to ``weight``: (ys, xs, owner ids).
+
+    ``count`` points, or about ``density`` per 100 cell-scaled px^2 when it is None.
+    """
     p = weight.ravel().astype(np.float64)
     tot = p.sum()
     n = int(c.rng.poisson(density * tot / (c.s * c.s) / 100.0)) if count is None else count
@@ -179,6 +188,11 @@ def _place(rng: np.random.Generator, size: int, n: int, rmean: float, touch: boo
 
 
 def lay_out_cells(rng: np.random.Generator, size: int, n_cells: int | None, touch: bool) -> Canvas:
+    """Lay out a field's cells and nuclei: the geometry that every painter reads.
+
+    ``n_cells`` None draws a count that suits ``size``; ``touch`` packs the cells
+    closer, into a colony whose cells touch.
+    """
     if n_cells is None:
         lo = max(1, round(3 * size / 256))
         n_cells = int(rng.integers(lo, max(lo, round(8 * size / 256)) + 1))
@@ -247,6 +261,7 @@ def paint_nucleoli(c: Canvas) -> np.ndarray:
 
 
 def paint_microtubules(c: Canvas) -> np.ndarray:
+    """Paint the microtubule stain: curved filaments, a third of them from the centrosome."""
     own, i = c.each(int(40 + 40 * c.s))
     m = len(i)
     rad, ang = c.r[i] * 0.85 * np.sqrt(c.rng.random(m)), c.rng.uniform(0, 2 * np.pi, m)
@@ -262,6 +277,7 @@ def paint_microtubules(c: Canvas) -> np.ndarray:
 
 
 def paint_er(c: Canvas) -> np.ndarray:
+    """Paint the ER stain: a reticulum, densest around the nucleus, and the nuclear rim."""
     f = max(1, int(c.s))  # reticulum: zero-crossings of band-passed noise
     white = c.rng.standard_normal((-(-c.shape[0] // f) + 1,) * 2, dtype=F32)
     bp = upsample_box(gaussian(white, 1.1 * c.s / f) - gaussian(white, 2.6 * c.s / f), f, c.shape)
@@ -272,6 +288,7 @@ def paint_er(c: Canvas) -> np.ndarray:
 
 
 def paint_nucleus(c: Canvas) -> np.ndarray:
+    """Paint the nucleus stain: each nucleus its own brightness, dimmer at its nucleoli."""
     lvl = c.rng.uniform(0.55, 1.0, c.n + 1).astype(F32)[c.cell]
     tex = c.tex(1.2) + 0.5 * c.tex(4)
     return gaussian(c.nuc_soft * lvl * (0.78 + 0.1 * tex) * (1 - 0.45 * c.nucleoli), 0.5 * c.s)

@@ -68,6 +68,7 @@ class SynthField:
 
     @property
     def label_names(self) -> list[str]:
+        """HPA class names of the field's labels."""
         return [HPA28_CLASSES[c] for c in self.labels]
 
 
@@ -163,8 +164,10 @@ def make_dataset(
     n_labels: int | tuple[int, int] = (1, 3),
     **kwargs,
 ) -> Iterator[SynthField]:
-    """Yield ``n`` fields, item i made with ``field_seed(seed, i)`` (datasets with
-    different seeds share no field); ``kwargs`` go to :func:`make_field`."""
+    """Yield ``n`` fields, item i made with ``field_seed(seed, i)``.
+
+    Datasets with different seeds share no field; ``kwargs`` go to :func:`make_field`.
+    """
     for i in range(int(n)):
         yield make_field(size, classes, n_labels, seed=field_seed(seed, i), **kwargs)
 

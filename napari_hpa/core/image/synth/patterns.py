@@ -125,8 +125,11 @@ def _mitochondria(c: Canvas) -> np.ndarray:
 
 
 def _aggresome(c: Canvas) -> np.ndarray:
-    """One large, compact, bright perinuclear blob (about a third of the nucleus
-    across) in most cells: a solid round inclusion, unlike the Golgi's ribbons."""
+    """Paint one large, compact, bright perinuclear blob in most cells.
+
+    About a third of the nucleus across: a solid round inclusion, unlike the Golgi's
+    ribbons.
+    """
     has = c.rng.random(c.n) < 0.8
     has[c.rng.integers(c.n)] = True
     i = np.repeat(np.flatnonzero(has), 40)

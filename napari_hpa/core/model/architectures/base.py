@@ -23,7 +23,7 @@ _ARCHITECTURES: dict[str, ArchBuilder] = {}
 
 
 def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
-    """Decorator: make a builder ``f(in_channels, num_classes, **kwargs)`` known by name."""
+    """Make a builder ``f(in_channels, num_classes, **kwargs)`` known by name (a decorator)."""
 
     def wrap(fn: ArchBuilder) -> ArchBuilder:
         _ARCHITECTURES[name] = fn
@@ -33,12 +33,12 @@ def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
 
 
 def available_archs() -> list[str]:
-    """The names of the registered architectures, sorted."""
+    """Return the names of the registered architectures, sorted."""
     return sorted(_ARCHITECTURES)
 
 
 def arch_parameters(arch: str) -> set[str]:
-    """The keyword arguments that architecture ``arch``'s builder takes (empty if unknown)."""
+    """Return the keyword arguments that ``arch``'s builder takes (empty if unknown)."""
     builder = _ARCHITECTURES.get(arch)
     return set(inspect.signature(builder).parameters) if builder is not None else set()
 
@@ -92,7 +92,7 @@ class ClassifierNet(nn.Module):
         return self.backbone(x)
 
     def _class_maps(self, fmap: torch.Tensor) -> torch.Tensor:
-        """The head at every location: (B, F, h, w) -> (B, K, h, w)."""
+        """Apply the head at every location: (B, F, h, w) -> (B, K, h, w)."""
         return (
             torch.einsum("bfhw,kf->bkhw", fmap, self.head.weight)
             + self.head.bias[None, :, None, None]
@@ -106,6 +106,7 @@ class ClassifierNet(nn.Module):
         return peak if self.pool == "max" else 0.5 * (peak + cam.mean(dim=(2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the logits (B, K); ``avg`` pooling skips the class maps (same logits)."""
         if self.pool == "avg":
             pooled = self.features(x).mean(dim=(2, 3))
             return self.head(self.dropout(pooled))
@@ -126,9 +127,11 @@ class ClassifierNet(nn.Module):
         self.head = nn.Linear(self.num_features, num_classes)
 
     def head_parameters(self) -> list[nn.Parameter]:
+        """Return the head's parameters: the only ones trained in the first (frozen) epochs."""
         return list(self.head.parameters())
 
     def backbone_parameters(self) -> list[nn.Parameter]:
+        """Return the feature extractor's parameters, frozen while only the head trains."""
         return list(self.backbone.parameters())
 
 
@@ -151,7 +154,7 @@ def small_cnn(
     stem_stride: int = 1,
     stage1_stride: int = 2,
 ) -> ClassifierNet:
-    """A small VGG-like CNN that trains in minutes on two CPU cores.
+    """Build a small VGG-like CNN that trains in minutes on two CPU cores.
 
     Each stage doubles the width and halves the resolution; ``depth`` stages.
     ``stem_stride=2`` makes the first convolution strided: a quarter of the
@@ -179,7 +182,7 @@ def small_cnn(
 
 
 def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
-    """A copy of ``conv`` that reads ``in_channels`` channels.
+    """Return a copy of ``conv`` that reads ``in_channels`` channels.
 
     Pretrained RGB filters are kept for the first three channels; extra
     channels get the mean of the RGB filters, and a single channel gets their
@@ -212,13 +215,13 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 
 
 def _pair(value: tuple[int, ...]) -> tuple[int, int]:
-    """A Conv2d's (height, width) setting as the 2-tuple its constructor takes."""
+    """Return a Conv2d's (height, width) setting as the 2-tuple its constructor takes."""
     return (value[0], value[1])
 
 
 @register_arch("resnet18")
 def resnet18(in_channels: int, num_classes: int, dropout: float = 0.2) -> ClassifierNet:
-    """torchvision ResNet-18 (random init here; pretrained weights come from a checkpoint)."""
+    """Build torchvision's ResNet-18 (random init; pretrained weights come from a checkpoint)."""
     from torchvision.models import resnet18 as tv_resnet18
 
     net = tv_resnet18(weights=None)
@@ -231,7 +234,7 @@ def resnet18(in_channels: int, num_classes: int, dropout: float = 0.2) -> Classi
 
 @register_arch("mobilenet_v3_small")
 def mobilenet_v3_small(in_channels: int, num_classes: int, dropout: float = 0.2) -> ClassifierNet:
-    """torchvision MobileNetV3-Small feature extractor."""
+    """Build torchvision's MobileNetV3-Small feature extractor (random init)."""
     from torchvision.models import mobilenet_v3_small as tv_mnv3
 
     net = tv_mnv3(weights=None)

@@ -85,6 +85,7 @@ class SameConv2d(nn.Conv2d):
         self._dynamic = stride != 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad for this input's size (strided convolutions only), then convolve."""
         if self._dynamic:
             ih, iw = x.shape[-2:]
             kh, kw = self.kernel_size
@@ -128,6 +129,7 @@ class MBConv(nn.Module):
         self.drop_path = float(drop_path)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Run the block; in training, the skip drops the block's path for random samples."""
         x = inputs
         if self.has_expand:
             x = self.act(self.bn0(self.expand_conv(x)))
@@ -167,6 +169,7 @@ class EfficientNetLiteBackbone(nn.Module):
         self.act = nn.ReLU6(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the feature map (B, 1280, h, w): the stem, the blocks, the 1x1 head conv."""
         x = self.act(self.bn0(self.conv_stem(x)))
         for block in self.blocks:
             x = block(x)
@@ -241,7 +244,7 @@ def load_pretrained_state(path: str | Path | None = None) -> dict[str, torch.Ten
 
 
 def imagenet_model(path: str | Path | None = None) -> ClassifierNet:
-    """The 1000-class ImageNet classifier (3 channels) in eval mode."""
+    """Load the 1000-class ImageNet classifier (3 channels) in eval mode."""
     net = efficientnet_lite0(3, 1000)
     net.load_state_dict(load_pretrained_state(path), strict=True)
     return net.eval()
@@ -253,7 +256,7 @@ def pretrained_backbone(
     path: str | Path | None = None,
     **kwargs: float,
 ) -> ClassifierNet:
-    """An ``efficientnet_lite0`` ClassifierNet starting from ImageNet weights.
+    """Build an ``efficientnet_lite0`` ClassifierNet starting from ImageNet weights.
 
     The stem is adapted to ``in_channels`` with
     :func:`~napari_hpa.core.model.architectures.base.adapt_first_conv` (the RGB filters
