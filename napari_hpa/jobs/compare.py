@@ -37,6 +37,7 @@ class ClassDelta:
 
     @property
     def delta(self) -> float | None:
+        """Child F1 minus parent F1 (None where either is undefined)."""
         if self.parent_f1 is None or self.child_f1 is None:
             return None
         return self.child_f1 - self.parent_f1
@@ -70,17 +71,21 @@ class Comparison:
 
     @property
     def delta(self) -> float:
+        """Child macro F1 minus parent macro F1."""
         return self.child_macro_f1 - self.parent_macro_f1
 
     @property
     def better(self) -> bool:
+        """True when the new version's macro F1 is higher."""
         return self.delta > 0
 
     def improved(self) -> list[ClassDelta]:
+        """Return the classes that got better, most improved first."""
         rows = [r for r in self.rows if r.verdict == "better"]
         return sorted(rows, key=lambda r: -(r.delta or 0))
 
     def worse(self) -> list[ClassDelta]:
+        """Return the classes that got worse, worst first."""
         return sorted((r for r in self.rows if r.verdict == "worse"), key=lambda r: r.delta or 0)
 
     def headline(self) -> str:
@@ -99,10 +104,12 @@ class Comparison:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the comparison as plain data (the job's comparison file)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
+        """Read a comparison that :meth:`to_dict` wrote."""
         rows = [ClassDelta(**r) for r in data.get("rows", [])]
         return cls(
             parent=str(data["parent"]),
@@ -220,6 +227,10 @@ def compare_models(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Compare two models on a retrain job's held-out images (the compare job's process).
+
+    Writes ``--out`` atomically and reports JSON events on stdout; returns the exit code.
+    """
     parser = argparse.ArgumentParser(prog="python -m napari_hpa.jobs.compare", description=__doc__)
     parser.add_argument("--parent", required=True)
     parser.add_argument("--child", required=True)

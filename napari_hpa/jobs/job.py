@@ -95,34 +95,41 @@ class Job:
     # -- paths and properties -------------------------------------------------------------
     @property
     def id(self) -> str:
+        """The job's id, also its folder's name."""
         return self.record.id
 
     @property
     def state(self) -> str:
+        """The recorded state (queued, running, or a final one)."""
         return self.record.state
 
     @property
     def is_final(self) -> bool:
+        """True once the job has ended, whichever way; a final state never changes."""
         return self.record.state in FINAL_STATES
 
     @property
     def pid(self) -> int | None:
+        """The process id, None before the start."""
         return self.record.pid
 
     @property
     def eta_s(self) -> float | None:
+        """Seconds left by the progress events (None while unknown)."""
         return self.progress.eta_s
 
     @property
     def log_path(self) -> Path:
+        """The log file: standard error and non-JSON output."""
         return self.folder / LOG_FILE
 
     @property
     def events_path(self) -> Path:
+        """The JSON-lines file of the job's progress events."""
         return self.folder / EVENTS_FILE
 
     def log_text(self, max_chars: int = 200_000) -> str:
-        """The log (standard error and non-JSON output), its last ``max_chars`` characters."""
+        """Return the log's last ``max_chars`` characters (empty if there is no log)."""
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
         except OSError:
@@ -138,6 +145,7 @@ class Job:
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self) -> None:
+        """Write the record to the job's folder, atomically."""
         write_json_atomic(self.folder / JOB_FILE, asdict(self.record))
 
     def _load_events(self) -> None:
@@ -151,6 +159,10 @@ class Job:
                     self.progress.update(event)
 
     def set_state(self, state: str, error: str | None = None) -> None:
+        """Move to ``state`` and save; a final state calls ``on_final``.
+
+        Raises :class:`JobError` for a transition that ``TRANSITIONS`` does not allow.
+        """
         if state == self.record.state:
             return
         if state not in TRANSITIONS[self.record.state]:
@@ -210,7 +222,7 @@ class Job:
         return self
 
     def is_alive(self) -> bool:
-        """True while the job's process runs."""
+        """Tell whether the job's process still runs."""
         if self._proc is not None:
             return self._proc.poll() is None
         return pid_alive(self.record.pid, self.record.pid_start_ticks)
@@ -276,7 +288,7 @@ class Job:
                 self.record.error = _first_str(event, ("message", "error", "reason")) or "error"
 
     def poll(self) -> list[dict[str, Any]]:
-        """New events since the last call; updates the state when the process has ended.
+        """Return the new events since the last call; update the state if the process ended.
 
         Cheap (a file read and a ``waitpid``) and never blocks: while another
         thread is cancelling the job it returns ``[]`` at once. Call it from a GUI timer.

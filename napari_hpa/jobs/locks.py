@@ -28,7 +28,7 @@ GetJob = Callable[[str], "Job"]
 
 
 def lock_path(root: Path, model_name: str) -> Path:
-    """The lock file of ``model_name`` under the jobs folder ``root``."""
+    """Return the lock file of ``model_name`` under the jobs folder ``root``."""
     safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in model_name)
     return root / LOCK_DIR / f"{safe}.lock"
 
@@ -68,7 +68,7 @@ def acquire(root: Path, model_name: str, job_id: str, get: GetJob, created: Cont
 
 
 def lock_holder(path: Path, get: GetJob, created: Container[str]) -> Job | None:
-    """The job that holds the lock file ``path``, polled; None if the lock is stale."""
+    """Return the job that holds the lock file ``path``, polled; None if the lock is stale."""
     try:
         job_id = path.read_text().strip()
     except OSError:

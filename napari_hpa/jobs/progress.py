@@ -81,7 +81,7 @@ class Progress:
 
 
 def event_kind(event: dict[str, Any]) -> str:
-    """The event's type: its ``event`` (or ``type``) field."""
+    """Return the event's type: its ``event`` (or ``type``) field."""
     return str(event.get("event", event.get("type", "")))
 
 

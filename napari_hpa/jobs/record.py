@@ -56,7 +56,7 @@ class JobLockedError(JobError):
 
 
 def now_iso() -> str:
-    """The time now in UTC, ISO 8601 to the second (the record's timestamps)."""
+    """Return the time now in UTC, ISO 8601 to the second (the record's timestamps)."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
@@ -93,5 +93,6 @@ class JobRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobRecord:
+        """Read a saved record; fields this version does not know are dropped."""
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})

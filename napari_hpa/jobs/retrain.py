@@ -121,6 +121,7 @@ class ClassCount:
 
     @property
     def too_few(self) -> bool:
+        """True when the class has corrections, but too few to be learned well."""
         return 0 < self.images < MIN_IMAGES_PER_CLASS
 
 
@@ -139,6 +140,7 @@ class DataSummary:
 
     @property
     def warnings(self) -> list[str]:
+        """Why training would fail or learn some classes poorly, in the widget's words."""
         out = []
         if self.error:
             return [self.error]
@@ -164,6 +166,7 @@ class DataSummary:
 
     @property
     def can_train(self) -> bool:
+        """True when the database has enough corrected images to retrain."""
         return self.error is None and self.n_images >= MIN_IMAGES_TOTAL
 
 
@@ -212,7 +215,7 @@ def holdout_split(
     seed: int,
     multilabel: bool = True,
 ) -> tuple[list[int], list[int]]:
-    """Indices (train, held out) of corrected images, stratified by class, seeded."""
+    """Split corrected images into (train, held out) indices, stratified by class, seeded."""
     if fraction <= 0 or len(items) < 2:
         return list(range(len(items))), []
     y = np.zeros((len(items), num_classes), bool)
@@ -364,7 +367,7 @@ def _prepare(
 
 # ------------------------------------------------------------------ comparison
 def result_entry(job: Job) -> registry.ModelEntry | None:
-    """The model version a finished training job wrote (None if none)."""
+    """Return the model version a finished training job wrote (None if none)."""
     for ref in (job.record.result_path, job.record.result_model):
         if ref:
             try:
@@ -413,7 +416,7 @@ def start_compare(train_job: Job, manager: JobManager | None = None, device: str
 
 
 def read_comparison(train_job: Job) -> Comparison | None:
-    """The comparison written for a training job, or None if not (yet) there."""
+    """Read the comparison written for a training job, or None if not (yet) there."""
     path = train_job.folder / COMPARE_FILE
     if not path.is_file():
         return None
@@ -424,5 +427,5 @@ def read_comparison(train_job: Job) -> Comparison | None:
 
 
 def describe(job: Job) -> dict[str, Any]:
-    """A JSON-able summary of a job for logs and tests."""
+    """Return a JSON-able summary of a job for logs and tests."""
     return {**asdict(job.record), "progress": asdict(job.progress)}

@@ -101,7 +101,7 @@ class JobManager:
     def create(
         self, model_name: str, kind: str = "train", meta: dict[str, Any] | None = None
     ) -> Job:
-        """A queued job with its folder, holding the lock of ``model_name``.
+        """Create a queued job with its folder, holding the lock of ``model_name``.
 
         Raises
         ------
@@ -136,7 +136,7 @@ class JobManager:
             raise
 
     def get(self, job_id: str) -> Job:
-        """The job with this id (from memory, else read from its folder)."""
+        """Return the job with this id (from memory, else read from its folder)."""
         if job_id in self._jobs:
             return self._jobs[job_id]
         folder = self.root / job_id
