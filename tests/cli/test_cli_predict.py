@@ -145,3 +145,31 @@ def test_empty_path_is_refused_not_read_as_the_current_folder(
     assert main(["batch", "", "--out", str(tmp_path / "r.csv"), "--model", tiny_model]) == 2
     assert "empty path" in capsys.readouterr().err
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_predict_real_protein_only_and_no_yellow_sets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 17, defect 4: a Kaggle ``_green.png`` alone and a DULoc set without its
+    yellow file both get a prediction from the bundled HPA model (protein is all it needs)."""
+    from conftest import shared_data
+
+    kaggle = shared_data("hpa_kaggle2018_single_channels") / "train_sample"
+    green = sorted(kaggle.glob("*_green.png"))[0]
+    duloc = shared_data("hpa_duloc_single_cells") / "images"
+    for color in ("red", "green", "blue"):
+        (tmp_path / f"comb1_mixed_img0_{color}.jpg").symlink_to(
+            duloc / f"comb1_mixed_img0_{color}.jpg"
+        )
+    out = tmp_path / "p.csv"
+    argv = ["predict", str(green), str(tmp_path), "--device", "cpu", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = {row["image"]: row for row in csv.DictReader(out.open(encoding="utf-8"))}
+    assert set(rows) == {
+        str(green.parent / green.name[: -len("_green.png")]),
+        str(tmp_path / "comb1_mixed_img0"),
+    }
+    for row in rows.values():
+        assert row["model"].startswith(registry.DEFAULT_MODEL_NAMES[0])
+        assert row["predicted"].strip()  # at least one location
+    assert "error" not in capsys.readouterr().err

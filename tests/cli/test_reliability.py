@@ -416,7 +416,7 @@ GUI_IMAGE_KINDS = (
     "text_as_png",
     "nan_float",
     "complex_dtype",
-    "hpa_missing_channel",
+    "hpa_no_protein",
     "hpa_size_mismatch",
 )
 

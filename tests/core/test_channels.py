@@ -53,3 +53,19 @@ def test_shape_checks() -> None:
         adapt_channels(np.zeros((4, 4), np.float32), ("gray",), ("gray",))
     with pytest.raises(ChannelMismatchError):
         adapt_channels(_planes(2), ("gray",), ("gray",))
+
+
+def test_a_partial_hpa_set_reads_for_a_model_that_can_do_without_the_rest() -> None:
+    """The reader gives a lone ``_green.png`` one ``protein`` channel: the bundled HPA
+    model (everything but protein optional) reads it, a model needing more says what
+    is missing and what the user can do, in words."""
+    protein = _planes(1)
+    out = adapt_channels(
+        protein, ("protein",), HPA_CHANNELS, optional=("microtubules", "nucleus", "er")
+    )
+    assert out[:, 0, 0].tolist() == [0, 1, 0, 0]
+    with pytest.raises(ChannelMismatchError) as info:
+        adapt_channels(protein, ("protein",), HPA_CHANNELS, optional=("er",))
+    message = str(info.value)
+    assert "no microtubules or nucleus channel" in message and "can do without er" in message
+    assert "choose a model that does without it" in message

@@ -68,15 +68,54 @@ def test_split_hpa_name() -> None:
     assert split_hpa_name("x_purple.png") is None
 
 
-def test_incomplete_hpa_set_names_missing_channels(tmp_path: Path) -> None:
+def test_lone_green_file_is_one_protein_channel(tmp_path: Path) -> None:
+    """A Kaggle ``<uuid>_green.png`` alone: the HPA model needs only the protein."""
     Image.fromarray(np.full((H, W), 7, np.uint8)).save(tmp_path / "abc_green.png")
     for path in (tmp_path / "abc_green.png", tmp_path / "abc"):
+        img = read_image(path)
+        assert img.channel_names == ("protein",) and img.data.shape == (1, H, W)
+        np.testing.assert_allclose(img.data, 7 / 255, atol=1e-6)
+        assert img.source == str(tmp_path / "abc") and img.image_id == "abc"
+        assert img.metadata["missing_channels"] == ["microtubules", "nucleus", "er"]
+    single = read_image(tmp_path / "abc_green.png", hpa_set=False)  # the file's own pixels
+    assert single.channel_names == ("gray",) and single.source == str(tmp_path / "abc_green.png")
+
+
+def test_set_without_yellow_is_three_channels(tmp_path: Path) -> None:
+    raw = _hpa(tmp_path)
+    (tmp_path / "img1_yellow.png").unlink()
+    img = read_image(tmp_path / "img1_blue.png")
+    assert img.channel_names == ("microtubules", "protein", "nucleus")
+    np.testing.assert_allclose(img.data, raw[:3] / 255.0, atol=1e-6)
+    assert [p.name for p in img.paths] == ["img1_red.png", "img1_green.png", "img1_blue.png"]
+    assert img.metadata["missing_channels"] == ["er"]
+
+
+def test_set_without_protein_says_what_is_missing_in_words(tmp_path: Path) -> None:
+    _hpa(tmp_path)
+    (tmp_path / "img1_green.png").unlink()
+    for path in (tmp_path / "img1_red.png", tmp_path / "img1"):
         err = _err(path)
-        assert err.path == tmp_path / "abc"
-        assert "missing red, blue, yellow" in str(err) and str(err).startswith(str(tmp_path))
-    single = read_image(tmp_path / "abc_green.png", hpa_set=False)
-    assert single.channel_names == ("gray",) and single.data.shape == (1, H, W)
-    assert single.image_id == "abc_green" and single.source == str(tmp_path / "abc_green.png")
+        assert err.path == tmp_path / "img1" and str(err).startswith(str(tmp_path / "img1"))
+        assert "no protein channel" in err.reason and "img1_green" in err.reason
+        assert "found red, blue, yellow" in err.reason
+        assert "hpa_set" not in str(err)  # an API argument is nothing a user can pass
+
+
+def test_real_kaggle_green_and_duloc_set_without_yellow(tmp_path: Path) -> None:
+    kaggle = shared_data("hpa_kaggle2018_single_channels") / "train_sample"
+    green = sorted(kaggle.glob("*_green.png"))[0]
+    img = read_image(green)
+    assert img.channel_names == ("protein",) and img.data.shape == (1, 512, 512)
+    assert img.data.max() > 0.1  # the real protein stain, not an empty plane
+    duloc = shared_data("hpa_duloc_single_cells") / "images"
+    for color in ("red", "green", "blue"):
+        (tmp_path / f"cells_{color}.jpg").symlink_to(duloc / f"comb1_mixed_img0_{color}.jpg")
+    img = read_image(tmp_path / "cells")
+    assert img.channel_names == ("microtubules", "protein", "nucleus")
+    assert img.data.shape == (3, 1536, 1536)
+    with_er = read_image(duloc / "comb1_mixed_img0")
+    np.testing.assert_array_equal(img.data, with_er.data[:3])
 
 
 def test_hpa_channels_of_different_sizes(tmp_path: Path) -> None:
@@ -335,7 +374,9 @@ def test_real_hpa_field() -> None:
     img = read_image(folder / "57_F11_1_green.png")
     assert img.data.shape == (4, 1728, 1728) and img.channel_names == HPA_CHANNELS
     assert img.source == str(folder / "57_F11_1") and 0.0 <= img.data.min() < img.data.max() <= 1.0
-    assert "missing red, yellow" in str(_err(folder / "383_D2_1"))
+    partial = read_image(folder / "383_D2_1")  # only green and blue in the source
+    assert partial.channel_names == ("protein", "nucleus")
+    assert partial.data.shape == (2, 2048, 2048)
 
 
 def test_real_plankton_jpeg_is_gray() -> None:

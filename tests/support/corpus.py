@@ -226,15 +226,27 @@ def _images(d: Path, rng: np.random.Generator) -> list[BadInput]:
 def _hpa_sets(d: Path, rng: np.random.Generator) -> list[BadInput]:
     out = []
     paths = write_hpa_set(d, "nocolor", rng.random((4, 48, 48)))
-    paths[3].unlink()  # no yellow
+    paths[3].unlink()  # no yellow: ER is optional, so it reads as 3 channels
     out.append(
         BadInput(
-            "hpa_missing_channel",
+            "hpa_no_yellow",
             "hpa_set",
             d / "nocolor",
+            "ok",
+            "",
+            "an HPA set without its _yellow file (read as microtubules, protein, nucleus)",
+        )
+    )
+    paths = write_hpa_set(d, "noprotein", rng.random((4, 48, 48)))
+    paths[1].unlink()  # no green: the protein every HPA model classifies
+    out.append(
+        BadInput(
+            "hpa_no_protein",
+            "hpa_set",
+            d / "noprotein",
             "error",
-            "missing yellow",
-            "an HPA set without its _yellow file",
+            "no protein channel",
+            "an HPA set without its _green (protein) file",
         )
     )
     write_hpa_set(d, "mixed", rng.random((4, 48, 48)))
@@ -403,7 +415,8 @@ KINDS: tuple[tuple[str, Category], ...] = (
             "unreadable_file",
         )
     ),
-    ("hpa_missing_channel", "hpa_set"),
+    ("hpa_no_yellow", "hpa_set"),
+    ("hpa_no_protein", "hpa_set"),
     ("hpa_size_mismatch", "hpa_set"),
     *(
         (k, "labels")

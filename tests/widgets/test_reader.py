@@ -86,9 +86,9 @@ def test_broken_inputs_notify_and_add_nothing(tmp_path: Path, notes: list) -> No
 
     planes = np.zeros((4, 32, 32), np.float32)
     write_hpa_set(tmp_path, "cut", planes)
-    (tmp_path / "cut_yellow.png").unlink()
+    (tmp_path / "cut_green.png").unlink()  # no protein (a set without yellow reads as 3)
     assert _read(tmp_path / "cut_red.png") == _reader.NOTHING
-    assert "missing yellow" in notes[-1][1] and "cut" in notes[-1][1]
+    assert "no protein channel" in notes[-1][1] and "cut" in notes[-1][1]
 
 
 def test_label_writer_round_trip(tmp_path: Path) -> None:

@@ -102,8 +102,12 @@ def adapt_channels(
         else:
             missing.append(name)
     if missing:
+        spare = [n for n in model_channels if _canonical(n) in optional_set]
+        without = f", and can do without {' and '.join(spare)}" if spare else ""
         raise ChannelMismatchError(
-            f"the image has no {', '.join(missing)} channel "
-            f"(it has {', '.join(image_channels)}; the model reads {', '.join(model_channels)})"
+            f"the image has no {' or '.join(missing)} channel, which the model needs "
+            f"(the image has {', '.join(image_channels)}; the model reads "
+            f"{', '.join(model_channels)}{without}); add the missing channel "
+            "or choose a model that does without it"
         )
     return np.stack(planes).astype(np.float32, copy=False)

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..tasks import HPA_CHANNELS
 from .data import ImageData, ImageReadError
-from .sources import HPA_COLORS, hpa_members, split_hpa_name
+from .sources import HPA_COLORS, PROTEIN_COLOR, hpa_members, split_hpa_name
 
 __all__ = [
     "MAX_PIXELS",
@@ -73,9 +73,11 @@ def read_image(
     Parameters
     ----------
     path
-        An image file, an HPA channel file (reads its whole set), or ``<folder>/<id>``.
+        An image file, an HPA channel file (reads its whole set: the channel files
+        that exist, of which the protein's ``_green`` is required), or ``<folder>/<id>``.
     hpa_set
-        If False, an HPA-named file is read alone as a plain image.
+        If False, an HPA-named file is read alone as a plain image (for code that
+        wants the file's own pixels; users never need it).
     max_pixels
         Largest accepted H * W; default :data:`MAX_PIXELS`.
     work_pixels
@@ -86,7 +88,7 @@ def read_image(
     ------
     ImageReadError
         For a missing, empty, truncated, non-image, too large or unsupported file,
-        or an incomplete or inconsistent HPA set.
+        or an HPA set without its protein file or with channels of different sizes.
     """
     p = Path(path).expanduser()
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
@@ -103,37 +105,49 @@ def read_image(
 
 
 def _read_hpa(folder: Path, image_id: str, limit: int, work: int) -> ImageData:
+    """Read the channel files of the set ``folder/image_id`` that exist.
+
+    A partial set is read with the channels it has (a Kaggle ``<id>_green.png``
+    alone is one ``protein`` channel; red/green/blue without yellow is three),
+    because the models say which channels they can do without
+    (``optional_channels``) and :func:`~.channels.adapt_channels` decides. Only the
+    protein (green) file is required: it is what every HPA model classifies.
+    ``metadata["missing_channels"]`` names the channels that were not there.
+    """
     source = folder / image_id
     members = hpa_members(folder, image_id)
-    missing = [c for c in HPA_COLORS if c not in members]
-    if missing:
-        have = ", ".join(c for c in HPA_COLORS if c in members) or "none"
+    colors = [c for c in HPA_COLORS if c in members]
+    if PROTEIN_COLOR not in members:
+        have = ", ".join(colors) or "none"
         raise ImageReadError(
             source,
-            f"incomplete HPA channel set: missing {', '.join(missing)} (found {have}); "
-            "pass hpa_set=False to read one file on its own",
+            f"no protein channel: there is no {image_id}_{PROTEIN_COLOR} file "
+            f"(found {have}), and the protein is what every HPA model classifies; "
+            f"put the {PROTEIN_COLOR} file in the same folder",
         )
+    names = tuple(HPA_CHANNELS[HPA_COLORS.index(c)] for c in colors)
     planes, metas = [], []
-    for color in HPA_COLORS:
+    for color in colors:
         raw, _, file_meta = _read_file(members[color], limit, work)
         if raw.shape[0] > 1:  # a colour-tinted channel file: its intensity is the max
             raw = raw.max(axis=0, keepdims=True)
             file_meta["tinted"] = True
         planes.append(raw[0])
         metas.append(file_meta)
-    shapes = {c: planes[i].shape for i, c in enumerate(HPA_COLORS)}
+    shapes = {c: planes[i].shape for i, c in enumerate(colors)}
     if len(set(shapes.values())) > 1:
         detail = ", ".join(f"{members[c].name} {h}x{w}" for c, (h, w) in shapes.items())
         raise ImageReadError(source, f"HPA channels have different sizes: {detail}")
-    meta: dict[str, Any] = {"format": "hpa", "channels": metas}
+    missing = [n for n in HPA_CHANNELS if n not in names]
+    meta: dict[str, Any] = {"format": "hpa", "channels": metas, "missing_channels": missing}
     if len({p.dtype for p in planes}) == 1:  # scale jointly: one bit depth for the set
         data = scale_to_unit(np.stack(planes), source, meta)
     else:
         data = np.concatenate(
-            [scale_to_unit(planes[i][None], members[c], metas[i]) for i, c in enumerate(HPA_COLORS)]
+            [scale_to_unit(planes[i][None], members[c], metas[i]) for i, c in enumerate(colors)]
         )
-    paths = tuple(members[c] for c in HPA_COLORS)
-    return ImageData(data, tuple(HPA_CHANNELS), paths, image_id, str(source), meta)
+    paths = tuple(members[c] for c in colors)
+    return ImageData(data, names, paths, image_id, str(source), meta)
 
 
 def _read_file(

@@ -5,7 +5,9 @@ A *source* is the string that names one image everywhere (GUI, CLI, annotations)
 * an HPA channel set ``<folder>/<id>``, whose files are ``<id>_red``, ``_green``,
   ``_blue`` and ``_yellow`` (``.png``, ``.tif``, ``.tiff``, ``.jpg``, ``.jpeg``).
   They are read as channels ``tasks.HPA_CHANNELS`` (microtubules, protein,
-  nucleus, er), in that order. A path to any one member names the whole set;
+  nucleus, er), in that order; a partial set (a Kaggle ``<id>_green.png`` alone,
+  red/green/blue without yellow) is read with the channels it has, as long as the
+  protein's green file is there. A path to any one member names the whole set;
 * any other image file: its path.
 """
 
@@ -24,6 +26,8 @@ from .data import ImageReadError
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 #: HPA colour suffixes in channel order (red = microtubules ... yellow = ER).
 HPA_COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+#: The colour of the protein channel, the one file an HPA set cannot do without.
+PROTEIN_COLOR = "green"
 _HPA_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".ome.tif", ".ome.tiff")
 _HPA_RE = re.compile(
     r"^(?P<id>.+)_(?P<color>red|green|blue|yellow)\.(?:ome\.)?(?:png|tiff?|jpe?g)$", re.I
@@ -66,8 +70,8 @@ def find_images(
 ) -> list[str]:
     """Expand files, folders, HPA ids and wildcards into sorted, unique sources.
 
-    HPA channel files become one ``<folder>/<id>`` source (complete or not: an
-    incomplete set fails later, in :func:`read_image`). Folders are walked
+    HPA channel files become one ``<folder>/<id>`` source (complete or not: a set
+    without its protein file fails later, in :func:`~.io.read_image`). Folders are walked
     (``recursive``) for :data:`IMAGE_EXTENSIONS`, optionally filtered by the file
     name pattern ``glob``; hidden names (``.x``) are skipped, symlinked folders are
     not followed (so a link loop cannot hang the walk), unreadable folders are
