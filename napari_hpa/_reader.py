@@ -1,11 +1,13 @@
 """npe2 reader: HPA channel sets, (OME-)TIFF, PNG and JPEG, through ``core.io.read_image``.
 
 An HPA set (``<id>_red.png`` ... ``_yellow.png``; any member file, the
-``<folder>/<id>`` name or a folder holding sets) opens as four image layers,
-microtubules red, protein green, nucleus blue and ER yellow, blended
-additively. RGB files open as red/green/blue channel layers (what Predict
-needs), gray files as one layer. A file that cannot be read gives a napari
-notification naming the file and the problem, never a traceback.
+``<folder>/<id>`` name or a folder holding sets) opens as one image layer per
+channel file it has, microtubules red, protein green, nucleus blue and ER
+yellow, blended additively: a partial set (a Kaggle ``_green.png`` alone, a set
+without ``_yellow``) opens with the channels found, since the models say which
+ones they can do without. RGB files open as red/green/blue channel layers (what
+Predict needs), gray files as one layer. A file that cannot be read gives a
+napari notification with the reason first and the file, never a traceback.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def get_reader(path: PathLike | list[PathLike]) -> ReaderFunction | None:
 
 def read(path: PathLike | list[PathLike]) -> list[tuple]:
     """Read ``path`` (or several) into layer data tuples; notify on failure."""
-    from .layers import image_layer_data
+    from .layers import image_layer_data, read_error_message
 
     paths = path if isinstance(path, list) else [path]
     out: list[tuple] = []
@@ -95,12 +97,12 @@ def read(path: PathLike | list[PathLike]) -> list[tuple]:
         try:
             image = read_image(source)
         except ImageReadError as exc:
-            _notify("error", f"Cannot open {exc.path}: {exc.reason}")
+            _notify("error", read_error_message(exc))
             continue
         except MemoryError:
             _notify("error", f"Cannot open {source}: not enough memory")
             continue
-        if image.source in seen or _already_open(image.source, p):
+        if image.source in seen or _already_open(image.source, p, len(image.channel_names)):
             continue
         seen.add(image.source)
         if note:
@@ -124,8 +126,8 @@ def _downscaled(meta: dict[str, Any]) -> str:
     return ""
 
 
-def _already_open(source: str, path: PathLike) -> bool:
-    """True when ``path`` is one member of an HPA set whose layers are all open already.
+def _already_open(source: str, path: PathLike, channels: int = 4) -> bool:
+    """True when ``path`` is one member of an HPA set whose ``channels`` layers are all open.
 
     Dropping the four files of a set makes napari call the reader once per file;
     the first call opens the whole set, the others do nothing.
@@ -143,8 +145,8 @@ def _already_open(source: str, path: PathLike) -> bool:
     from .layers import meta
 
     ours = [meta(lyr) for lyr in viewer.layers]
-    channels = {m.get("channel") for m in ours if m.get("source") == source}
-    return len(channels - {None}) >= 4
+    open_channels = {m.get("channel") for m in ours if m.get("source") == source}
+    return len(open_channels - {None}) >= channels
 
 
 def _notify(severity: str, message: str) -> None:

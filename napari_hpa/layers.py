@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .core.image.io import ImageData, scale_to_unit
-from .core.tasks import HPA_COLOR_TO_CHANNEL
+from .core.image.io import ImageData, ImageReadError, scale_to_unit
+from .core.tasks import HPA_CHANNELS, HPA_COLOR_TO_CHANNEL
 
 if TYPE_CHECKING:
     import napari
@@ -68,10 +68,28 @@ def display_name(channel: str) -> str:
 
 
 def channel_colormap(name: str, index: int, count: int) -> str:
-    """Colormap for channel ``name`` (HPA colours), cycling for unknown names."""
+    """Colormap for channel ``name`` (HPA colours), cycling for unknown names.
+
+    A lone channel is gray, unless it is an HPA channel (a Kaggle ``_green.png``
+    alone is the protein, in the green of every HPA view).
+    """
     if count == 1:
-        return "gray"
+        return CHANNEL_COLORMAPS[name] if name in HPA_CHANNELS else "gray"
     return CHANNEL_COLORMAPS.get(str(name).lower(), _CYCLE[index % len(_CYCLE)])
+
+
+def read_error_message(exc: ImageReadError, name_chars: int = 28) -> str:
+    """The notification for an image that cannot be read: the reason on the first line.
+
+    napari's toast shows the first line only, elided to about 50 characters, so
+    it says ``Cannot open <file name>: <reason>`` with a long file name shortened
+    in the middle; the full path follows on the second line (the expanded toast).
+    """
+    name = exc.path.name
+    if len(name) > name_chars:
+        half = (name_chars - 1) // 2
+        name = f"{name[:half]}…{name[-half:]}"
+    return f"Cannot open {name}: {exc.reason}\n{exc.path}"
 
 
 def meta(layer: Any) -> dict[str, Any]:
@@ -91,7 +109,7 @@ def image_layer_data(image: ImageData) -> list[LayerDataTuple]:
 
     Several channels are blended additively, each in its colour (HPA: microtubules
     red, protein green, nucleus blue, ER yellow; RGB files: red, green, blue); a
-    single channel is one gray layer named after the image.
+    single channel is one layer named after the image (gray, or its HPA colour).
     """
     names = tuple(image.channel_names)
     common = {

@@ -70,13 +70,13 @@ def _checked(annotate) -> set[int]:
     return {int(it.data(Qt.UserRole)) for it in items if it.checkState() == Qt.Checked}
 
 
-def _wait_stored(qtbot, predict, annotate, source: str) -> None:
-    """Until the prediction of ``source`` is shown and its labels are in the database."""
+def _wait_stored(qtbot, predict, annotate, source: str, cells: bool = True) -> None:
+    """Until the prediction of ``source`` (with its cells) is shown and in the database."""
     qtbot.waitUntil(
         lambda: (
             predict.session.result is not None
             and predict.session.result.source == source
-            and predict.session.result.labels is not None
+            and (predict.session.result.labels is not None or not cells)
         ),
         timeout=WAIT_MS,
     )
@@ -215,3 +215,72 @@ def test_the_session_is_freed_with_its_viewer() -> None:
     del viewer
     gc.collect()
     assert session() is None
+
+
+# ----------------------------------------------------------------------------- partial sets
+def _copy(paths, folder: Path) -> Path:
+    folder.mkdir()
+    for path in paths:
+        shutil.copy(path, folder)
+    return folder
+
+
+def test_a_lone_kaggle_green_png_is_predicted(make_napari_viewer, monkeypatch, qtbot, tmp_path):
+    """A Kaggle ``<id>_green.png`` alone is the protein channel: the model needs no more."""
+    sample = shared_data("hpa_kaggle2018_single_channels") / "train_sample"
+    green = sorted(sample.glob("*_green.png"))[0]
+    folder = _copy([green], tmp_path / "kaggle")
+    viewer = _viewer(make_napari_viewer, monkeypatch)
+    predict = _dock(viewer, "Predict")
+    annotate = _dock(viewer, "Annotate")
+    viewer.open(str(folder / green.name), plugin=None)
+    (layer,) = viewer.layers
+    assert layer.metadata["napari_hpa"]["channel"] == "protein"
+    assert layer.colormap.name == "green"
+    picked = {c: getattr(v, "label", v) for c, v in predict.state.assignment.items()}
+    assert picked == {"microtubules": None, "protein": layer.name, "nucleus": None, "er": None}
+
+    predict.predict_button.click()
+    source = str(folder / green.name.removesuffix("_green.png"))
+    _wait_stored(qtbot, predict, annotate, source, cells=False)
+    result = predict.session.result
+    assert result.image.channel_names == ("protein",) and result.labels is None
+    assert "no cells: the image has no nucleus channel" in predict.status.text()
+    assert predict.table.rowCount() == 28 and R.find_layer(viewer, "cells") is None
+    assert _checked(annotate) == set(result.prediction.predicted)
+
+
+def test_a_set_without_yellow_is_predicted_with_its_cells(
+    make_napari_viewer, monkeypatch, qtbot, tmp_path
+):
+    """Red, green and blue without yellow: ER is optional, the nucleus gives the cells."""
+    field = shared_data("hpa_public_4ch_examples") / "images"
+    rgb = [field / f"57_F11_1_{c}.png" for c in ("red", "green", "blue")]
+    folder = _copy(rgb, tmp_path / "no_yellow")
+    viewer = _viewer(make_napari_viewer, monkeypatch)
+    predict = _dock(viewer, "Predict")
+    annotate = _dock(viewer, "Annotate")
+    viewer.open(str(folder / "57_F11_1_green.png"), plugin=None)
+    assert [lyr.name for lyr in viewer.layers] == ["microtubules", "protein", "nucleus"]
+    assert predict.state.assignment["er"] is None
+    predict.predict_button.click()
+    _wait_stored(qtbot, predict, annotate, str(folder / "57_F11_1"))
+    result = predict.session.result
+    assert result.image.channel_names == ("microtubules", "protein", "nucleus")
+    assert result.cells and R.find_layer(viewer, "cells") is not None
+    assert "no nucleus" not in predict.status.text()
+
+
+def test_a_set_without_its_protein_says_why_first(make_napari_viewer, monkeypatch, tmp_path, notes):
+    """The toast's first line (all napari shows of it) has the reason; no API advice."""
+    field = shared_data("hpa_public_4ch_examples") / "images"
+    folder = _copy([field / "57_F11_1_red.png", field / "57_F11_1_blue.png"], tmp_path / "np")
+    viewer = _viewer(make_napari_viewer, monkeypatch)
+    viewer.open(str(folder / "57_F11_1_red.png"), plugin=None)
+    assert len(viewer.layers) == 0
+    errors = [m for kind, m in notes if kind == "show_error"]
+    assert len(errors) == 1 and "hpa_set" not in errors[0]
+    first, *rest = errors[0].splitlines()
+    assert first.startswith("Cannot open 57_F11_1: ")
+    assert first.lower().index("no protein channel") < 40  # inside the toast's one line
+    assert str(folder / "57_F11_1") in errors[0]

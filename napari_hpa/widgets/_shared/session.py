@@ -270,6 +270,8 @@ class PredictState:
     used_id: str = ""
     #: The running prediction was stopped because its image went away (not by Cancel).
     stale: bool = False
+    #: Cells were asked for but the image has no nucleus plane, so none are found.
+    no_nucleus: bool = False
     #: A prediction was asked for while one was running: start it when that one ends.
     queued: bool = False
 

@@ -276,6 +276,8 @@ class PredictWidget(QWidget):
             return
         planes, used, average = collected
         source, image_id = L.image_source(used)
+        # Cells grow from nuclei: an image without one (a Kaggle _green.png) has none to find.
+        self.state.no_nucleus = self.state.find_cells and "nucleus" not in planes
         self.state.clicked_at = time.perf_counter()
         self.state.shown_after = None
         self.state.cancel.clear()
@@ -296,7 +298,7 @@ class PredictWidget(QWidget):
             source,
             image_id,
             average,
-            self.state.find_cells,
+            self.state.find_cells and not self.state.no_nucleus,
             self.state.cancel.is_set,
             _start_thread=False,
         )
@@ -418,7 +420,8 @@ class PredictWidget(QWidget):
         self.session.set_result(result)
 
     def _set_status(self, result: PredictionResult) -> None:
-        self.status.setText(status_text(result))
+        note = " · no cells: the image has no nucleus channel" if self.state.no_nucleus else ""
+        self.status.setText(status_text(result) + note)
 
     def _on_session_result(self, result: PredictionResult | None) -> None:
         if result is not None:
