@@ -39,6 +39,7 @@ from ..core.batch.run import BatchProgress, BatchSummary, run_batch
 from ..core.model import preferences as settings
 from ..core.model.registry import list_models
 from ._shared.canvas_text import show_text
+from ._shared.scrolling import narrow_combo, scroll_body
 
 if TYPE_CHECKING:
     import napari
@@ -94,6 +95,7 @@ class BatchWidget(QWidget):
         self.folder_edit.setPlaceholderText("folder of images (searched recursively)")
         form.addRow("Folder", self._with_button(self.folder_edit, self._browse_folder))
         self.model_combo = QComboBox()
+        narrow_combo(self.model_combo, 16)
         form.addRow("Model", self.model_combo)
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("results.csv or results.parquet")
@@ -115,16 +117,17 @@ class BatchWidget(QWidget):
         self.batch_spin.setSpecialValueText("auto")
         self.batch_spin.setValue(0)
         self.batch_spin.setToolTip("tiles per forward pass (auto: 4 on the CPU, 32 on a GPU)")
-        for label, widget in (
-            ("", self.cells_check),
-            ("device", self.device_combo),
-            ("workers", self.workers_spin),
-            ("batch", self.batch_spin),
-        ):
-            if label:
-                options.addWidget(QLabel(label))
-            options.addWidget(widget)
-        form.addRow("Options", options)
+        # Two short rows, not one long one: the dock must fit beside the canvas.
+        options.addWidget(self.device_combo)
+        options.addWidget(self.cells_check)
+        options.addStretch(1)
+        form.addRow("Device", options)
+        sizes = QHBoxLayout()
+        for label, widget in (("workers", self.workers_spin), ("batch", self.batch_spin)):
+            sizes.addWidget(QLabel(label))
+            sizes.addWidget(widget)
+        sizes.addStretch(1)
+        form.addRow("Options", sizes)
 
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Run")
@@ -159,7 +162,7 @@ class BatchWidget(QWidget):
         self.results_table.setToolTip("double-click a row to open the image")
         self.results_table.cellDoubleClicked.connect(self.open_result)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))  # a short screen scrolls it
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)

@@ -42,6 +42,7 @@ from ...core.model.registry import sample_data_dir, user_home
 from ...core.tasks import Task, get_task
 from .._shared import results as R
 from .._shared.canvas_text import show_text
+from .._shared.scrolling import scroll_body
 from .._shared.session import PredictionResult, connect_while_alive, session_for
 from .._shared.tooltips import tip
 from .._shared.workers import read_source, store_prediction
@@ -145,7 +146,7 @@ class AnnotateWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))  # a short screen scrolls it
         layout.addWidget(self.image_label)
         layout.addLayout(nav)
         layout.addWidget(self.scope_label)

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QWidget
 
 from ... import layers as L
 from ...core.model.registry import ModelEntry
+from .._shared.scrolling import narrow_combo
 from .._shared.session import PredictState
 from .._shared.tooltips import tip
 
@@ -60,6 +61,7 @@ class ChannelBox(QGroupBox):
             options: list[Any] = [None] + ([L.AVERAGE] if gray and len(choices) > 1 else [])
             options += choices
             combo = QComboBox()
+            narrow_combo(combo, 10)
             for opt in options:
                 combo.addItem(
                     NONE_LABEL if opt is None else opt if isinstance(opt, str) else opt.label

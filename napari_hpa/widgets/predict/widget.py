@@ -33,6 +33,7 @@ from ...core.model import preferences as settings
 from ...core.model.registry import ModelEntry, list_models
 from .._shared import results as R
 from .._shared.canvas_text import show_text
+from .._shared.scrolling import narrow_combo, scroll_body
 from .._shared.session import (
     PredictionResult,
     PredictState,
@@ -87,6 +88,7 @@ class PredictWidget(QWidget):
     def _build(self) -> None:
         self.model_combo = QComboBox()
         self.model_combo.setToolTip(tip("model"))
+        narrow_combo(self.model_combo, 16)  # the full name is in the tooltip
         self.model_combo.currentIndexChanged.connect(self._on_model_changed)
         self.refresh_button = QToolButton()
         self.refresh_button.setText("↻")
@@ -139,7 +141,7 @@ class PredictWidget(QWidget):
         self.table.setMinimumHeight(260)
         self.table.class_selected.connect(self.show_class)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))  # a short screen scrolls it
         layout.addLayout(form)
         layout.addWidget(self.channel_box)
         layout.addWidget(self.cells_check)

@@ -55,6 +55,8 @@ class CountsPanel(QGroupBox):
         self.counts_table.setHorizontalHeaderLabels(["Class", "Images", "Cells"])
         self.counts_table.setToolTip(tip("counts"))
         compact_table(self.counts_table, 80)  # 3 rows; it scrolls, and a short dock needs room
+        # At most 6 rows high: the spare height goes to the training plot, not to empty rows.
+        self.counts_table.setMaximumHeight(150)
         self.totals_label = QLabel("")
         self.warning_label = FittedLabel("")
         self.warning_label.setStyleSheet("color: #f0b429;")

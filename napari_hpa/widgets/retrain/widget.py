@@ -40,6 +40,7 @@ from ...jobs.retrain import (
     summarize,
 )
 from ...jobs.runner import Job, JobManager
+from .._shared.scrolling import scroll_body
 from .._shared.tooltips import TOOLTIPS, tip
 from .compare_panel import ComparePanel
 from .counts_panel import CountsPanel
@@ -178,7 +179,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         result_buttons.addWidget(self.rollback_button, 1)
         result_buttons.addWidget(self.log_button)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))  # a short screen scrolls it
         layout.addWidget(self.counts_panel)
         layout.addLayout(form)
         layout.addLayout(buttons)
