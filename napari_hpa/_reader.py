@@ -31,7 +31,7 @@ def _supported_file(p: Path) -> bool:
 
 
 def _source_for(path: PathLike) -> tuple[str | None, str]:
-    """The source to open for ``path`` and a note for the user ('' if none)."""
+    """Return the source to open for ``path`` and a note for the user ('' if none)."""
     p = Path(path).expanduser()
     if p.is_dir():
         try:
@@ -57,7 +57,7 @@ def _source_for(path: PathLike) -> tuple[str | None, str]:
 
 
 def openable_path(path: PathLike) -> str:
-    """A path ``viewer.open`` accepts: an HPA ``<folder>/<id>`` becomes its first channel file."""
+    """Return a path ``viewer.open`` accepts: an HPA ``<folder>/<id>`` becomes its first file."""
     p = Path(path).expanduser()
     if not p.exists() and is_hpa_source(p):
         members = sorted(p.parent.glob(f"{p.name}_*"))
@@ -115,7 +115,7 @@ def read(path: PathLike | list[PathLike]) -> list[tuple]:
 
 
 def _downscaled(meta: dict[str, Any]) -> str:
-    """A note when ``read_image`` reduced a huge image, so nobody mistakes it for full size."""
+    """Say when ``read_image`` reduced a huge image, so nobody mistakes it for full size."""
     for m in [meta, *meta.get("channels", [])]:
         if m.get("downscaled"):
             h, w = m["original_shape"]
@@ -127,7 +127,7 @@ def _downscaled(meta: dict[str, Any]) -> str:
 
 
 def _already_open(source: str, path: PathLike, channels: int = 4) -> bool:
-    """True when ``path`` is one member of an HPA set whose ``channels`` layers are all open.
+    """Tell whether ``path`` is a member of an HPA set whose ``channels`` layers are all open.
 
     Dropping the four files of a set makes napari call the reader once per file;
     the first call opens the whole set, the others do nothing.
@@ -150,7 +150,7 @@ def _already_open(source: str, path: PathLike, channels: int = 4) -> bool:
 
 
 def _notify(severity: str, message: str) -> None:
-    """A napari notification (a toast in the viewer, a log line without one)."""
+    """Show a napari notification (a toast in the viewer, a log line without one)."""
     from napari.utils.notifications import show_error, show_info, show_warning
 
     {"error": show_error, "warning": show_warning}.get(severity, show_info)(message)

@@ -79,7 +79,7 @@ def channel_colormap(name: str, index: int, count: int) -> str:
 
 
 def read_error_message(exc: ImageReadError, name_chars: int = 28) -> str:
-    """The notification for an image that cannot be read: the reason on the first line.
+    """Word the notification for an image that cannot be read: the reason on line one.
 
     napari's toast shows the first line only, elided to about 50 characters, so
     it says ``Cannot open <file name>: <reason>`` with a long file name shortened
@@ -93,7 +93,7 @@ def read_error_message(exc: ImageReadError, name_chars: int = 28) -> str:
 
 
 def meta(layer: Any) -> dict[str, Any]:
-    """The napari-hpa metadata of a layer (empty dict for foreign layers)."""
+    """Return the napari-hpa metadata of a layer (empty dict for foreign layers)."""
     value = getattr(layer, "metadata", {}).get(META, {})
     return value if isinstance(value, dict) else {}
 
@@ -142,6 +142,7 @@ class ChannelChoice:
 
     @property
     def label(self) -> str:
+        """What the channel combos show: the layer's name, and the colour of an RGB plane."""
         if self.index is None:
             return str(self.layer.name)
         return f"{self.layer.name} [{'RGBA'[self.index]}]"
@@ -164,7 +165,7 @@ class ChannelChoice:
         return keys
 
     def plane(self) -> np.ndarray:
-        """The 2-D plane (a view, no copy); for RGB layers the chosen colour."""
+        """Return the 2-D plane (a view, no copy); for RGB layers the chosen colour."""
         data = np.asarray(self.layer.data)
         if self.index is not None:
             data = data[..., self.index]
@@ -217,7 +218,7 @@ def auto_assign(
 
 
 def layer_source(layer: Any) -> str:
-    """The source of the image an image layer shows (what :func:`image_source` names it)."""
+    """Return the source of the image a layer shows (what :func:`image_source` names it)."""
     return image_source([ChannelChoice(layer)])[0]
 
 
@@ -237,7 +238,7 @@ def image_source(choices: Sequence[ChannelChoice]) -> tuple[str, str]:
 def build_image(
     planes: dict[str, np.ndarray], source: str, image_id: str, average: bool = False
 ) -> ImageData:
-    """An :class:`ImageData` from layer planes named by model channel (call it in a worker).
+    """Build an :class:`ImageData` from planes named by model channel (call it in a worker).
 
     Planes are scaled to float32 [0, 1] like the reader does (by dtype). With
     ``average`` the planes are the image's channels and are averaged to one
@@ -263,7 +264,7 @@ def build_image(
 
 
 def to_unit(plane: np.ndarray) -> np.ndarray:
-    """A layer plane as float32 in [0, 1], with the reader's dtype conventions."""
+    """Scale a layer plane to float32 in [0, 1], with the reader's dtype conventions."""
     arr = np.asarray(plane)
     if arr.dtype == np.float32 and arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
         return arr

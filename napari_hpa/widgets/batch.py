@@ -309,7 +309,7 @@ class BatchWidget(QWidget):
 
     # ------------------------------------------------------------------ results
     def show_summary(self, counts: dict[str, int]) -> None:
-        """Counts per predicted class, largest first, each with a bar."""
+        """Show the counts per predicted class, largest first, each with a bar."""
         items = sorted(counts.items(), key=lambda kv: -kv[1])
         top = max((c for _, c in items), default=1)
         self.summary_table.setRowCount(len(items))
@@ -325,7 +325,7 @@ class BatchWidget(QWidget):
             self.summary_table.setCellWidget(row, 2, bar)
 
     def load_results(self, path: str | Path) -> None:
-        """The table's first rows; class names come from its probability columns."""
+        """Load the table's first rows; class names come from its probability columns."""
         try:
             columns, rows = read_table(path, MAX_RESULT_ROWS)
         except (OSError, ValueError) as exc:
@@ -350,7 +350,7 @@ class BatchWidget(QWidget):
                 self.results_table.setItem(i, col, item)
 
     def _short(self, image: str) -> str:
-        """The image relative to the chosen folder: full paths of a screen are all alike."""
+        """Shorten an image to its path in the chosen folder: a screen's full paths are alike."""
         if self._root is not None:
             with contextlib.suppress(ValueError):
                 return Path(image).relative_to(self._root).as_posix()

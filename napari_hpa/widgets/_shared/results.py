@@ -77,7 +77,7 @@ class CellsDisplay:
 
 
 def cell_features(cells: dict[int, Any]) -> dict[str, Any]:
-    """The features table of the cells layer: what hovering over a cell shows."""
+    """Build the cells layer's features table: what hovering over a cell shows."""
     ids = sorted(cells)
     top = [cells[c].top(1)[0] for c in ids]
     return {
@@ -100,9 +100,11 @@ def cells_colormap(cells: dict[int, Any], n_classes: int) -> Any:
 
 
 def prepare_cells(labels: np.ndarray, cells: dict[int, Any], n_classes: int) -> CellsDisplay:
-    """The cells layer's labels (at most :data:`CELLS_MAX_SIZE`, the smallest integer type:
-    napari maps colours through a table as long as the type's range), features table,
-    colormap and the cells' boxes."""
+    """Prepare the cells layer: labels, features table, colormap and the cells' boxes.
+
+    The labels are at most :data:`CELLS_MAX_SIZE` wide and of the smallest integer
+    type: napari maps colours through a table as long as the type's range.
+    """
     import pandas as pd
     from scipy import ndimage as ndi
 
@@ -122,13 +124,15 @@ def prepare_cells(labels: np.ndarray, cells: dict[int, Any], n_classes: int) -> 
 
 # ----------------------------------------------------------------------------- main thread
 def find_layer(viewer: napari.Viewer, kind: str) -> Any:
-    """The napari-hpa layer of ``kind`` ("cells", "cam", "selected-cell"), or None."""
+    """Return the napari-hpa layer of ``kind`` ("cells", "cam", "selected-cell"), or None."""
     return next((lyr for lyr in viewer.layers if meta(lyr).get("kind") == kind), None)
 
 
 def _placement(ref: Any, factor: float = 1, offset: Sequence[float] = (0, 0)) -> dict[str, Any]:
-    """scale/translate that put data (downsampled by ``factor``, starting at pixel
-    ``offset``) over the image layer ``ref``."""
+    """Return the scale and translate that put data over the image layer ``ref``.
+
+    The data is downsampled by ``factor`` and starts at pixel ``offset``.
+    """
     if ref is None:
         scale, translate = np.ones(2), np.zeros(2)
     else:

@@ -28,7 +28,7 @@ class ScrollBody(QScrollArea):
         self.setWidget(body)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        """The body's minimum width with room for the scroll bar; a small height."""
+        """Ask for the body's minimum width with room for the scroll bar, and a small height."""
         body = self.widget().minimumSizeHint()
         bar = self.verticalScrollBar().sizeHint().width()
         return QSize(body.width() + bar + 2 * self.frameWidth(), MIN_DOCK_HEIGHT)
@@ -61,7 +61,10 @@ def scroll_body(dock: QWidget) -> QWidget:
 
 
 def narrow_combo(combo: QComboBox, characters: int) -> None:
-    """Let ``combo`` be as narrow as ``characters`` letters: by default a combo is as
-    wide as its longest item, and a long model name made the Predict dock 551 px wide."""
+    """Let ``combo`` be as narrow as ``characters`` letters.
+
+    By default a combo is as wide as its longest item: a long model name made the
+    Predict dock 551 px wide.
+    """
     combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
     combo.setMinimumContentsLength(characters)

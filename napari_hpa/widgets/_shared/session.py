@@ -118,7 +118,7 @@ class Session:
         self._docks.discard(dock)
 
     def docks(self, class_name: str) -> list[Any]:
-        """The open napari-hpa docks of this viewer with this class name."""
+        """List the open napari-hpa docks of this viewer with this class name."""
         return [d for d in list(self._docks) if type(d).__name__ == class_name]
 
     # -- following the viewer's layers ----------------------------------------------------
@@ -141,7 +141,7 @@ class Session:
 
     # -- models ---------------------------------------------------------------------
     def predictor(self, entry: ModelEntry, device: str) -> Predictor:
-        """The loaded model for ``(entry, device)``, loading it on first use.
+        """Return the loaded model for ``(entry, device)``, loading it on first use.
 
         Call it from a worker thread: loading a large model takes seconds.
         """
@@ -172,8 +172,10 @@ class Session:
         self.prediction_changed.emit(result)
 
     def shows(self, layers: Sequence[Any], present: Any) -> bool:
-        """True while every layer of ``layers`` (layers or weak references) is among
-        ``present`` and still shows the image it showed (Next image reuses layers)."""
+        """Tell whether the result's image is still shown by ``layers`` among ``present``.
+
+        See :func:`still_shown`; the image is the current result's.
+        """
         source = None if self.result is None else self.result.source
         return still_shown(layers, present, source)
 
@@ -183,7 +185,7 @@ class Session:
 
 
 def real_viewer(viewer: napari.Viewer) -> napari.Viewer:
-    """The viewer itself, behind the proxy napari hands each plugin dock.
+    """Return the viewer itself, behind the proxy napari hands each plugin dock.
 
     napari wraps the viewer it passes to a dock widget in a ``PublicOnlyProxy``
     (a ``wrapt.ObjectProxy``), a new one per dock. The wrapped object is the
@@ -205,7 +207,7 @@ _SESSIONS: dict[int, tuple[weakref.ref, Session]] = {}
 
 
 def session_for(viewer: napari.Viewer) -> Session:
-    """The :class:`Session` of ``viewer``, however napari wraps it (one per real viewer).
+    """Return the :class:`Session` of ``viewer``, however napari wraps it (one per viewer).
 
     Created on first use and dropped with the viewer: the session is held by
     the viewer's id and a weak reference, never by a strong one.
@@ -229,8 +231,11 @@ def _drop_session(key: int, session: Session) -> None:
 
 
 def still_shown(layers: Sequence[Any], present: Any, source: str | None = None) -> bool:
-    """True if every one of ``layers`` (or weak references to them) is in ``present``
-    and, where it is a napari-hpa layer and ``source`` is given, still of that image."""
+    """Tell whether every one of ``layers`` (or weak references to them) is in ``present``.
+
+    Where a layer is napari-hpa's and ``source`` is given, it must still show that
+    image too: Next image reuses the layers for the next image.
+    """
     present = list(present)
     for item in layers:
         layer = item() if isinstance(item, weakref.ref) else item

@@ -56,5 +56,5 @@ TOOLTIPS: dict[str, str] = {
 
 
 def tip(key: str) -> str:
-    """The tooltip text for ``key`` ('' if none)."""
+    """Return the tooltip text for ``key`` ('' if none)."""
     return TOOLTIPS.get(key, "")

@@ -158,7 +158,7 @@ def store_prediction(store: AnnotationStore, result: PredictionResult) -> None:
 
 
 def read_source(source: str) -> Any:
-    """The image at ``source`` (an ``ImageData``), or why it cannot be read."""
+    """Read the image at ``source`` (an ``ImageData``), or say why it cannot be read."""
     try:
         return read_image(source)
     except ImageReadError as exc:

@@ -47,10 +47,10 @@ def unbind_keys(targets: Iterable[weakref.ref]) -> None:
 def click_callback(
     select_at: Callable[[Any], Any],
 ) -> Callable[[napari.Viewer, Any], Iterator[None]]:
-    """A mouse-drag callback that calls ``select_at(world position)`` on a click (not a drag).
+    """Make a mouse-drag callback that calls ``select_at(world position)`` on a click.
 
-    Only in pan/zoom (or pick) mode of the active layer: a click that paints or
-    draws in another layer is not a selection.
+    A drag is no click, and only in pan/zoom (or pick) mode of the active layer: a
+    click that paints or draws in another layer is not a selection.
     """
 
     def on_click(viewer: napari.Viewer, event: Any) -> Iterator[None]:

@@ -187,7 +187,7 @@ class AnnotateWidget(QWidget):
         self._on_layer_inserted(event.value)
 
     def _on_removed_event(self, event: Any) -> None:
-        """The image's layers were all deleted: annotate the newest image still shown, if any."""
+        """Annotate the newest image still shown when the image's layers are all deleted."""
         if L.meta(event.value).get("kind") != "channel" or not self.source:
             return
         shown = [L.meta(lyr) for lyr in self.viewer.layers if L.meta(lyr).get("kind") == "channel"]
@@ -233,8 +233,11 @@ class AnnotateWidget(QWidget):
         self._refresh()
 
     def db_path_for(self, source: str) -> Path:
-        """The database of an image: in its folder, else (layers not from a file, the
-        bundled samples, read-only folders) in the user folder."""
+        """Return the annotations database of an image.
+
+        It is in the image's folder, else (layers not from a file, the bundled
+        samples, read-only folders) in the user folder.
+        """
         samples = sample_data_dir().resolve()
         if not source.startswith("layer:") and samples not in Path(source).resolve().parents:
             path = default_db_path(source)
@@ -261,7 +264,7 @@ class AnnotateWidget(QWidget):
         self.db_label.setText(f"Database: {path}")
 
     def _on_prediction(self, result: PredictionResult | None) -> None:
-        """A new prediction: store the model's labels (in a worker: the mask is big), then show."""
+        """Store a new prediction's labels (in a worker: the mask is big), then show them."""
         if result is None:
             self._refresh()
             return
@@ -409,9 +412,11 @@ class AnnotateWidget(QWidget):
         self._refresh()
 
     def undo(self) -> None:
+        """Undo the last change (of any image of this database)."""
         self._replay(self.store.undo if self.store else None, "Undid")
 
     def redo(self) -> None:
+        """Redo the last undone change."""
         self._replay(self.store.redo if self.store else None, "Redid")
 
     def _replay(self, action: Callable[[], Any] | None, verb: str) -> None:
@@ -426,7 +431,7 @@ class AnnotateWidget(QWidget):
 
     # -- walking the folder ----------------------------------------------------------------
     def neighbours(self) -> list[str]:
-        """The images of the current image's folder, sorted (what Next/Previous walk)."""
+        """List the images of the current image's folder, sorted (what Next/Previous walk)."""
         if not self.source or self.source.startswith("layer:"):
             return []
         try:
@@ -473,6 +478,7 @@ class AnnotateWidget(QWidget):
             self.session.predict_requested.emit()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        """Close the database when the dock closes (every change is written already)."""
         if self.store is not None:
             self.store.close()
             self.store = None

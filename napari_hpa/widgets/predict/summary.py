@@ -25,7 +25,7 @@ def status_text(result: PredictionResult) -> str:
 
 
 def overlay_text(result: PredictionResult, lines: int = OVERLAY_LINES) -> str:
-    """The image and model, then the ``lines`` most probable classes (✓ = predicted)."""
+    """Write the image and model, then the ``lines`` most probable classes (✓ = predicted)."""
     pred = result.prediction
     out = [f"{result.image.image_id} · {pred.model_id}"]
     chosen = set(pred.predicted)

@@ -49,7 +49,7 @@ class _BarDelegate(QStyledItemDelegate):
 
 
 def swatch(rgba: Sequence[float], size: int = 10) -> QIcon:
-    """A small square icon of a colour (the colour of a class's cells)."""
+    """Make a small square icon of a colour (the colour of a class's cells)."""
     pix = QPixmap(size, size)
     pix.fill(QColor.fromRgbF(*[float(v) for v in rgba[:3]], 1.0))
     return QIcon(pix)
@@ -135,10 +135,12 @@ class ProbabilityTable(QTableWidget):
                 item.setIcon(QIcon())
 
     def class_at(self, row: int) -> int | None:
+        """Return the class index shown in ``row`` (rows are sorted by probability)."""
         item = self.item(row, CLASS_COL)
         return None if item is None else int(item.data(_ROLE_CLASS))
 
     def row_of(self, class_index: int) -> int | None:
+        """Return the row that shows ``class_index``, or None."""
         for row in range(self.rowCount()):
             if self.class_at(row) == class_index:
                 return row
@@ -151,6 +153,7 @@ class ProbabilityTable(QTableWidget):
             self.selectRow(row)
 
     def selected_class(self) -> int | None:
+        """Return the class index of the selected row, or None."""
         rows = {i.row() for i in self.selectedIndexes()}
         return self.class_at(min(rows)) if rows else None
 

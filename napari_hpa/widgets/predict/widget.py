@@ -161,6 +161,7 @@ class PredictWidget(QWidget):
     # -- models and channels ----------------------------------------------------------
     @property
     def entry(self) -> ModelEntry | None:
+        """The chosen model (None when no model is installed)."""
         i = self.model_combo.currentIndex()
         return self._entries[i] if 0 <= i < len(self._entries) else None
 
@@ -230,8 +231,11 @@ class PredictWidget(QWidget):
         self._rebuild_channels()
 
     def _update_cells_option(self, entry: ModelEntry | None) -> None:
-        """Cells are found from a nucleus channel: offer them only to models that read one
-        (a plankton or histology model would get one meaningless "cell" per image)."""
+        """Offer to find cells only to models that read a nucleus channel.
+
+        Cells grow from nuclei: a plankton or histology model would get one
+        meaningless "cell" per image.
+        """
         usable = entry is None or "nucleus" in entry.spec.input.channels
         self.cells_check.blockSignals(True)
         self.cells_check.setEnabled(usable)
@@ -352,7 +356,7 @@ class PredictWidget(QWidget):
             self.predict()
 
     def _still_shown(self, result: PredictionResult) -> bool:
-        """True while the layers the prediction read still show its image."""
+        """Tell whether the layers the prediction read still show its image."""
         return still_shown(self.state.used_layers, self.viewer.layers, result.source)
 
     def _cancel_if_stale(self) -> None:
@@ -363,7 +367,7 @@ class PredictWidget(QWidget):
             self.state.stale = True
 
     def _dropped(self, image_id: str) -> None:
-        """A prediction ended for an image that is no longer shown: it is not shown either."""
+        """Say that a prediction ended for an image no longer shown (it is not shown either)."""
         self._set_progress(0, "Ready")
         self.status.setText(f"Prediction of {image_id} stopped: its image is no longer shown.")
 
@@ -481,6 +485,6 @@ class PredictWidget(QWidget):
 
 
 def _closed(state: PredictState, session: Any, widget: QWidget) -> None:
-    """A closed Predict dock: stop its prediction and leave the session's docks."""
+    """Stop a closed Predict dock's prediction and take it off the session's docks."""
     state.cancel.set()
     session.remove_dock(widget)

@@ -52,12 +52,12 @@ class ComparePanel(QGroupBox):
         return self.headline.text() != self.PLACEHOLDER
 
     def show_new_version(self, child: registry.ModelEntry) -> None:
-        """A new version without a comparison (yet)."""
+        """Show a new version without a comparison (yet)."""
         self.compare_table.setRowCount(0)
         self.headline.setText(f"New version {child.id} (parent {child.spec.parent}).")
 
     def show_comparison(self, comp: Comparison) -> None:
-        """The headline and the F1 table of a finished comparison."""
+        """Show the headline and the F1 table of a finished comparison."""
         table = self.compare_table
         table.setRowCount(0)
         self.headline.setText(comp.headline())

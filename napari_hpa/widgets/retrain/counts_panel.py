@@ -105,7 +105,7 @@ class CountsPanel(QGroupBox):
 
 
 def short_path(path: Path, parts: int = 3) -> str:
-    """The last ``parts`` components of a path, ``…/`` in front if there are more."""
+    """Shorten a path to its last ``parts`` components, ``…/`` in front if there are more."""
     tail = Path(*path.parts[-parts:])
     return str(tail) if len(path.parts) <= parts else f"…/{tail}"
 

@@ -1,5 +1,8 @@
-"""What the Retrain widget finds around it: the viewer's images, the annotations
-database, the other napari-hpa widgets, a model for the corrected task."""
+"""What the Retrain widget finds around it: images, database, other docks, a model.
+
+The viewer's images, the annotations database, the other napari-hpa docks of
+the viewer (from its session) and a model for the task the corrections are for.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +37,11 @@ def image_sources(viewer: napari.Viewer) -> list[str]:
 
 
 def find_db(viewer: napari.Viewer) -> Path | None:
-    """The annotations database for the viewer's images: the Annotate widget's, else the
-    one next to the current image, else the one in the user folder (None if none exists)."""
+    """Find the annotations database for the viewer's images.
+
+    The Annotate widget's, else the one next to the current image, else the one in
+    the user folder (None if none exists).
+    """
     for widget in find_widgets(viewer, "AnnotateWidget"):
         store = getattr(widget, "store", None)
         if store is not None and getattr(store, "path", None):
@@ -49,15 +55,18 @@ def find_db(viewer: napari.Viewer) -> Path | None:
 
 
 def find_widgets(viewer: napari.Viewer, class_name: str) -> list[Any]:
-    """The open napari-hpa docks of the viewer with this class name (from its session:
-    napari's window keeps its docks in private attributes)."""
+    """List the open napari-hpa docks of the viewer with this class name.
+
+    They come from the viewer's session: napari's window keeps its docks in
+    private attributes.
+    """
     return session_for(viewer).docks(class_name)
 
 
 def model_for_tasks(
     entries: list[registry.ModelEntry], tasks: list[str]
 ) -> registry.ModelEntry | None:
-    """The newest user model (else bundled model) of one of ``tasks``."""
+    """Return the newest user model (else bundled model) of one of ``tasks``."""
     fitting = [e for e in entries if e.spec.task.name in tasks]
     if not fitting:
         return None

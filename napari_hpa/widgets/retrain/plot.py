@@ -226,12 +226,13 @@ class TrainingPlot(QLabel):
         self._next()
 
     def _next(self) -> None:
-        """The drawing ended: draw the newest request if one came in meanwhile."""
+        """End a drawing: draw the newest request if one came in meanwhile."""
         self._worker = None
         if self._dirty:
             self._start()
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        """Redraw at the new size once the resizing pauses (150 ms), not at every step."""
         super().resizeEvent(event)
         self._resize_timer.start()
 

@@ -194,6 +194,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
     # -- models ---------------------------------------------------------------------------
     @property
     def base_entry(self) -> registry.ModelEntry | None:
+        """The parent model chosen (None when no model is installed)."""
         i = self.base_combo.currentIndex()
         return self._entries[i] if 0 <= i < len(self._entries) else None
 
@@ -225,7 +226,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
             self.refresh_models(entries)
 
     def _default_base_path(self) -> str | None:
-        """The preferred model, else Predict's model, else the default model."""
+        """Return the preferred model, else Predict's model, else the default model."""
         by_id = {e.id: e for e in self._entries}
         preferred = settings.preferred_model()
         if preferred in by_id:
@@ -289,6 +290,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         self.refresh_db()
 
     def choose_db(self, *_: Any) -> None:
+        """Ask for another annotations database (the … button)."""
         start = str(self.state.db.parent) if self.state.db else str(Path.home())
         path, _ = QFileDialog.getOpenFileName(
             self, "Annotations database", start, "SQLite (*.sqlite *.db);;All files (*)"
@@ -325,6 +327,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
     # -- running --------------------------------------------------------------------------
     @property
     def running(self) -> bool:
+        """Whether a training runs now."""
         job = self.state.job
         return job is not None and not job.is_final
 
@@ -375,6 +378,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         self._update_buttons()
 
     def stop_early(self, *_: Any) -> None:
+        """Finish after the current batch, keeping the best epoch so far (Finish now)."""
         job = self.state.job
         if job is not None and not job.is_final:
             job.stop_early()
