@@ -9,6 +9,12 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
+from napari_hpa.core.image.cell_scale import (
+    TARGET_NUCLEUS_RADIUS,
+    nucleus_radius,
+    scale_bar_mask,
+    working_factor,
+)
 from napari_hpa.core.image.cells import (
     cell_crops,
     cell_properties,
@@ -200,7 +206,80 @@ def test_real_hpa_field():
     n = len(np.unique(lab[lab > 0]))
     print(f"57_F11_1 {data.shape}: {n} cells in {elapsed:.2f}s")
     assert lab.shape == data.shape[1:]
-    assert 5 <= n <= 100
+    assert 9 <= n <= 13  # about 11 cells in this A-431 field
     areas = [p["area"] for p in cell_properties(lab).values()]
     assert min(areas) > 1000  # no specks
     assert (lab > 0).mean() < 0.8
+
+
+# ------------------------------------------------------------- scale and scale bar
+def test_scale_bar_is_found_and_a_bright_cell_is_not():
+    data = np.zeros((3, 400, 400), np.float32)
+    data[:, 380:386, 300:380] = 1.0  # a white bar, lower right, as on HPA composites
+    data[:, 100:160, 100:160] = 0.9  # a bright square "cell": white too, but not a bar
+    data[:, 20:26, 20:100] = 0.9  # a bar near the top
+    mask = scale_bar_mask(data)
+    assert mask is not None
+    assert mask[383, 340] and mask[23, 60] and not mask[130, 130]
+    assert not mask[200, 200] and mask.sum() < 2 * (6 * 80 + 2 * 6 * 80)
+    assert scale_bar_mask(data[:1]) is None  # one channel cannot tell white from bright
+    assert scale_bar_mask(np.zeros((3, 50, 50), np.float32)) is None
+
+
+def test_working_scale_follows_the_nucleus_size():
+    nucleus, _, _ = synthetic(scale=5.0)  # nuclei of about 50 px on a 1500-px image
+    radius = nucleus_radius(nucleus)
+    assert radius is not None and 40 < radius < 70
+    assert working_factor(nucleus.shape, 1024, radius) == int(radius // TARGET_NUCLEUS_RADIUS)
+    assert working_factor(nucleus.shape, 1024, 5.0) == 2  # never finer than max_size asks
+    assert working_factor((820, 820), 1024, 10_000.0) == 820 // 128  # a floor on the size
+    assert working_factor((820, 820), 0, None) == 1
+
+
+def _composites() -> list:
+    from napari_hpa.core.image.io import read_image
+
+    folder = shared_data("hpa_class_examples_composite") / "images"
+    return [(f.name, read_image(f)) for f in sorted(folder.glob("*.jpg"))]
+
+
+def test_real_composites_segment_at_their_own_scale():
+    """The zoomed-in HPA composites (1 to 13 cells on 820 px): no fragments of nucleus
+    texture, no cell on the white scale bar, a plausible count on every image."""
+    counts = {}
+    for name, image in _composites():
+        lab = segment_image(image)  # the default max_size, as napari calls it
+        areas = np.bincount(lab.ravel())[1:]
+        areas = areas[areas > 0]
+        counts[name] = len(areas)
+        assert 1 <= len(areas) <= 15, (name, len(areas))
+        assert areas.min() > 0.01 * lab.size, (name, areas.min())  # no specks, no slivers
+        h, w = lab.shape
+        corner = (slice(int(0.9 * h), h), slice(int(0.7 * w), w))
+        white = image.data[(slice(None), *corner)].min(axis=0) > 0.7
+        assert not (lab[corner][white] > 0).any(), f"{name}: a cell on the scale bar"
+    assert sum(1 <= n <= 5 for n in counts.values()) >= 58, counts  # 1-3 cells fill most
+    assert sum(counts.values()) < 3 * len(counts), counts
+
+
+def test_real_composites_without_nucleus_stain_are_not_one_blob():
+    """Two composites whose blue is empty (the protein's green painted over it): the
+    cells come from the microtubules' foreground, split where it narrows."""
+    images = dict(_composites())
+    for name, expected in (("13-1-a.jpg", 2), ("1-2-a.jpg", 2)):
+        lab = segment_image(images[name])
+        assert len(np.unique(lab[lab > 0])) == expected, name
+
+
+def test_real_duloc_mosaics_keep_their_nine_cells():
+    """Not a change: the DULoc 3 x 3 mosaics (one masked cell per tile) keep 8-10 cells
+    each, as before the scale was read from the image."""
+    from napari_hpa.core.image.io import read_image
+
+    folder = shared_data("hpa_duloc_single_cells") / "images"
+    ids = sorted({p.name.rsplit("_", 1)[0] for p in folder.glob("*_blue.jpg")})[::9]
+    counts = [
+        len(np.unique(lab[lab > 0])) for lab in (segment_image(read_image(folder / i)) for i in ids)
+    ]
+    assert all(8 <= n <= 10 for n in counts), counts
+    assert sum(n == 9 for n in counts) >= len(counts) // 2, counts

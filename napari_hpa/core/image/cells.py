@@ -3,8 +3,10 @@
 No deep model: nuclei are found by Otsu thresholding of the (smoothed) nucleus channel and
 split with a distance-transform watershed; cells grow from the nuclei by a watershed on the
 inverted, smoothed cell-body signal (microtubules + ER), restricted to a foreground mask
-thresholded below Otsu. Every cell keeps the label id of its nucleus. Big images are
-segmented at a reduced resolution and the labels upsampled with nearest neighbour.
+thresholded below Otsu. Every cell keeps the label id of its nucleus. Images are
+segmented at a resolution chosen from the image itself (the size of its nuclei, see
+:mod:`.cell_scale`, which also finds burnt-in scale bars) and the labels upsampled with
+nearest neighbour.
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.feature import peak_local_max
-from skimage.filters import threshold_otsu
 from skimage.segmentation import expand_labels, watershed
+
+from .cell_scale import (
+    below_otsu,
+    downscale,
+    normalize,
+    nucleus_is_empty,
+    nucleus_radius,
+    otsu,
+    scale_bar_mask,
+    upsample,
+    working_factor,
+)
 
 __all__ = ["segment_nuclei", "segment_cells", "segment_image", "cell_crops", "cell_properties"]
 
@@ -27,42 +40,6 @@ __all__ = ["segment_nuclei", "segment_cells", "segment_image", "cell_crops", "ce
 NUCLEUS_NAMES: tuple[str, ...] = ("nucleus", "nuclei", "dapi", "hoechst", "dna", "blue")
 #: Channel names (lower case) summed into the cell-body signal.
 BODY_NAMES: tuple[str, ...] = ("microtubules", "tubulin", "er", "cytoplasm", "red", "yellow")
-
-
-def _normalize(img: np.ndarray) -> np.ndarray | None:
-    """Float32 copy scaled to [0, 1] by robust percentiles; ``None`` if the image is flat."""
-    img = np.asarray(img, dtype=np.float32)
-    if not np.isfinite(img).all():
-        img = np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = np.percentile(_sub(img, 256), (0.5, 99.8))
-    if hi - lo <= 1e-6:
-        lo, hi = float(img.min()), float(img.max())
-        if hi - lo <= 1e-6:
-            return None
-    out = (img - lo) / (hi - lo)
-    np.clip(out, 0.0, 1.0, out=out)
-    return out
-
-
-def _sub(img: np.ndarray, n: int = 512) -> np.ndarray:
-    """Strided subsample of about ``n`` x ``n`` pixels (fast statistics)."""
-    return img[:: max(1, img.shape[0] // n), :: max(1, img.shape[1] // n)]
-
-
-def _otsu(img: np.ndarray) -> float | None:
-    """Otsu threshold on a subsample, ``None`` when the image has a single grey level."""
-    sample = _sub(img)
-    if float(sample.max()) - float(sample.min()) <= 1e-6:
-        return None
-    return float(threshold_otsu(sample))
-
-
-def _below_otsu(img: np.ndarray, otsu: float, factor: float) -> float:
-    """``background + factor * (otsu - background)``, background = median below Otsu."""
-    sample = _sub(img)
-    below = sample[sample <= otsu]
-    bg = float(np.median(below)) if below.size else 0.0
-    return bg + factor * (otsu - bg)
 
 
 def _remove_small(mask: np.ndarray, min_size_frac: float, rel_median: float = 0.15) -> np.ndarray:
@@ -120,14 +97,14 @@ def segment_nuclei(
     if nucleus.ndim != 2:
         raise ValueError(f"nucleus image must be 2-D, got shape {nucleus.shape}")
     empty = np.zeros(nucleus.shape, dtype=np.int32)
-    img = _normalize(nucleus)
+    img = normalize(nucleus)
     if img is None:
         return empty
     smooth = ndi.gaussian_filter(img, sigma) if sigma > 0 else img
-    thr = _otsu(smooth)
+    thr = otsu(smooth)
     if thr is None:
         return empty
-    mask = smooth > _below_otsu(smooth, thr, threshold_factor)
+    mask = smooth > below_otsu(smooth, thr, threshold_factor)
     # A "foreground" covering most of the image means noise or a flat field, not nuclei.
     if mask.mean() > 0.9:
         return empty
@@ -251,17 +228,17 @@ def segment_cells(
     areas = np.bincount(nuclei.ravel())[1:]
     radius = math.sqrt(float(np.median(areas[areas > 0])) / math.pi)
     grow_px = float(radius if grow is None else grow)
-    body = None if cell_body is None else _normalize(np.asarray(cell_body))
+    body = None if cell_body is None else normalize(np.asarray(cell_body))
     if body is None:
         cells = expand_labels(nuclei, distance=grow_px)
     else:
         bs = body_sigma if body_sigma is not None else max(2.0, 0.15 * radius)
         smooth = ndi.gaussian_filter(body, bs)
-        thr = _otsu(smooth)
+        thr = otsu(smooth)
         if thr is None:
             cells = expand_labels(nuclei, distance=grow_px)
         else:
-            fg = smooth > _below_otsu(smooth, thr, threshold_factor)
+            fg = smooth > below_otsu(smooth, thr, threshold_factor)
             fg = ndi.binary_fill_holes(fg | (nuclei > 0))
             if max_reach is not None:
                 fg &= ndi.distance_transform_edt(nuclei == 0) <= max_reach * radius
@@ -294,41 +271,25 @@ def _clean_cells(cells: np.ndarray, min_cell_frac: float, exclude_border: bool) 
     return cells
 
 
-def _downscale(img: np.ndarray, f: int) -> np.ndarray:
-    """Block mean by an integer factor (edges padded by reflection)."""
-    if f <= 1:
-        return img.astype(np.float32, copy=False)
-    h, w = img.shape
-    ph, pw = (-h) % f, (-w) % f
-    if ph or pw:
-        img = np.pad(img, ((0, ph), (0, pw)), mode="edge")
-    out = np.zeros((img.shape[0] // f, img.shape[1] // f), dtype=np.float32)
-    for dy in range(f):
-        for dx in range(f):
-            out += img[dy::f, dx::f]
-    out *= 1.0 / (f * f)
-    return out
-
-
-def _upsample(labels: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upsampling by an integer factor, cropped to ``shape``."""
-    if f <= 1:
-        return labels
-    big = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)
-    return np.ascontiguousarray(big[: shape[0], : shape[1]])
+def _drop_smaller(cells: np.ndarray, min_area: float) -> np.ndarray:
+    """Cells of fewer than ``min_area`` pixels removed (fragments of a nucleus's texture)."""
+    area = np.bincount(cells.ravel())
+    drop = area < min_area
+    drop[0] = False
+    return np.where(drop[cells], 0, cells).astype(np.int32) if drop.any() else cells
 
 
 def _foreground_label(img: np.ndarray) -> np.ndarray:
     """One label over the thresholded foreground, or the whole image if that fails."""
     whole = np.ones(img.shape, dtype=np.int32)
-    norm = _normalize(img)
+    norm = normalize(img)
     if norm is None:
         return whole
     smooth = ndi.gaussian_filter(norm, 2.0)
-    thr = _otsu(smooth)
+    thr = otsu(smooth)
     if thr is None:
         return whole
-    mask = ndi.binary_closing(smooth > _below_otsu(smooth, thr, 0.5), iterations=3)
+    mask = ndi.binary_closing(smooth > below_otsu(smooth, thr, 0.5), iterations=3)
     mask = _remove_small(ndi.binary_fill_holes(mask), 1e-3, rel_median=0.0)
     frac = float(mask.mean())
     if frac < 0.01 or frac > 0.99:
@@ -336,14 +297,41 @@ def _foreground_label(img: np.ndarray) -> np.ndarray:
     return mask.astype(np.int32)
 
 
+def _body_cells(body: np.ndarray, min_cell_frac: float = 0.2) -> np.ndarray:
+    """Cells as the parts of the cell-body foreground (for a field without nucleus stain).
+
+    The foreground is split where it narrows (cells joined by a thin bridge), not
+    where cells touch along a wide border: without nuclei, that is the best one can
+    do, and far better than one label over everything. Parts under 0.5 % of the
+    image or ``min_cell_frac`` of the median part are fragments.
+    """
+    norm = normalize(body)
+    empty = np.zeros(body.shape, dtype=np.int32)
+    if norm is None:
+        return empty
+    smooth = ndi.gaussian_filter(norm, 2.0)
+    thr = otsu(smooth)
+    if thr is None:
+        return empty
+    mask = ndi.binary_closing(smooth > below_otsu(smooth, thr, 0.5), iterations=3)
+    mask = ndi.binary_fill_holes(ndi.binary_opening(mask, iterations=2))
+    if mask.mean() > 0.95:
+        return empty
+    mask = _remove_small(mask, 5e-3, rel_median=min_cell_frac)
+    # Cells joined by a thin bridge are split where the foreground narrows, as touching
+    # nuclei are (segment_nuclei on the mask itself: distance transform + watershed).
+    return segment_nuclei(mask.astype(np.float32), sigma=0, min_size_frac=5e-3)
+
+
 def segment_image(
     image: Any,
     channel_names: Sequence[str] | None = None,
     *,
     max_size: int = 1024,
+    auto_scale: bool = True,
     **kwargs: Any,
 ) -> np.ndarray:
-    """Segment the cells of a multichannel image.
+    """Segment the cells of a multichannel image, at a resolution read from the image.
 
     Parameters
     ----------
@@ -355,15 +343,23 @@ def segment_image(
         ``er``/``yellow`` (whichever exist). The protein channel is never used.
     max_size
         Segment at a resolution whose longer side is at most this (integer block-mean
-        downscaling); labels are upsampled with nearest neighbour. ``0`` = full resolution.
+        downscaling); labels are upsampled with nearest neighbour. ``0`` = no limit.
+    auto_scale
+        Also reduce the image until a typical nucleus has about 25 px
+        (:func:`.cell_scale.working_factor`), so that a zoomed-in field is not cut into
+        fragments of nucleus texture. False keeps exactly what ``max_size`` gives.
     **kwargs
         Passed to :func:`segment_cells`; pixel sizes there are at the working resolution.
 
     Returns
     -------
     np.ndarray
-        (H, W) int32 labels, 0 = background. Without a nucleus channel (gray images, H&E)
-        one label covers the foreground, or the whole image when no foreground is found.
+        (H, W) int32 labels, 0 = background. A burnt-in scale bar
+        (:func:`.cell_scale.scale_bar_mask`) is never part of a cell. Without a nucleus
+        channel (gray images, H&E) one label covers the foreground, or the whole image
+        when no foreground is found; with a nucleus channel that holds no stain (HPA
+        composites of a nuclear protein) the cells are the cell-body foreground's
+        connected parts.
     """
     if hasattr(image, "data") and not isinstance(image, np.ndarray):
         if channel_names is None:
@@ -381,18 +377,34 @@ def segment_image(
     if len(channel_names) != data.shape[0]:
         raise ValueError(f"{len(channel_names)} channel names for {data.shape[0]} channels")
     shape = (int(data.shape[1]), int(data.shape[2]))
-    f = max(1, math.ceil(max(shape) / max_size)) if max_size else 1
     names = [str(n).strip().lower() for n in channel_names]
     nuc_idx = [names.index(n) for n in NUCLEUS_NAMES if n in names]
     # RGB composites: red = microtubules (green is the protein); RGBY adds yellow = ER.
     body_idx = [names.index(n) for n in BODY_NAMES if n in names and names.index(n) not in nuc_idx]
     if not nuc_idx:
-        return _upsample(_foreground_label(_downscale(data.mean(axis=0), f)), f, shape)
-    normalized = [_normalize(_downscale(data[i], f)) for i in body_idx]
-    parts = [p for p in normalized if p is not None]
-    body = np.stack(parts).sum(axis=0, dtype=np.float32) if parts else None
-    labels = segment_cells(_downscale(data[nuc_idx[0]], f), body, **kwargs)
-    return _upsample(labels, f, shape)
+        f = working_factor(shape, max_size, None)
+        return upsample(_foreground_label(downscale(data.mean(axis=0), f)), f, shape)
+    bar = scale_bar_mask(data)
+    nucleus, bodies = data[nuc_idx[0]], [data[i] for i in body_idx]
+    if bar is not None:
+        nucleus, bodies = np.where(bar, 0, nucleus), [np.where(bar, 0, b) for b in bodies]
+    if nucleus_is_empty(nucleus, bodies):
+        f = max(working_factor(shape, max_size, None), math.ceil(max(shape) / 256))
+        summed = np.stack([downscale(b, f) for b in bodies]).sum(axis=0, dtype=np.float32)
+        labels = _body_cells(summed, kwargs.get("min_cell_frac", 0.2))
+    else:
+        radius = nucleus_radius(nucleus) if auto_scale else None
+        f = working_factor(shape, max_size, radius)
+        normalized = [normalize(downscale(b, f)) for b in bodies]
+        parts = [p for p in normalized if p is not None]
+        body = np.stack(parts).sum(axis=0, dtype=np.float32) if parts else None
+        labels = segment_cells(downscale(nucleus, f), body, **kwargs)
+        if radius is not None:  # a quarter of a typical nucleus is no cell, even at the border
+            labels = _drop_smaller(labels, 0.25 * math.pi * (radius / f) ** 2)
+    labels = upsample(labels, f, shape)
+    if bar is not None:
+        labels[bar] = 0
+    return labels
 
 
 def _objects(labels: np.ndarray) -> list:
