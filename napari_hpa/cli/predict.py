@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.image.channels import ChannelMismatchError
@@ -43,8 +46,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def replace_atomically(out: Path, write: Callable[[Path], None]) -> None:
+    """Write ``out`` through a temporary file in its folder and a rename.
+
+    An interrupted run (Ctrl-C, a full disk, a kill) leaves the previous file or
+    none, never half a table that a script would read as complete.
+    """
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_csv(predictions: list[Prediction], out: Path) -> None:
     """One row per image: image, model, one probability column per class, predicted."""
+    replace_atomically(out, lambda tmp: _write_csv(predictions, tmp))
+
+
+def _write_csv(predictions: list[Prediction], out: Path) -> None:
     classes = predictions[0].classes if predictions else ()
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
@@ -61,8 +82,10 @@ def write_csv(predictions: list[Prediction], out: Path) -> None:
 
 
 def write_json(predictions: list[Prediction], out: Path, errors: list[str]) -> None:
+    """``{"results": [...], "errors": [...]}``: the errors travel with the results."""
     payload = {"results": [p.to_dict() for p in predictions], "errors": errors}
-    out.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    text = json.dumps(payload, indent=2)
+    replace_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _save_cams(pred: Prediction, folder: Path) -> Path:
@@ -73,7 +96,12 @@ def _save_cams(pred: Prediction, folder: Path) -> Path:
     path = folder / f"{Path(pred.image_id).name}_cam.tif"
     names = [pred.classes[c] for c in pred.cams]
     stack = np.stack(list(pred.cams.values())).astype(np.float32)
-    tifffile.imwrite(path, stack, metadata={"axes": "CYX", "Labels": names}, imagej=False)
+    replace_atomically(
+        path,
+        lambda tmp: tifffile.imwrite(
+            tmp, stack, metadata={"axes": "CYX", "Labels": names}, imagej=False
+        ),
+    )
     return path
 
 
