@@ -33,12 +33,12 @@ def synthetic_sample(index: int = 0) -> list[tuple]:
 
 
 def synthetic_0() -> list[tuple]:
-    """Generated HPA-style field 1 (nuclear bodies + ER)."""
+    """Return generated HPA-style field 1 (nuclear bodies + ER) as layers."""
     return synthetic_sample(0)
 
 
 def synthetic_1() -> list[tuple]:
-    """Generated HPA-style field 2 (nucleoplasm + microtubules)."""
+    """Return generated HPA-style field 2 (nucleoplasm + microtubules) as layers."""
     return synthetic_sample(1)
 
 
@@ -51,5 +51,5 @@ def real_sample_path() -> Path:
 
 
 def real_hpa() -> list[tuple]:
-    """A real 4-channel HPA field (A-431, Plasma membrane + Cytosol; bundled, reduced)."""
+    """Return a real 4-channel HPA field (A-431, Plasma membrane + Cytosol) as layers."""
     return _layers(real_sample_path())

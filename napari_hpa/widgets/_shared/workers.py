@@ -55,7 +55,7 @@ def run_prediction(
     find_cells: bool,
     should_stop: Any,
 ) -> Generator[tuple, None, PredictionResult | str | None]:
-    """The worker: classify, then segment and classify the cells.
+    """Classify the image, then segment and classify its cells (the Predict worker).
 
     Yields ``(stage, fraction)`` progress, and once ``(stage, fraction, result)``
     with the image-level result, so it shows before the cells are done. Returns
