@@ -4,7 +4,7 @@
 
 napari is opened as a user opens it: a maximized window on the screen Xvfb gives,
 the docks added from the plugin (``add_plugin_dock_widget``), each image opened by
-``viewer.open`` with napari choosing the reader. For every real image (the bundled
+``viewer.open`` with the napari-hpa reader, as chosen in napari's reader dialog. For every real image (the bundled
 RGBY field, an HPA composite, a DULoc 4-channel set, a Kaggle ``_green.png``) it
 presses Predict, shows the heat map of the top class and the Annotate dock, and saves
 ``<n>_<image>_<step>.png``; then it shows the Retrain and Batch docks. Copies of the
@@ -73,7 +73,9 @@ def main() -> int:
     n = 0
     for name, path in images(work):
         viewer.layers.clear()
-        viewer.open(str(path))
+        # napari-hpa is not yet napari's preferred reader (issue 17, defect 5): choose it, as
+        # a user does in napari's "Choose reader" dialog
+        viewer.open(str(path), plugin="napari-hpa")
         settle(app, 1.0)
         predict.parentWidget().raise_()
         predict.predict_button.click()
