@@ -133,12 +133,9 @@ def test_models_says_on_which_data_each_figure_was_measured(
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "MEASURED ON" in lines[0]
-    bundled = next(
-        line for line in lines if line.lstrip("* ").startswith(f"{NAME} ") and " 2 " in line
-    )
-    mine = next(
-        line for line in lines if line.lstrip("* ").startswith(f"{NAME} ") and " 3 " in line
-    )
+    words = [line.lstrip("* ").split()[:2] for line in lines]
+    bundled = lines[words.index([NAME, str(BUNDLED)])]
+    mine = lines[words.index([NAME, str(OLD)])]
     assert "held-out" in bundled  # the bundled model: held-out real images
     assert "macro_f1=0.680" in mine and "validation split of its own training, 12 images" in mine
     assert mine.startswith("*") and not bundled.startswith("*")  # the one predict uses
