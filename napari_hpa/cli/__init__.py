@@ -40,7 +40,7 @@ class UserError(Exception):
 
 
 def chosen_model(ref: str | Path | None) -> ModelChoice:
-    """The model a command uses, by the rule the napari docks follow.
+    """Return the model a command uses, by the rule the napari docks follow.
 
     ``--model`` wins; without it, the model chosen in napari ("Use this model" /
     "Roll back"), else the default model. An unknown or broken model is a
@@ -57,8 +57,9 @@ def chosen_model(ref: str | Path | None) -> ModelChoice:
 
 
 def announce_model(choice: ModelChoice) -> None:
-    """Print ``using <name@version> (<why>)`` on stderr (and why napari's choice was not
-    used, if it was not), so nobody wonders whether the terminal follows napari.
+    """Print ``using <name@version> (<why>)`` on stderr, so the terminal visibly follows napari.
+
+    It also says why napari's choice was not used, when it was not.
 
     Silent for a model given with ``--model``: the user named it, and scripts that
     name their model keep a quiet stderr (where a user error is one line).
@@ -82,6 +83,7 @@ def _load_commands() -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``napari-hpa`` parser from the command modules in ``COMMANDS``."""
     from .. import __version__
 
     parser = argparse.ArgumentParser(

@@ -23,6 +23,7 @@ SHOW_ERRORS = 5
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``batch`` subcommand to the CLI's parser."""
     p = sub.add_parser(
         "batch",
         help="classify every image in a folder into a CSV/Parquet table (resumable)",
@@ -160,6 +161,7 @@ def _report(s: BatchSummary) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa batch``; return the exit code."""
     for folder in args.folder:
         if not str(folder).strip():  # Path("") is ".": an unset shell variable would batch cwd
             raise UserError("an empty path was given (an unset shell variable?)")

@@ -32,6 +32,7 @@ from . import UserError, announce_model, chosen_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` subcommand to the CLI's parser."""
     p = sub.add_parser(
         "evaluate",
         help="score a model on labelled images (macro F1, AUROC, top-k, confusion)",
@@ -77,6 +78,7 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa evaluate``; return the exit code."""
     from ..core.model.predict import Predictor
     from ..core.tasks import get_task
     from ..core.train.report import write_metrics_report

@@ -13,6 +13,7 @@ FORMATS = ("csv", "json", "tiff")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand to the CLI's parser."""
     p = sub.add_parser(
         "export",
         help="export corrected labels (Kaggle CSV, JSON, per-cell TIFFs)",
@@ -75,7 +76,7 @@ def _task_name(store: AnnotationStore, wanted: str | None) -> str:
 
 
 def task_classes(name: str) -> Task | None:
-    """The class names of task ``name``: a built-in task, else a model's task of that name."""
+    """Return task ``name``: a built-in task, else the task of a model of that name."""
     if name in BUILTIN_TASKS:
         return BUILTIN_TASKS[name]
     from ..core.model.registry import list_models
@@ -87,6 +88,7 @@ def task_classes(name: str) -> Task | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa export``; return the exit code."""
     from ..core.labels import export as exporting
 
     fmt = _format(args)

@@ -23,6 +23,7 @@ _SHOW = 4
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``import-weights`` subcommand to the CLI's parser."""
     from ..core.model.architectures.base import available_archs
 
     p = sub.add_parser(
@@ -130,7 +131,7 @@ def _fit_message(net: Any, state: dict[str, Any], arch: str) -> str | None:
 
 
 def _next_free(name: str, root: Path) -> int:
-    """The next version of ``name`` known to the registry or present in ``root``."""
+    """Return the next version of ``name`` known to the registry or present in ``root``."""
     from ..core.model.registry import next_version
 
     taken = [p.name.rsplit("-v", 1)[1] for p in root.glob(f"{name}-v*")]
@@ -138,6 +139,7 @@ def _next_free(name: str, root: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa import-weights``; return the exit code."""
     from ..core.model.architectures.base import build_model
     from ..core.model.checkpoint import (
         CheckpointError,

@@ -18,6 +18,7 @@ NOT_COMPARABLE = (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``models`` subcommand to the CLI's parser."""
     p = sub.add_parser("models", help="list the available models", description=__doc__)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(run=run)
@@ -58,7 +59,7 @@ def measured_on(entry: ModelEntry) -> str:
 
 
 def _current_id() -> tuple[str | None, str]:
-    """The id of the model that ``predict`` and ``batch`` use without --model, and why."""
+    """Return the id of the model that ``predict`` and ``batch`` use without --model, and why."""
     from ..core.model.checkpoint import CheckpointError
     from ..core.model.preferences import current_model
 
@@ -70,6 +71,7 @@ def _current_id() -> tuple[str | None, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa models``; return the exit code."""
     problems: list[str] = []
     models = list_models(problems=problems)
     for message in problems:  # the others are still listed: one bad folder hides nothing

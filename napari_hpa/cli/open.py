@@ -12,6 +12,7 @@ SAMPLES = ("real_hpa", "synthetic_0", "synthetic_1")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``open`` subcommand to the CLI's parser."""
     p = sub.add_parser(
         "open",
         help="open napari with the napari-hpa panels and an image (default: a sample)",
@@ -79,6 +80,7 @@ def setup_viewer(
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa open``; return the exit code."""
     _check(args.path, args.model)
     announce_model(chosen_model(args.model))  # the model Predict starts with: the same rule
     import napari

@@ -20,6 +20,7 @@ from . import UserError, announce_model, chosen_model
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` subcommand to the CLI's parser."""
     p = sub.add_parser(
         "predict",
         help="classify images (files, HPA ids or folders)",
@@ -106,6 +107,7 @@ def _save_cams(pred: Prediction, folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa predict``; return the exit code."""
     if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
         raise UserError(f"{args.out}: --out must end in .csv or .json")
     errors: list[str] = []

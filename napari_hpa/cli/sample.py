@@ -9,6 +9,7 @@ from ..core.image.synth.fields import write_samples
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``sample`` subcommand to the CLI's parser."""
     p = sub.add_parser(
         "sample",
         help="write generated HPA-style images with known labels",
@@ -23,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa sample``; return the exit code."""
     from . import UserError
 
     if args.n < 1 or args.size < 32:

@@ -62,6 +62,7 @@ def _dropout(text: str) -> tuple[str, float]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` subcommand to the CLI's parser."""
     p = sub.add_parser(
         "train",
         help="train or fine-tune a classifier on labelled images",
@@ -243,7 +244,7 @@ def _channels(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 
 def load_data(args: argparse.Namespace) -> TrainData:
-    """The training data the flags name."""
+    """Return the training data the flags name."""
     task = _task_arg(args)
     channels = _channels(args)
     if isinstance(task, Task) and channels and not args.base:
@@ -265,8 +266,11 @@ def load_data(args: argparse.Namespace) -> TrainData:
 
 
 def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Architecture keywords of a new model: small_cnn gets the current recipe's defaults
-    (:data:`SMALL_CNN_DEFAULTS`), written to model.json so the model rebuilds the same."""
+    """Return the architecture keywords of a new model.
+
+    small_cnn gets the current recipe's defaults (:data:`SMALL_CNN_DEFAULTS`), written to
+    model.json so the model rebuilds the same.
+    """
     given = {
         "width": args.width,
         "pool": args.pool,
@@ -280,6 +284,7 @@ def _arch_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_config(args: argparse.Namespace) -> Any:
+    """Turn the command line into a :class:`~napari_hpa.core.train.config.TrainConfig`."""
     from ..core.train.config import TrainConfig
 
     arch_kwargs = _arch_kwargs(args)
@@ -388,6 +393,7 @@ class StopFlag:
         self._old: dict[int, Any] = {}
 
     def __call__(self) -> bool:
+        """Return True once a stop signal has arrived (the trainer polls this)."""
         return self.stopped
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -406,6 +412,7 @@ class StopFlag:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa train``; return the exit code."""
     from ..core.train.loop import train_model
 
     emit = _printer(args.progress)

@@ -56,7 +56,7 @@ def hpa_members(folder: Path, image_id: str) -> dict[str, Path]:
 
 
 def is_hpa_source(source: str | os.PathLike) -> bool:
-    """True if ``source`` is an HPA channel file, or a ``<folder>/<id>`` with channel files."""
+    """Return True for an HPA channel file, or a ``<folder>/<id>`` that has channel files."""
     p = Path(source)
     if p.is_file():
         return split_hpa_name(p) is not None

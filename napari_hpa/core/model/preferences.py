@@ -32,8 +32,10 @@ def settings_path() -> Path:
 
 
 def load_settings() -> dict[str, Any]:
-    """The settings (an empty dict when the file is missing or unreadable: a broken
-    settings file must never stop napari or a command from starting)."""
+    """Return the settings, or an empty dict when the file is missing or unreadable.
+
+    A broken settings file must never stop napari or a command from starting.
+    """
     try:
         data = json.loads(settings_path().read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -58,7 +60,7 @@ def save_settings(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 def preferred_model(task: str | None = None) -> str | None:
-    """The model the user chose with "Use this model" (``name@version``), per task if given."""
+    """Return the model chosen with "Use this model" (``name@version``), per task if given."""
     data = load_settings()
     if task is not None:
         per_task = data.get(f"{PREFERRED_MODEL}_by_task", {})
@@ -83,7 +85,7 @@ def set_preferred_model(model_id: str | None, task: str | None = None) -> None:
 
 
 def resolve_preferred(task: str | None = None) -> registry.ModelEntry | None:
-    """The preferred model's registry entry, or None if unset or gone."""
+    """Return the preferred model's registry entry, or None if unset or gone."""
     ref = preferred_model(task)
     if not ref:
         return None
@@ -106,12 +108,12 @@ class ModelChoice:
     note: str = ""
 
     def describe(self) -> str:
-        """``using <name@version> (<reason>)``."""
+        """Return ``using <name@version> (<reason>)``."""
         return f"using {self.entry.id} ({self.reason})"
 
 
 def current_model(ref: str | Path | None = None, task: str | None = None) -> ModelChoice:
-    """The model to use, by the one rule that the napari docks and the CLI share.
+    """Return the model to use, by the one rule that the napari docks and the CLI share.
 
     Parameters
     ----------
@@ -147,7 +149,7 @@ def current_model(ref: str | Path | None = None, task: str | None = None) -> Mod
 
 
 def model_to_use(task: str | None = None) -> registry.ModelEntry:
-    """The model a widget starts with: :func:`current_model` without an explicit model.
+    """Return the model a widget starts with: :func:`current_model` without an explicit model.
 
     Raises LookupError when there is no model at all.
     """

@@ -35,18 +35,21 @@ class ModelEntry:
 
     @property
     def id(self) -> str:
+        """``name@version``."""
         return self.spec.id
 
     @property
     def name(self) -> str:
+        """The model's name (without the version)."""
         return self.spec.name
 
     @property
     def version(self) -> int:
+        """The model's version number."""
         return self.spec.version
 
     def card(self) -> ModelCard:
-        """The model card and report figures saved beside the weights."""
+        """Return the model card and report figures saved beside the weights."""
         return read_card(self.path)
 
 
@@ -63,8 +66,10 @@ class ModelCard:
 
 
 def read_card(folder: str | Path) -> ModelCard:
-    """The card of the model in ``folder``; missing files are left out, never an error
-    (an older or hand-made model may have no report)."""
+    """Return the card of the model in ``folder``; missing files are left out, never an error.
+
+    An older or hand-made model may have no report.
+    """
     folder = Path(folder)
     readme = folder / "README.md"
     try:
@@ -77,17 +82,18 @@ def read_card(folder: str | Path) -> ModelCard:
 
 
 def user_home() -> Path:
-    """The user's napari-hpa folder (models, jobs); ``$NAPARI_HPA_HOME`` overrides it."""
+    """Return the user's napari-hpa folder (models, jobs); ``$NAPARI_HPA_HOME`` overrides it."""
     env = os.environ.get(HOME_ENV)
     return Path(env).expanduser() if env else Path(user_data_dir("napari-hpa", appauthor=False))
 
 
 def user_models_dir() -> Path:
+    """Return the folder of the user's own models (``<user_home>/models``)."""
     return user_home() / "models"
 
 
 def _package_resource_dir(package: str, fallback: str) -> Path:
-    """The folder of a data-only package (no ``__init__.py``), installed or editable."""
+    """Return the folder of a data-only package (no ``__init__.py``), installed or editable."""
     try:
         spec = importlib.util.find_spec(package)
     except (ModuleNotFoundError, ValueError):
@@ -193,7 +199,7 @@ def resolve_model(ref: str | Path | None = None) -> ModelEntry:
 
 
 def default_model() -> ModelEntry:
-    """The model a new user gets: the bundled HPA model, else any model."""
+    """Return the model a new user gets: the bundled HPA model, else any model."""
     models = list_models()
     for name in DEFAULT_MODEL_NAMES:
         named = [e for e in models if e.name == name]
@@ -207,6 +213,6 @@ def default_model() -> ModelEntry:
 
 
 def next_version(name: str) -> int:
-    """The version number a new model called ``name`` gets."""
+    """Return the version number a new model called ``name`` gets."""
     versions = [e.version for e in list_models() if e.name == name]
     return max(versions, default=0) + 1
