@@ -89,6 +89,22 @@ def below_otsu(img: np.ndarray, threshold: float, factor: float) -> float:
     return bg + factor * (threshold - bg)
 
 
+def foreground(img: np.ndarray, sigma: float, factor: float) -> np.ndarray | None:
+    """Return the mask of a smoothed, normalised image above ``factor`` of its Otsu level.
+
+    None for a flat image (nothing to threshold). The nucleus scale, a stain-free
+    field's foreground and its cell bodies all start from this mask.
+    """
+    norm = normalize(img)
+    if norm is None:
+        return None
+    smooth = ndi.gaussian_filter(norm, sigma)
+    thr = otsu(smooth)
+    if thr is None:
+        return None
+    return smooth > below_otsu(smooth, thr, factor)
+
+
 def downscale(img: np.ndarray, f: int) -> np.ndarray:
     """Block mean by an integer factor (edges padded by repetition), as float32."""
     if f <= 1:
@@ -175,14 +191,9 @@ def nucleus_radius(nucleus: np.ndarray, side: int = SURVEY_SIDE) -> float | None
         None for a flat or foreground-filled channel (nothing to measure).
     """
     f0 = max(1, math.ceil(max(nucleus.shape) / side))
-    img = normalize(downscale(nucleus, f0))
-    if img is None:
+    mask = foreground(downscale(nucleus, f0), 1.0, 0.6)
+    if mask is None:
         return None
-    smooth = ndi.gaussian_filter(img, 1.0)
-    thr = otsu(smooth)
-    if thr is None:
-        return None
-    mask = smooth > below_otsu(smooth, thr, 0.6)
     if mask.mean() > 0.9:
         return None
     lab, n = ndi.label(ndi.binary_fill_holes(mask))

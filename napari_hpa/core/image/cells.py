@@ -25,6 +25,7 @@ from skimage.segmentation import expand_labels, watershed
 from .cell_scale import (
     below_otsu,
     downscale,
+    foreground,
     normalize,
     nucleus_is_empty,
     nucleus_radius,
@@ -282,14 +283,10 @@ def _drop_smaller(cells: np.ndarray, min_area: float) -> np.ndarray:
 def _foreground_label(img: np.ndarray) -> np.ndarray:
     """One label over the thresholded foreground, or the whole image if that fails."""
     whole = np.ones(img.shape, dtype=np.int32)
-    norm = normalize(img)
-    if norm is None:
+    fg = foreground(img, 2.0, 0.5)
+    if fg is None:
         return whole
-    smooth = ndi.gaussian_filter(norm, 2.0)
-    thr = otsu(smooth)
-    if thr is None:
-        return whole
-    mask = ndi.binary_closing(smooth > below_otsu(smooth, thr, 0.5), iterations=3)
+    mask = ndi.binary_closing(fg, iterations=3)
     mask = _remove_small(ndi.binary_fill_holes(mask), 1e-3, rel_median=0.0)
     frac = float(mask.mean())
     if frac < 0.01 or frac > 0.99:
@@ -305,15 +302,11 @@ def _body_cells(body: np.ndarray, min_cell_frac: float = 0.2) -> np.ndarray:
     do, and far better than one label over everything. Parts under 0.5 % of the
     image or ``min_cell_frac`` of the median part are fragments.
     """
-    norm = normalize(body)
     empty = np.zeros(body.shape, dtype=np.int32)
-    if norm is None:
+    fg = foreground(body, 2.0, 0.5)
+    if fg is None:
         return empty
-    smooth = ndi.gaussian_filter(norm, 2.0)
-    thr = otsu(smooth)
-    if thr is None:
-        return empty
-    mask = ndi.binary_closing(smooth > below_otsu(smooth, thr, 0.5), iterations=3)
+    mask = ndi.binary_closing(fg, iterations=3)
     mask = ndi.binary_fill_holes(ndi.binary_opening(mask, iterations=2))
     if mask.mean() > 0.95:
         return empty
