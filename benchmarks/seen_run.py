@@ -4,11 +4,12 @@
 
 napari is opened as a user opens it: a maximized window on the screen Xvfb gives,
 the docks added from the plugin (``add_plugin_dock_widget``), each image opened by
-``viewer.open`` with the napari-hpa reader, as chosen in napari's reader dialog. For every real image (the bundled
-RGBY field, an HPA composite, a DULoc 4-channel set, a Kaggle ``_green.png``) it
-presses Predict, shows the heat map of the top class and the Annotate dock, and saves
-``<n>_<image>_<step>.png``; then it shows the Retrain and Batch docks. Copies of the
-images go to a temporary folder, so no annotations database lands beside the data.
+``viewer.open`` with the napari-hpa reader, as chosen in napari's reader dialog. For
+every real image (the bundled RGBY field, an HPA composite, a DULoc 4-channel set, a
+Kaggle ``_green.png``) it presses Predict, shows the heat map of the top class and the
+Annotate dock, and saves ``<n>_<image>_<step>.png``; then it shows the Retrain and
+Batch docks. Copies of the images go to a temporary folder, so no annotations database
+lands beside the data.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ bundled version (@2) on the same images.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from napari_hpa.core.tasks import HPA28_CLASSES, get_task
 from ..common import CACHE, MODELS, REPO, fmt, log, replace_model_folder, write_json
 from . import inputs as I
 from .fit import make_net
-from .recipe import OUT, PER_CELL
+from .recipe import OUT
 from .scoring import figures, headline
 from .sources import SEED, Item, K, counts, load_items, split
 
@@ -242,7 +241,12 @@ def model_card(
             new,
             old,
         ),
-        _row("DULoc cells: per-cell top-1, the crop alone (no image context)", "duloc_cell_top1_crop_only", new, old),
+        _row(
+            "DULoc cells: per-cell top-1, the crop alone (no image context)",
+            "duloc_cell_top1_crop_only",
+            new,
+            old,
+        ),
         _row("DULoc cells: per-cell top-3", "duloc_cell_top3", new, old),
         _row("DULoc cells: per-cell macro F1 (thresholds)", "duloc_cell_macro_f1", new, old),
         _row("DULoc: set's top class = most cells' top class", "duloc_agreement", new, old),
@@ -320,6 +324,3 @@ def model_card(
             f"| {c} | {name} | " + " | ".join(f"{ct[s][0][c]} / {ct[s][1][c]}" for s in ct) + " |"
         )
     return "\n".join(lines) + "\n"
-
-
-__all__ = ["finish", "previous_model", "through_predictor", "PER_CELL", "shutil"]

@@ -47,20 +47,6 @@ def cam_factor(shape: Sequence[int]) -> int:
     return max(1, math.ceil(max(shape[-2:]) / CAM_MAX_SIZE))
 
 
-def low_res_cams(
-    predictor: Any, raw: np.ndarray, grid: Any, classes: Sequence[int], factor: int
-) -> dict[int, np.ndarray]:
-    """Activation maps of ``classes`` at 1/``factor`` of the image size.
-
-    ``raw`` and ``grid`` are the ``Prediction.activations`` that
-    ``Predictor.predict_one(..., keep_activations=True)`` returned; the
-    Predictor stitches them (the one inference path), here at the display size.
-    """
-    from ...core.model.predict import Activations
-
-    return predictor.activation_maps(Activations(raw, grid), classes, downsample=factor)
-
-
 @dataclass
 class CellsDisplay:
     """The cells layer's data, ready for napari (built in the worker).

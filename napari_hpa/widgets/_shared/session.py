@@ -55,8 +55,9 @@ class PredictionResult:
         Integer downsampling factor of the maps in ``cams``.
     timings
         Seconds per stage (``load``, ``classify``, ``segment``, ``cells``).
-    raw_cams, grid, predictor
-        The network's per-tile class maps, the tile layout and the model, to make more maps.
+    predictor
+        The model, to draw more maps from ``prediction.activations`` (the network's
+        per-tile class maps, kept by ``predict_one(..., keep_activations=True)``).
     cells_display
         The cells layer's data, features and colormap (``_results.CellsDisplay``).
     """
@@ -69,8 +70,6 @@ class PredictionResult:
     cams: dict[int, np.ndarray] = field(default_factory=dict)
     cam_factor: int = 1
     timings: dict[str, float] = field(default_factory=dict)
-    raw_cams: np.ndarray | None = None
-    grid: Any = None
     cells_display: Any = None
     predictor: Predictor | None = None
 

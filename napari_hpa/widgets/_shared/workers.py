@@ -86,21 +86,19 @@ def run_prediction(
             prediction = predictor.predict_one(
                 image, should_stop=should_stop, keep_activations=True
             )
-        activations = prediction.activations
         result = PredictionResult(
             image,
             entry,
             prediction,
             cam_factor=R.cam_factor(image.data.shape),
             timings=timings,
-            raw_cams=None if activations is None else activations.maps,
-            grid=None if activations is None else activations.grid,
             predictor=predictor,
         )
         first = list(dict.fromkeys([*result.order()[:3], *prediction.predicted]))[:8]
-        result.cams = R.low_res_cams(
-            predictor, result.raw_cams, result.grid, first, result.cam_factor
-        )
+        if prediction.activations is not None:
+            result.cams = predictor.activation_maps(
+                prediction.activations, first, downsample=result.cam_factor
+            )
         timings["classify"] = time.perf_counter() - t
         if not find_cells:
             return result
@@ -135,8 +133,9 @@ def run_prediction(
 
 def compute_cam(result: PredictionResult, class_index: int) -> tuple[int, np.ndarray]:
     """Worker: the activation map of one more class, from the stored network output."""
-    maps = R.low_res_cams(
-        result.predictor, result.raw_cams, result.grid, [class_index], result.cam_factor
+    assert result.predictor is not None and result.prediction.activations is not None
+    maps = result.predictor.activation_maps(
+        result.prediction.activations, [class_index], downsample=result.cam_factor
     )
     return class_index, maps[class_index]
 

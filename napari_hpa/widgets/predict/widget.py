@@ -468,7 +468,7 @@ class PredictWidget(QWidget):
                 self.state.ref_layer,
             )
             return
-        if self.state.cam_running is not None or result.raw_cams is None:
+        if self.state.cam_running is not None or result.prediction.activations is None:
             return  # the running one shows the latest choice when it ends
         self.state.cam_running = class_index
         self.cam_worker = create_worker(compute_cam, result, class_index, _start_thread=False)
