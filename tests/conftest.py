@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,3 +82,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     counts = sys.modules.get("reliability_counts")
     if counts is not None and counts.COUNTS.recorded:
         terminalreporter.write_line(counts.COUNTS.summary())
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB tmpfs (needs root and mount); skipped where the machine cannot."""
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("a real full disk needs root and mount(8) to make a 64 KiB tmpfs")
+    mnt = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
