@@ -20,6 +20,7 @@ import torch
 
 from ..image.io import ImageData
 from .checkpoint import LoadedModel, ModelSpec, load_model
+from .heat import mask_map
 from .metrics import decide_multilabel
 from .registry import ModelEntry, resolve_model
 from .tiles import TileGrid, prepare_cell, prepare_tiles, stitch_maps
@@ -161,9 +162,17 @@ class Predictor:
         """``name@version`` of the loaded model: the id in result tables and labels."""
         return self.model.spec.id
 
-    def prepare(self, image: ImageData, whole: bool = False) -> tuple[np.ndarray, TileGrid]:
-        """Input tiles for one image (CPU only, so it can run in worker processes)."""
-        return prepare_tiles(image.data, image.channel_names, self.spec.input, whole=whole)
+    def prepare(
+        self, image: ImageData, whole: bool = False, seamless: bool = False
+    ) -> tuple[np.ndarray, TileGrid]:
+        """Input tiles for one image (CPU only, so it can run in worker processes).
+
+        ``seamless`` adds the half-shifted tiles that only the activation maps use
+        (:func:`~.tiles.prepare_tiles`).
+        """
+        return prepare_tiles(
+            image.data, image.channel_names, self.spec.input, whole=whole, seamless=seamless
+        )
 
     # -- the forward pass, with the GPU out-of-memory fallback -------------------------
 
@@ -272,13 +281,19 @@ class Predictor:
         return [int(c) for c in request]
 
     def activation_maps(
-        self, activations: Activations, classes: Sequence[int], downsample: int = 1
+        self,
+        activations: Activations,
+        classes: Sequence[int],
+        downsample: int = 1,
+        mask: np.ndarray | None = None,
     ) -> dict[int, np.ndarray]:
         """Class index -> activation map in [0, 1], at 1/``downsample`` of the image size.
 
         The maps are stitched straight at the smaller size, a few classes at a
         time, never at full resolution first: 28 full-size maps of a 2048 px
-        image would take 470 MB.
+        image would take 470 MB. ``mask`` (bool, the maps' shape; see
+        :func:`~.heat.heat_mask`) sets the maps to NaN where it is False: no
+        class speaks for the empty background, whatever the network's map says there.
         """
         grid = activations.grid
         if downsample > 1:
@@ -297,6 +312,8 @@ class Predictor:
         out: dict[int, np.ndarray] = {}
         for start in range(0, len(wanted), 4):
             out.update(self._stitch(activations.maps, grid, wanted[start : start + 4]))
+        if mask is not None:
+            out = {c: mask_map(m, mask) for c, m in out.items()}
         return out
 
     def _stitch(
@@ -346,10 +363,16 @@ class Predictor:
         ``keep_activations`` keeps the network's raw maps in
         ``Prediction.activations`` instead, so that a viewer can draw any class
         later (:meth:`activation_maps`) without running the network again.
+        Maps also run the half-shifted tiles (``prepare(seamless=True)``), after
+        and apart from the scored ones: the probabilities are those of the same
+        tiles in the same batches as without maps.
         """
-        tiles, grid = self.prepare(image, whole=whole)
         want_maps = cam_classes is not None or keep_activations
-        logits, cams = self.run_tiles(tiles, want_maps, should_stop)
+        tiles, grid = self.prepare(image, whole=whole, seamless=want_maps)
+        logits, cams = self.run_tiles(tiles[: grid.scored], want_maps, should_stop)
+        if cams is not None and grid.maps_only:
+            _, shifted = self.run_tiles(tiles[grid.scored :], True, should_stop)
+            cams = np.concatenate([cams, shifted]) if shifted is not None else cams
         probs = self.to_probabilities(logits)
         predicted = decide(probs, self.spec)
         activations = None if cams is None else Activations(cams, grid)

@@ -23,7 +23,10 @@ class TileGrid:
     """Where the tiles of one image lie, to stitch activation maps back together.
 
     ``resized`` is the (h, w) of the image after resizing; tiles of ``size``
-    start at ``origins`` (y, x) in that resized frame.
+    start at ``origins`` (y, x) in that resized frame. The last ``maps_only`` of
+    them are the half-shifted tiles that :func:`prepare_tiles` adds with
+    ``seamless=True``: they smooth the stitched maps and are never scored, so
+    the probabilities come from the first :attr:`scored` tiles alone.
     """
 
     original: tuple[int, int]
@@ -31,6 +34,12 @@ class TileGrid:
     size: int
     origins: tuple[tuple[int, int], ...]
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right added by pad_square
+    maps_only: int = 0
+
+    @property
+    def scored(self) -> int:
+        """How many tiles (the first ones) the image's probabilities are the mean of."""
+        return len(self.origins) - self.maps_only
 
 
 def percentile_normalize(data: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
@@ -76,6 +85,14 @@ def _tile_origins(length: int, size: int) -> list[int]:
     return [round(i * step) for i in range(n)]
 
 
+def _with_midpoints(origins: list[int]) -> list[int]:
+    """Add, between each two origins, one halfway: the grid shifted by half a step."""
+    out = [origins[0]]
+    for a, b in zip(origins, origins[1:], strict=False):
+        out += [(a + b) // 2, b]
+    return out
+
+
 def resize(data: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Antialiased bilinear resize of (C, H, W) float32 to ``shape``."""
     if tuple(data.shape[1:]) == tuple(shape):
@@ -92,6 +109,7 @@ def prepare_tiles(
     spec: InputSpec,
     *,
     whole: bool = False,
+    seamless: bool = False,
 ) -> tuple[np.ndarray, TileGrid]:
     """Network input tiles (T, C, size, size) float32 for one (C, H, W) image.
 
@@ -100,6 +118,14 @@ def prepare_tiles(
     whole image to one tile when ``fit`` is None or ``whole`` is True); cut
     into ``size`` tiles that overlap just enough to cover the image; apply
     mean/std.
+
+    ``seamless`` appends, for activation maps only, the tiles of a grid shifted
+    by half a step: a network's map is least reliable at a tile's edge (its
+    receptive field is cut there), and where tiles only touch (an image whose
+    resized side is a multiple of ``size``) nothing else covers that edge, so the
+    stitched map jumps. With the shifted tiles every edge between two tiles lies
+    in another tile's centre, where :func:`stitch_maps` weighs it most. The first
+    ``grid.scored`` tiles are exactly those of ``seamless=False``.
     """
     x = adapt_channels(data, channel_names, spec.channels, spec.optional_channels)
     original = (int(x.shape[1]), int(x.shape[2]))
@@ -122,9 +148,14 @@ def prepare_tiles(
     std = np.asarray(spec.std, np.float32)[:, None, None]
     x = (x - mean) / std
     ys, xs = _tile_origins(target[0], size), _tile_origins(target[1], size)
-    origins = tuple((y, xo) for y in ys for xo in xs)
+    origins = [(y, xo) for y in ys for xo in xs]
+    scored = len(origins)
+    if seamless:
+        taken = set(origins)
+        grid = [(y, xo) for y in _with_midpoints(ys) for xo in _with_midpoints(xs)]
+        origins += [o for o in grid if o not in taken]
     tiles = np.stack([x[:, y : y + size, xo : xo + size] for y, xo in origins]).astype(np.float32)
-    return tiles, TileGrid(original, target, size, origins, pad)
+    return tiles, TileGrid(original, target, size, tuple(origins), pad, len(origins) - scored)
 
 
 def prepare_cell(crop: np.ndarray, channel_names: Sequence[str], spec: InputSpec) -> np.ndarray:
@@ -157,11 +188,14 @@ def blend_window(size: int) -> np.ndarray:
     Overlapping tiles are averaged with these weights, so each tile's edge (where its
     receptive field is cut) hands over smoothly to its neighbour's centre instead of
     leaving a seam. Weights never reach 0, so a pixel covered by one tile keeps its value.
+    The floor is per axis (the window is the outer product of two ramps): along the
+    image's own edge, where every covering tile is at its edge too, the tiles then keep
+    their ratio of weights instead of all falling to one floor and jumping.
     """
     ramp = max(1, size // 4)
     r = np.minimum(1.0, (np.arange(size, dtype=np.float32) + 0.5) / ramp)
-    r = np.minimum(r, r[::-1])
-    return np.maximum(np.outer(r, r), 0.02).astype(np.float32)
+    r = np.maximum(np.minimum(r, r[::-1]), 0.02)
+    return np.outer(r, r).astype(np.float32)
 
 
 def stitch_maps(maps: np.ndarray, grid: TileGrid) -> np.ndarray:

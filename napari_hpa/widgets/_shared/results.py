@@ -7,11 +7,12 @@ prepared in the worker by the ``prepare_*`` / ``*_cams`` functions; the
 
 from __future__ import annotations
 
-import colorsys
 import contextlib
+import functools
+import itertools
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,14 +33,71 @@ CAM_MAX_SIZE = 512
 CELLS_MAX_SIZE = 1024
 
 
+#: Class colours are this light (OKLab L): they outline cells on a dark field.
+CLASS_LIGHTNESS = (0.6, 0.92)
+#: The heat map's colormap, (position, RGBA): transparent at the low end (and so where
+#: the map is masked), then violet, magenta-red and orange, more opaque as it rises.
+#: Saturated, mid-light colours drawn over the image (translucent, not additive) show
+#: on a black fluorescence field and on plankton's white background alike.
+HEAT_COLORS = (
+    (0.0, (0.35, 0.0, 0.7, 0.0)),
+    (0.3, (0.35, 0.0, 0.7, 0.0)),
+    (0.55, (0.6, 0.1, 0.85, 0.5)),
+    (0.8, (0.95, 0.1, 0.4, 0.75)),
+    (1.0, (1.0, 0.6, 0.0, 0.9)),
+)
+
+#: Linear sRGB -> cone responses -> OKLab (Ottosson 2020).
+_RGB_TO_LMS = np.array(
+    [
+        [0.4122214708, 0.5363325363, 0.0514459929],
+        [0.2119034982, 0.6806995451, 0.1073969566],
+        [0.0883024619, 0.2817188376, 0.6299787005],
+    ]
+)
+_LMS_TO_OKLAB = np.array(
+    [
+        [0.2104542553, 0.7936177850, -0.0040720468],
+        [1.9779984951, -2.4285922050, 0.4505937099],
+        [0.0259040371, 0.7827717662, -0.8086757660],
+    ]
+)
+
+
 # ----------------------------------------------------------------------------- worker side
-def class_colors(count: int) -> np.ndarray:
-    """(count, 4) RGBA colours, bright and well apart (golden-ratio hues)."""
+def oklab(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) sRGB in [0, 1] -> OKLab (..., 3): distances in it follow perceived ones."""
+    c = np.asarray(rgb, np.float64)
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return np.cbrt(lin @ _RGB_TO_LMS.T) @ _LMS_TO_OKLAB.T
+
+
+@functools.lru_cache(maxsize=8)
+def _palette(count: int) -> np.ndarray:
+    grid = np.linspace(0.0, 1.0, 16)
+    candidates = np.array(list(itertools.product(grid, grid, grid)))
+    lab = oklab(candidates)
+    light = (lab[:, 0] >= CLASS_LIGHTNESS[0]) & (lab[:, 0] <= CLASS_LIGHTNESS[1])
+    candidates, lab = candidates[light], lab[light]
+    chosen = [int(np.argmax(np.hypot(lab[:, 1], lab[:, 2])))]  # the most saturated first
+    nearest = np.linalg.norm(lab - lab[chosen[0]], axis=1)
+    for _ in range(count - 1):
+        pick = int(np.argmax(nearest))
+        chosen.append(pick)
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[pick], axis=1))
     out = np.ones((count, 4), np.float32)
-    for i in range(count):
-        hue = (0.07 + i * 0.618034) % 1.0
-        out[i, :3] = colorsys.hsv_to_rgb(hue, 0.55 if i % 2 else 0.8, 1.0)
+    out[:, :3] = candidates[chosen[:count]]
     return out
+
+
+def class_colors(count: int) -> np.ndarray:
+    """(count, 4) RGBA colours, light and as far apart as they can be, for any count.
+
+    Each colour is the light sRGB colour farthest (in OKLab) from those chosen before it
+    (Glasbey's method), so no two classes share a hue family: with hues at fixed steps,
+    Nucleoli, Nuclear bodies and Lysosomes came out as three near-identical greens.
+    """
+    return _palette(max(0, int(count))).copy()
 
 
 def cam_factor(shape: Sequence[int]) -> int:
@@ -60,6 +118,10 @@ class CellsDisplay:
     features: Any  # pandas.DataFrame
     colormap: Any  # napari DirectLabelColormap
     boxes: dict[int, tuple[slice, slice]]
+    #: Class name -> its heat map masked to these cells (at ``heat_factor``): the map
+    #: shown before the cells were found was masked to the foreground and is redrawn.
+    heat: dict[str, np.ndarray] = field(default_factory=dict)
+    heat_factor: int = 1
 
 
 def cell_features(cells: dict[int, Any]) -> dict[str, Any]:
@@ -148,36 +210,66 @@ def _keep_active(viewer: napari.Viewer) -> Iterator[None]:
         viewer.layers.selection.active = active
 
 
+@functools.lru_cache(maxsize=1)
+def heat_colormap() -> Any:
+    """Return the heat maps' napari colormap (:data:`HEAT_COLORS`)."""
+    from napari.utils.colormaps import Colormap
+
+    return Colormap(
+        colors=[c for _, c in HEAT_COLORS],
+        controls=[p for p, _ in HEAT_COLORS],
+        name="napari-hpa heat",
+    )
+
+
+def cam_display(cam: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """Return a map ready to draw and its contrast limits.
+
+    NaN (masked: no cell, no foreground) becomes the low limit, which the colormap
+    draws transparent. The limits are the 1st and 99.8th percentiles of the rest, so
+    the colours span what the map says inside the cells, not over the background.
+    """
+    shown = np.isfinite(cam)
+    values = cam[shown]
+    if values.size:
+        lo, hi = (float(v) for v in np.percentile(values, (1.0, 99.8)))
+    else:
+        lo, hi = 0.0, 1.0
+    return np.where(shown, cam, np.float32(lo)).astype(np.float32), (lo, max(hi, lo + 1e-3))
+
+
 def show_cam(
     viewer: napari.Viewer, cam: np.ndarray, factor: int, class_name: str, source: str, ref: Any
 ) -> Any:
-    """Show (or update) the activation-map layer: inferno, additive, half transparent.
+    """Show (or update) the activation-map layer, over the image, transparent where masked.
 
-    The map's own range is stretched over the colormap, so the places that
-    speak most for the class glow and the rest stays dark.
+    The colormap (:func:`heat_colormap`) is transparent at its low end and the layer is
+    drawn translucent, not additive: adding light to a white background (plankton)
+    shows nothing, and where the map is NaN or low, the image shows through unchanged.
     """
     layer = find_layer(viewer, "cam")
     name = f"{CAM_NAME}: {class_name}"
     placement = _placement(ref, factor)
-    md = {META: {"kind": "cam", "source": source, "class": class_name}}
-    lo, hi = (float(v) for v in np.percentile(cam, (1.0, 99.8)))
-    limits = (lo, max(hi, lo + 1e-3))
+    md = {META: {"kind": "cam", "source": source, "class": class_name, "factor": factor}}
+    data, limits = cam_display(cam)
     if layer is None:
         return viewer.add_image(
-            cam,
+            data,
             name=name,
-            colormap="inferno",
-            blending="additive",
-            opacity=0.5,
+            colormap=heat_colormap(),
+            blending="translucent",
+            opacity=1.0,
             contrast_limits=limits,
             interpolation2d="linear",
             metadata=md,
             **placement,
         )
     with _quiet(layer):
-        layer.data = cam
+        layer.data = data
         layer.scale, layer.translate = placement["scale"], placement["translate"]
         layer.metadata = md
+        layer.colormap = heat_colormap()
+        layer.blending = "translucent"
         layer.contrast_limits_range = limits
         layer.contrast_limits = limits
         layer.visible = True
@@ -186,7 +278,16 @@ def show_cam(
 
 
 def show_cells(viewer: napari.Viewer, display: CellsDisplay, source: str, ref: Any) -> Any:
-    """Show (or update) the ``cells`` Labels layer, outlined in each cell's top-class colour."""
+    """Show (or update) the ``cells`` Labels layer, outlined in each cell's top-class colour.
+
+    A heat map of the same image drawn before the cells were found is redrawn masked
+    to the cells (``display.heat``).
+    """
+    cam = find_layer(viewer, "cam")
+    if cam is not None and meta(cam).get("source") == source:
+        shown = meta(cam).get("class")
+        if shown in display.heat:
+            show_cam(viewer, display.heat[shown], display.heat_factor, shown, source, ref)
     layer = find_layer(viewer, "cells")
     md = {META: {"kind": "cells", "source": source, "factor": display.factor}}
     placement = _placement(ref, display.factor)  # each display pixel covers a block

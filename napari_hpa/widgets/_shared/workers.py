@@ -19,6 +19,7 @@ from ...core.image.channels import ChannelMismatchError
 from ...core.image.io import ImageReadError, read_image
 from ...core.labels.store import AnnotationStore
 from ...core.model.checkpoint import CheckpointError
+from ...core.model.heat import heat_mask
 from ...core.model.predict import PredictionCancelled
 from ...core.model.registry import ModelEntry
 from . import results as R
@@ -97,7 +98,7 @@ def run_prediction(
         first = list(dict.fromkeys([*result.order()[:3], *prediction.predicted]))[:8]
         if prediction.activations is not None:
             result.cams = predictor.activation_maps(
-                prediction.activations, first, downsample=result.cam_factor
+                prediction.activations, first, result.cam_factor, heat_mask_of(result)
             )
         timings["classify"] = time.perf_counter() - t
         if not find_cells:
@@ -122,6 +123,15 @@ def run_prediction(
         check()
         yield ("Drawing the cells", 0.9)
         display = R.prepare_cells(labels, cells, len(prediction.classes))
+        if n and prediction.activations is not None:
+            # the maps drawn so far were masked to the foreground: now to the cells
+            mask = heat_mask_of(result, labels)
+            masked = predictor.activation_maps(
+                prediction.activations, list(result.cams), result.cam_factor, mask
+            )
+            result.cams.update(masked)
+            display.heat = {prediction.classes[c]: m for c, m in masked.items()}
+            display.heat_factor = result.cam_factor
         timings["cells"] = time.perf_counter() - t
         result.labels, result.cells, result.cells_display = labels, cells, display
         return result
@@ -131,11 +141,21 @@ def run_prediction(
         return f"Predict failed for {image_id or source}: {exc}"
 
 
+def heat_mask_of(result: PredictionResult, labels: np.ndarray | None = None) -> np.ndarray | None:
+    """Where ``result``'s heat maps show: its cells once found, else the image's foreground.
+
+    ``labels`` are the cells about to be stored in ``result.labels`` (default: those).
+    """
+    cells = result.labels if labels is None else labels
+    invert = result.entry.spec.input.invert
+    return heat_mask(result.image.data, result.cam_factor, labels=cells, invert=invert)
+
+
 def compute_cam(result: PredictionResult, class_index: int) -> tuple[int, np.ndarray]:
     """Worker: the activation map of one more class, from the stored network output."""
     assert result.predictor is not None and result.prediction.activations is not None
     maps = result.predictor.activation_maps(
-        result.prediction.activations, [class_index], downsample=result.cam_factor
+        result.prediction.activations, [class_index], result.cam_factor, heat_mask_of(result)
     )
     return class_index, maps[class_index]
 
