@@ -8,12 +8,14 @@ at the end). A bad folder or output is a user error: one line, exit code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.batch.run import BatchError, BatchProgress, BatchSummary, run_batch
 from . import UserError, announce_model, chosen_model
+from .outputs import check_output_file, check_output_folder, write_failed
 
 if TYPE_CHECKING:
     from ..core.model.preferences import ModelChoice
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.folder:
         if not str(folder).strip():  # Path("") is ".": an unset shell variable would batch cwd
             raise UserError("an empty path was given (an unset shell variable?)")
-        if not Path(folder).exists() and not Path(folder).parent.is_dir():
+        if not os.path.exists(folder) and not os.path.isdir(Path(folder).parent):
             raise UserError(f"{folder}: no such folder or image")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -173,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--threads must be at least 1")
     if args.workers is not None and args.workers < 0:
         raise UserError("--workers must be 0 or more")
+    # the output before the model and the images: a bad one is one line, at once
+    check_output_file(args.out.expanduser(), (".csv", ".parquet"), create=False)
+    if args.cam is not None:
+        check_output_folder(args.cam.expanduser(), "--cam")
     scheduler = args.scheduler or ("local" if args.dask else None)
     choice = chosen_model(args.model)
     bar = _Bar(args.quiet, choice)
@@ -196,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except BatchError as exc:
         raise UserError(str(exc)) from None
+    except OSError as exc:  # the disk filled up, or the folder became read-only, meanwhile
+        raise write_failed(args.out, exc) from None
     finally:
         bar.close()
     bar.announce()  # a run with nothing left to do sends no progress

@@ -22,13 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from ..core.image.channels import ChannelMismatchError
-from ..core.image.io import ImageReadError, read_image
+from ..core.atomic import atomic_open
+from ..core.image.channels import ChannelMap, ChannelMismatchError, apply_channel_map
+from ..core.image.exposure import exposure_problem
+from ..core.image.io import ImageData, ImageReadError, read_image
 from ..core.model.checkpoint import CheckpointError
 from ..core.model.metrics import evaluate
 from ..core.tasks import BUILTIN_TASKS
 from ..core.train.data import DataError, load_csv, load_folder_per_class, targets_matrix
 from . import UserError, announce_model, chosen_model
+from .options import add_channels_option, channel_map
+from .outputs import check_output_folder, reporting_writes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,6 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--batch-size", type=int, default=16)
+    add_channels_option(p)
     p.set_defaults(run=run)
 
 
@@ -83,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from ..core.tasks import get_task
     from ..core.train.report import write_metrics_report
 
+    if args.out is not None:  # before the model and the images: a bad folder is one line at once
+        check_output_folder(args.out)
     choice = chosen_model(args.model)
     try:
         predictor = Predictor(choice.entry, device=args.device, batch_size=args.batch_size)
@@ -92,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     spec = predictor.spec
     task = spec.task
+    mapping = channel_map(args.channels, spec.input.channels)
     try:
         if args.folder_per_class:
             data = load_folder_per_class(args.data, task)
@@ -106,17 +114,16 @@ def run(args: argparse.Namespace) -> int:
     for w in data.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.cells:
-        return _run_cells(args, predictor, data.samples)
+        return _run_cells(args, predictor, data.samples, mapping)
     kept, probs = [], []
     chunk = max(1, args.batch_size)
     for start in range(0, len(data.samples), chunk):
         images = []
-        for s in data.samples[start : start + chunk]:
-            try:
-                images.append((s, read_image(s.source)))
-            except ImageReadError as exc:
-                print(f"warning: skipping {exc}", file=sys.stderr)
         try:
+            for s in data.samples[start : start + chunk]:
+                image = _read(s.source, mapping)
+                if image is not None:
+                    images.append((s, image))
             preds = predictor.predict([im for _, im in images])
         except ChannelMismatchError as exc:
             raise UserError(f"{args.data}: {exc}") from None
@@ -129,14 +136,16 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate(task.kind, y, p, spec.thresholds, task.classes)
     metrics = {"model": spec.id, "data": data.origin, **metrics}
     if args.out is not None:
-        write_metrics_report(args.out, metrics, task.classes, f"{spec.id} on {args.data.name}")
-        with open(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["image", "true", *task.classes])
-            for s, row in zip(kept, p, strict=True):
-                writer.writerow(
-                    [s.source, " ".join(map(str, s.targets)), *(f"{v:.6f}" for v in row)]
-                )
+        with reporting_writes(args.out):
+            title = f"{spec.id} on {args.data.name}"
+            write_metrics_report(args.out, metrics, task.classes, title)
+            with atomic_open(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(["image", "true", *task.classes])
+                for s, row in zip(kept, p, strict=True):
+                    writer.writerow(
+                        [s.source, " ".join(map(str, s.targets)), *(f"{v:.6f}" for v in row)]
+                    )
     print(json.dumps(_summary(metrics), indent=2))
     for k in ("top1_accuracy", "top3_accuracy"):
         if metrics.get(k) is not None:
@@ -145,25 +154,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled_images(samples: list[Any], num_classes: int) -> Iterator[tuple[Any, np.ndarray]]:
+def _read(source: str, mapping: ChannelMap | None) -> ImageData | None:
+    """One labelled image with ``--channels`` applied; an unreadable one is named and skipped.
+
+    A blank or saturated image is kept (its label is what it is) but named, since a
+    score over such images says little about the model.
+    """
+    try:
+        image = apply_channel_map(read_image(source), mapping)
+    except ImageReadError as exc:
+        print(f"warning: skipping {exc}", file=sys.stderr)
+        return None
+    problem = exposure_problem(image.data, image.channel_names)
+    if problem:
+        print(f"warning: {source}: {problem}", file=sys.stderr)
+    return image
+
+
+def _labelled_images(
+    samples: list[Any], num_classes: int, mapping: ChannelMap | None = None
+) -> Iterator[tuple[Any, np.ndarray]]:
     """(image, targets) of every readable sample; unreadable ones are named and skipped."""
     for s in samples:
-        try:
-            image = read_image(s.source)
-        except ImageReadError as exc:
-            print(f"warning: skipping {exc}", file=sys.stderr)
-            continue
-        yield image, targets_matrix([s], num_classes)[0]
+        image = _read(s.source, mapping)
+        if image is not None:
+            yield image, targets_matrix([s], num_classes)[0]
 
 
-def _run_cells(args: argparse.Namespace, predictor: Any, samples: list[Any]) -> int:
+def _run_cells(
+    args: argparse.Namespace, predictor: Any, samples: list[Any], mapping: ChannelMap | None
+) -> int:
+    from ..core.atomic import write_text
     from ..core.model.cell_evaluation import cell_metrics, classify_images_and_cells
-    from ..jobs.record import write_json_atomic
 
     spec = predictor.spec
     try:
         scores = classify_images_and_cells(
-            predictor, _labelled_images(samples, spec.task.num_classes)
+            predictor, _labelled_images(samples, spec.task.num_classes, mapping)
         )
     except ChannelMismatchError as exc:
         raise UserError(f"{args.data}: {exc}") from None
@@ -174,8 +201,9 @@ def _run_cells(args: argparse.Namespace, predictor: Any, samples: list[Any]) -> 
         raise UserError(f"{args.data}: no cell was found in {m['images']} images")
     result = {"model": spec.id, "data": str(args.data), **m}
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.out / "cell_metrics.json", result)
+        with reporting_writes(args.out):
+            text = json.dumps(result, indent=2, default=str)
+            write_text(args.out / "cell_metrics.json", text)
     print(json.dumps(result, indent=2))
     for k in ("cell_top3", "cell_macro_f1", "image_top1", "image_top3", "image_macro_f1"):
         if m.get(k) is not None:

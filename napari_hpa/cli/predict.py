@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
-import os
 import sys
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
-from ..core.image.channels import ChannelMismatchError
+from ..core.atomic import atomic_open, write_text
+from ..core.image.channels import ChannelMismatchError, apply_channel_map
+from ..core.image.exposure import exposure_problem
 from ..core.image.io import ImageReadError, read_image
 from ..core.image.sources import find_images
+from ..core.image.writers import write_maps
 from ..core.model.checkpoint import CheckpointError
 from ..core.model.predict import Prediction, Predictor
 from . import UserError, announce_model, chosen_model
+from .options import add_channels_option, channel_map
+from .outputs import check_output_file, check_output_folder, reporting_writes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,33 +47,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     p.add_argument("--batch-size", type=int, default=8)
+    add_channels_option(p)
     p.set_defaults(run=run)
 
 
-def replace_atomically(out: Path, write: Callable[[Path], None]) -> None:
-    """Write ``out`` through a temporary file in its folder and a rename.
+def write_csv(predictions: list[Prediction], out: Path, cams: dict[str, str] | None = None) -> None:
+    """One row per image: image, model, one probability column per class, predicted.
 
-    An interrupted run (Ctrl-C, a full disk, a kill) leaves the previous file or
-    none, never half a table that a script would read as complete.
+    With ``cams`` (``--cam``), a last ``cam`` column names each image's map file.
+    Written through a temporary file and a rename: an interrupted run leaves the
+    previous file or none, never half a table that a script would read as complete.
     """
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_csv(predictions: list[Prediction], out: Path) -> None:
-    """One row per image: image, model, one probability column per class, predicted."""
-    replace_atomically(out, lambda tmp: _write_csv(predictions, tmp))
-
-
-def _write_csv(predictions: list[Prediction], out: Path) -> None:
     classes = predictions[0].classes if predictions else ()
-    with out.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["image", "model", *classes, "predicted"])
+        writer.writerow(["image", "model", *classes, "predicted", *(["cam"] if cams else [])])
         for p in predictions:
             writer.writerow(
                 [
@@ -78,41 +69,47 @@ def _write_csv(predictions: list[Prediction], out: Path) -> None:
                     p.model_id,
                     *(f"{v:.6f}" for v in p.probabilities),
                     " ".join(str(i) for i in p.predicted),
+                    *([cams.get(p.source, "")] if cams else []),
                 ]
             )
 
 
-def write_json(predictions: list[Prediction], out: Path, errors: list[str]) -> None:
-    """``{"results": [...], "errors": [...]}``: the errors travel with the results."""
-    payload = {"results": [p.to_dict() for p in predictions], "errors": errors}
-    text = json.dumps(payload, indent=2)
-    replace_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_json(
+    predictions: list[Prediction],
+    out: Path,
+    errors: list[str],
+    warnings: dict[str, str] | None = None,
+    cams: dict[str, str] | None = None,
+) -> None:
+    """``{"results": [...], "errors": [...]}``: the errors travel with the results.
+
+    A result has a ``warning`` (a blank or saturated image) and a ``cam`` (its map
+    file) where they apply.
+    """
+    results = []
+    for p in predictions:
+        row = p.to_dict()
+        if warnings and p.source in warnings:
+            row["warning"] = warnings[p.source]
+        if cams and p.source in cams:
+            row["cam"] = cams[p.source]
+        results.append(row)
+    write_text(out, json.dumps({"results": results, "errors": errors}, indent=2))
 
 
 def _save_cams(pred: Prediction, folder: Path) -> Path:
+    """Save the predicted classes' maps of one image, in a file no other image's maps use."""
     import numpy as np
-    import tifffile
 
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{Path(pred.image_id).name}_cam.tif"
     names = [pred.classes[c] for c in pred.cams]
     stack = np.stack(list(pred.cams.values())).astype(np.float32)
-    replace_atomically(
-        path,
-        lambda tmp: tifffile.imwrite(
-            tmp, stack, metadata={"axes": "CYX", "Labels": names}, imagej=False
-        ),
-    )
-    return path
+    return write_maps(folder, Path(pred.image_id).name, pred.source, stack, names)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``napari-hpa predict``; return the exit code."""
-    if args.out is not None and args.out.suffix.lower() not in (".csv", ".json"):
-        raise UserError(f"{args.out}: --out must end in .csv or .json")
-    errors: list[str] = []
+def _sources(paths: list[str], errors: list[str]) -> list[str]:
+    """List the images named by ``paths``; a path that names none is an error line."""
     sources: list[str] = []
-    for path in args.paths:
+    for path in paths:
         if not str(path).strip():  # Path("") is ".": an unset shell variable would predict cwd
             errors.append("an empty path was given (an unset shell variable?)")
             continue
@@ -124,6 +121,23 @@ def run(args: argparse.Namespace) -> int:
         if not found:
             errors.append(f"{path}: no images found here")
         sources += [s for s in found if s not in sources]
+    return sources
+
+
+def _no_answer(pred: Prediction, warning: str | None) -> Prediction:
+    """Drop the predicted classes of a blank or saturated image: they would mean nothing."""
+    return dataclasses.replace(pred, predicted=[]) if warning else pred
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``napari-hpa predict``; return the exit code."""
+    if args.out is not None:
+        check_output_file(args.out, (".csv", ".json"))
+    cam_dir = (args.out.parent / f"{args.out.stem}_cams") if args.out else Path("cams")
+    if args.cam:
+        check_output_folder(cam_dir, "--cam")
+    errors: list[str] = []
+    sources = _sources(args.paths, errors)
     for message in errors:
         print(f"napari-hpa predict: error: {message}", file=sys.stderr)
     if not sources:
@@ -133,29 +147,40 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor(choice.entry, device=args.device, batch_size=args.batch_size)
     except (LookupError, CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
+    mapping = channel_map(args.channels, predictor.spec.input.channels)
     announce_model(choice)
     predictions: list[Prediction] = []
-    cam_dir = (args.out.parent / f"{args.out.stem}_cams") if args.out else Path("cams")
+    warnings: dict[str, str] = {}
+    cams: dict[str, str] = {}
     for source in sources:
         try:
-            image = read_image(source)
+            image = apply_channel_map(read_image(source), mapping)
             pred = predictor.predict_one(image, cam_classes="predicted" if args.cam else None)
         except (ImageReadError, ChannelMismatchError) as exc:
             message = str(exc) if isinstance(exc, ImageReadError) else f"{source}: {exc}"
             errors.append(message)
             print(f"napari-hpa predict: error: {message}", file=sys.stderr)
             continue
+        warning = exposure_problem(image.data, image.channel_names)
+        if warning:
+            warnings[pred.source] = warning
+            print(f"napari-hpa predict: warning: {pred.source}: {warning}", file=sys.stderr)
+        pred = _no_answer(pred, warning)
         predictions.append(pred)
-        if args.cam and pred.cams:
-            _save_cams(pred, cam_dir)
+        if args.cam and pred.cams and not warning:  # no answer, no map of it
+            with reporting_writes(cam_dir):
+                cams[pred.source] = str(_save_cams(pred, cam_dir))
         if args.out is None:
+            if warning:
+                print(f"{pred.source}\t[]\tno answer: {warning}")
+                continue
             top = ", ".join(f"{name} {p:.2f}" for name, p in pred.top(args.top))
             print(f"{pred.source}\t[{', '.join(pred.predicted_names)}]\t{top}")
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        if args.out.suffix.lower() == ".csv":
-            write_csv(predictions, args.out)
-        else:
-            write_json(predictions, args.out, errors)
+        with reporting_writes(args.out):
+            if args.out.suffix.lower() == ".csv":
+                write_csv(predictions, args.out, cams if args.cam else None)
+            else:
+                write_json(predictions, args.out, errors, warnings, cams)
         print(f"wrote {len(predictions)} result(s) with {predictor.model_id} to {args.out}")
     return 2 if errors else 0

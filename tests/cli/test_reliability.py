@@ -39,6 +39,8 @@ from napari_hpa.core.train.data import DataError, load_csv
 IMAGE_KINDS = [k for k, c in KINDS if c in ("image", "hpa_set")]
 LABEL_KINDS = [k for k, c in KINDS if c == "labels"]
 MODEL_KINDS = [k for k, c in KINDS if c == "model"]
+#: All-black images: classified, with one warning line and no predicted class (issue 18, item 20).
+BLANK_KINDS = {"all_zero", "huge_10000"}
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 NEEDS_DISPLAY = pytest.mark.skipif(
     sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
@@ -150,6 +152,12 @@ def test_predict_cli(
             assert rc == 2
             _one_line_error(captured.err, bad)
             assert results == []
+        elif kind in BLANK_KINDS:
+            assert rc == 0
+            (line,) = captured.err.strip().splitlines()
+            assert f"warning: {bad.path}: blank image" in line, captured.err
+            (result,) = results
+            assert result["predicted"] == [] and "blank image" in result["warning"]
         else:
             assert rc == 0 and captured.err == ""
             (result,) = results
@@ -224,7 +232,9 @@ def test_predict_subprocess_all_images(
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = [line for line in proc.stderr.strip().splitlines() if ": warning: " not in line]
+    warned = [line for line in proc.stderr.splitlines() if ": warning: " in line]
+    assert len(warned) == len(BLANK_KINDS), proc.stderr
     results = {r["image"] for r in json.loads(out.read_text())["results"]}
     for bad in kinds:
         if bad.kind == "unreadable_file" and not strict:

@@ -26,15 +26,17 @@ import errno
 import math
 import os
 import re
-import xml.etree.ElementTree as ET
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..tasks import HPA_CHANNELS
 from .data import ImageData, ImageReadError
-from .sources import HPA_COLORS, PROTEIN_COLOR, hpa_members, split_hpa_name
+from .files import check_plane, long_name, open_image_file, path_problem, sniff_format
+from .sources import HPA_COLORS, PROTEIN_COLOR, hpa_members, path_mode, split_hpa_name
+from .tiff import read_tiff
 
 __all__ = [
     "MAX_PIXELS",
@@ -53,7 +55,8 @@ MAX_PIXELS = 12000 * 12000
 #: (channel mapping, normalisation, resizing) makes full-size float copies, so an
 #: unreduced 10^8-pixel plane would need several GB; models see a few hundred pixels.
 WORK_PIXELS = 8192 * 8192
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: Pillow's plugin for each format it decodes here (TIFF goes to tifffile).
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG"}
 
 
 def _image_id(path: Path) -> str:
@@ -91,13 +94,17 @@ def read_image(
         or an HPA set without its protein file or with channels of different sizes.
     """
     p = Path(path).expanduser()
+    too_long = long_name(p)
+    if too_long:  # before any stat(): an over-long name makes every OS call fail
+        raise ImageReadError(p, too_long)
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     work = WORK_PIXELS if work_pixels is None else int(work_pixels)
     if hpa_set:
-        parts = split_hpa_name(p) if p.is_file() else None
+        mode = path_mode(p)
+        parts = split_hpa_name(p) if mode is not None and stat.S_ISREG(mode) else None
         if parts is not None:
             return _read_hpa(p.parent, parts[0], limit, work)
-        if not p.exists() and hpa_members(p.parent, p.name):
+        if mode is None and not os.path.islink(p) and hpa_members(p.parent, p.name):
             return _read_hpa(p.parent, p.name, limit, work)
     raw, names, meta = _read_file(p, limit, work)
     data = scale_to_unit(raw, p, meta)
@@ -153,32 +160,37 @@ def _read_hpa(folder: Path, image_id: str, limit: int, work: int) -> ImageData:
 def _read_file(
     p: Path, limit: int, work: int = 0
 ) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
-    """Decode one file to a raw ``(C, H, W)`` array of its own dtype, names and metadata."""
-    if not p.exists():
-        if p.is_symlink():  # exists() follows links: "not found" would hide the real cause
-            raise ImageReadError(p, _dangling_reason(p))
-        raise ImageReadError(p, "file not found")
-    if p.is_dir():
-        raise ImageReadError(p, "is a folder, not an image file")
-    try:
-        with open(p, "rb") as fh:
-            head = fh.read(4)
-    except OSError as exc:
-        raise ImageReadError(p, f"cannot open file ({exc.strerror or exc})") from None
-    if not head:
-        raise ImageReadError(p, "file is empty (0 bytes)")
-    reader = _read_tiff if head in _TIFF_MAGIC else _read_pil
-    try:
-        raw, names, meta = reader(p, limit)
-    except ImageReadError:
-        raise
-    except MemoryError:
-        raise ImageReadError(p, "not enough memory to decode the image") from None
-    except Exception as exc:  # decoders raise many types; none may escape
-        why = f"{type(exc).__name__}: {exc}"
-        raise ImageReadError(
-            p, f"cannot decode: truncated, corrupt or unsupported ({why})"
-        ) from None
+    """Decode one file to a raw ``(C, H, W)`` array of its own dtype, names and metadata.
+
+    Only a regular file is opened (never a FIFO or a device: they would block), and
+    only PNG, JPEG and TIFF content reaches a decoder, whatever the file's name.
+    """
+    mode = path_mode(p)
+    if mode is None and os.path.islink(p):  # a link to nothing: "not found" would hide why
+        raise ImageReadError(p, _dangling_reason(p))
+    if mode is not None and stat.S_ISDIR(mode):
+        raise ImageReadError(p, _folder_reason(p))
+    with open_image_file(p) as fh:
+        try:
+            head = fh.read(16)
+            fh.seek(0)
+        except OSError as exc:
+            raise ImageReadError(p, path_problem(p, exc)) from None
+        fmt = sniff_format(p, head)
+        try:
+            if fmt == "tiff":
+                raw, names, meta = read_tiff(p, fh, limit)
+            else:
+                raw, names, meta = _read_pil(p, fh, fmt, limit)
+        except ImageReadError:
+            raise
+        except MemoryError:
+            raise ImageReadError(p, "not enough memory to decode the image") from None
+        except Exception as exc:  # decoders raise many types; none may escape
+            why = f"{type(exc).__name__}: {exc}"
+            raise ImageReadError(
+                p, f"cannot decode: truncated, corrupt or unsupported ({why})"
+            ) from None
     if raw.ndim != 3 or 0 in raw.shape:
         raise ImageReadError(p, f"image has a zero-size dimension (shape {raw.shape})")
     h, w = raw.shape[1:]
@@ -213,6 +225,21 @@ def block_mean(raw: np.ndarray, factor: int) -> np.ndarray:
     return acc.astype(raw.dtype, copy=False)
 
 
+def _folder_reason(p: Path) -> str:
+    """Why a folder is not an image: it is a folder, or one whose images cannot be listed.
+
+    :func:`~.sources.find_images` gives an unreadable folder as a source of its own, so
+    that reading it names the folder as an error instead of its images silently missing.
+    """
+    try:
+        with os.scandir(p):
+            pass
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        return f"cannot read this folder ({why}), so the images in it were left out"
+    return "is a folder, not an image file"
+
+
 def _dangling_reason(p: Path) -> str:
     """Why a symbolic link leads nowhere: a loop or a missing target."""
     try:
@@ -225,29 +252,24 @@ def _dangling_reason(p: Path) -> str:
     return f"broken symbolic link (its target {os.readlink(p)!r} does not exist)"
 
 
-def _check_plane(p: Path, h: int, w: int, limit: int) -> None:
-    if h == 0 or w == 0:
-        raise ImageReadError(p, f"image has a zero-size dimension ({h}x{w})")
-    if h * w > limit:
-        raise ImageReadError(
-            p, f"image is too large: {w}x{h} = {h * w} pixels per plane, limit {limit}"
-        )
-
-
-def _read_pil(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
+def _read_pil(
+    p: Path, fh: BinaryIO, fmt: str, limit: int
+) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
+    """Decode a PNG or JPEG with Pillow's plugin for ``fmt`` alone (no other plugin runs)."""
     from PIL import Image, UnidentifiedImageError
 
     if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = limit  # our own check below applies the limit
     try:
-        im: Image.Image = Image.open(p)  # convert() below gives a plain Image
+        # convert() below gives a plain Image
+        im: Image.Image = Image.open(fh, formats=[_PIL_FORMATS[fmt]])
     except UnidentifiedImageError:
-        raise ImageReadError(p, "not an image file (or an unsupported format)") from None
+        raise ImageReadError(p, f"not an image file: a damaged {fmt.upper()} header") from None
     except Image.DecompressionBombError:
         raise ImageReadError(p, f"image is too large (limit {limit} pixels)") from None
     with im:
         w, h = im.size
-        _check_plane(p, h, w, limit)
+        check_plane(p, h, w, limit)
         meta: dict[str, Any] = {"format": (im.format or "").lower(), "mode": im.mode}
         try:
             im.load()
@@ -270,78 +292,6 @@ def _read_pil(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[st
         meta["collapsed_gray"] = True
         return np.ascontiguousarray(arr[:1]), ("gray",), meta
     return np.ascontiguousarray(arr), ("red", "green", "blue"), meta
-
-
-def _guess_axes(shape: tuple[int, ...]) -> str:
-    """Axes of an array without metadata: a small last axis (<= 4) is channels."""
-    yxc = len(shape) in (3, 4) and shape[-1] <= 4 < shape[-3]
-    return {2: "YX", 3: "YXC" if yxc else "CYX", 4: "ZYXC" if yxc else "ZCYX", 5: "TZCYX"}.get(
-        len(shape), ""
-    )
-
-
-def _ome_channel_names(xml: str | None) -> list[str]:
-    try:
-        pixels = ET.fromstring(xml or "").find(".//{*}Pixels")
-    except ET.ParseError:
-        return []
-    return [] if pixels is None else [c.get("Name", "") for c in pixels.findall("{*}Channel")]
-
-
-def _read_tiff(p: Path, limit: int) -> tuple[np.ndarray, tuple[str, ...], dict[str, Any]]:
-    import tifffile
-
-    with tifffile.TiffFile(p) as tif:
-        if not tif.series:
-            raise ImageReadError(p, "TIFF file holds no image")
-        series = tif.series[0]
-        shape = tuple(int(s) for s in series.shape)
-        axes = str(series.axes).upper()
-        if 0 in shape:
-            raise ImageReadError(p, f"image has a zero-size dimension (shape {shape})")
-        if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
-            axes = _guess_axes(shape)
-        elif not set(axes) & set("CSZT") and len(shape) > 2:
-            # generic pages ('I', 'Q'): no real axis metadata, guess like a bare array
-            axes = _guess_axes(shape) or axes
-        if not axes:
-            raise ImageReadError(p, f"cannot interpret a {len(shape)}-D TIFF (shape {shape})")
-        _check_plane(p, shape[axes.index("Y")], shape[axes.index("X")], limit)
-        rgb = getattr(tif.pages[0], "photometric", None) == tifffile.PHOTOMETRIC.RGB
-        names = _ome_channel_names(tif.ome_metadata) if tif.is_ome else []
-        if not names and tif.is_imagej:
-            labels = (tif.imagej_metadata or {}).get("Labels")
-            names = list(labels) if isinstance(labels, (list, tuple)) else []
-        arr = series.asarray()
-    meta: dict[str, Any] = {"format": "tiff", "axes": axes}
-    arr, from_samples = _to_cyx(p, arr, axes, meta)
-    if rgb and from_samples and arr.shape[0] in (3, 4):
-        return arr[:3], ("red", "green", "blue"), meta
-    c = arr.shape[0]
-    if len(names) != c or not all(names) or len(set(names)) != c:
-        names = [f"ch{i}" for i in range(c)] if c > 1 else ["gray"]
-    return arr, tuple(str(n) for n in names), meta
-
-
-def _to_cyx(p: Path, arr: np.ndarray, axes: str, meta: dict[str, Any]) -> tuple[np.ndarray, bool]:
-    """Rearrange a TIFF array with ``axes`` to (C, Y, X): Z max-projected, first T."""
-    if "C" not in axes and "S" in axes:
-        axes = axes.replace("S", "C")
-    elif "C" not in axes:  # one unnamed axis (pages, 'Q', 'I') acts as channels
-        extra = [a for a in axes if a not in "YXZT"]
-        if extra:
-            axes = axes.replace(extra[0], "C", 1)
-    from_samples = "S" not in axes and "S" in meta["axes"]
-    if "T" in axes:  # first time point
-        arr, axes = np.take(arr, 0, axis=axes.index("T")), axes.replace("T", "")
-    if "Z" in axes:
-        meta["z_projection"] = "max"
-        arr, axes = arr.max(axis=axes.index("Z")), axes.replace("Z", "")
-    if "C" not in axes:
-        arr, axes = arr[None], "C" + axes
-    if sorted(axes) != ["C", "X", "Y"]:
-        raise ImageReadError(p, f"unsupported TIFF axes {meta['axes']!r}")
-    return np.ascontiguousarray(np.transpose(arr, [axes.index(a) for a in "CYX"])), from_samples
 
 
 def scale_to_unit(arr: np.ndarray, p: str | os.PathLike, meta: dict[str, Any]) -> np.ndarray:

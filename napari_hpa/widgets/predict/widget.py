@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from ... import layers as L
+from ...core.image.exposure import exposure_problem
 from ...core.model import preferences as settings
 from ...core.model.registry import ModelEntry, list_models
 from .._shared import results as R
@@ -69,6 +70,7 @@ class PredictWidget(QWidget):
         self.worker: Any = None
         self.cam_worker: Any = None
         self._entries: list[ModelEntry] = []
+        self._exposure: tuple[PredictionResult | None, str | None] = (None, None)
         self._build()
         self.refresh_models()
         layers = self.viewer.layers.events
@@ -427,7 +429,21 @@ class PredictWidget(QWidget):
 
     def _set_status(self, result: PredictionResult) -> None:
         note = " · no cells: the image has no nucleus channel" if self.state.no_nucleus else ""
-        self.status.setText(status_text(result) + note)
+        problem = self._exposure_problem(result)
+        warning = f"Warning: {result.image.image_id}: {problem}. " if problem else ""
+        self.status.setText(warning + status_text(result) + note)
+
+    def _exposure_problem(self, result: PredictionResult) -> str | None:
+        """Warn once per result (a notification) that a blank or saturated image has no answer."""
+        from napari.utils.notifications import show_warning
+
+        seen, problem = self._exposure
+        if seen is not result:
+            problem = exposure_problem(result.image.data, result.image.channel_names)
+            self._exposure = (result, problem)
+            if problem:
+                show_warning(f"{result.image.image_id}: {problem}")
+        return problem
 
     def _on_session_result(self, result: PredictionResult | None) -> None:
         if result is not None:
