@@ -4,7 +4,8 @@
 
 napari is opened as a user opens it: a maximized window on the screen Xvfb gives,
 the docks added from the plugin (``add_plugin_dock_widget``), each image opened by
-``viewer.open`` with the napari-hpa reader, as chosen in napari's reader dialog. For
+``viewer.open`` with the reader napari chooses (napari-hpa for HPA sets; for a plain
+image napari asks, and napari-hpa is picked as a user picks it in the dialog). For
 every real image (the bundled RGBY field, an HPA composite, a DULoc 4-channel set, a
 Kaggle ``_green.png``) it presses Predict, shows the heat map of the top class and the
 Annotate dock, and saves ``<n>_<image>_<step>.png``; then it shows the Retrain and
@@ -60,6 +61,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
 
     import napari
+    from napari.errors import MultipleReaderError
     from qtpy.QtWidgets import QApplication
 
     work = Path(tempfile.mkdtemp(prefix="napari-hpa-seen-"))
@@ -74,9 +76,10 @@ def main() -> int:
     n = 0
     for name, path in images(work):
         viewer.layers.clear()
-        # napari-hpa is not yet napari's preferred reader (issue 17, defect 5): choose it, as
-        # a user does in napari's "Choose reader" dialog
-        viewer.open(str(path), plugin="napari-hpa")
+        try:  # napari chooses the reader: napari-hpa for HPA channel files (its preference)
+            viewer.open(str(path), plugin=None)
+        except MultipleReaderError:  # a plain image: napari asks; the user picks napari-hpa
+            viewer.open(str(path), plugin="napari-hpa")
         settle(app, 1.0)
         predict.parentWidget().raise_()
         predict.predict_button.click()

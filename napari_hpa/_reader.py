@@ -8,12 +8,14 @@ without ``_yellow``) opens with the channels found, since the models say which
 ones they can do without. RGB files open as red/green/blue channel layers (what
 Predict needs), gray files as one layer. A file that cannot be read gives a
 napari notification with the reason first and the file, never a traceback.
+napari chooses this reader without asking for HPA channel files and OME-TIFF
+(``_reader_preference``); plain images are left to the user's choice.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +104,7 @@ def read(path: PathLike | list[PathLike]) -> list[tuple]:
         except MemoryError:
             _notify("error", f"Cannot open {source}: not enough memory")
             continue
-        if image.source in seen or _already_open(image.source, p, len(image.channel_names)):
+        if image.source in seen or _already_open(image.source, p, image.channel_names):
             continue
         seen.add(image.source)
         if note:
@@ -126,13 +128,17 @@ def _downscaled(meta: dict[str, Any]) -> str:
     return ""
 
 
-def _already_open(source: str, path: PathLike, channels: int = 4) -> bool:
-    """Tell whether ``path`` is a member of an HPA set whose ``channels`` layers are all open.
+def _already_open(source: str, path: PathLike, channels: Sequence[str]) -> bool:
+    """Tell whether ``path`` is a member of an HPA set whose ``channels`` all have a layer.
 
-    Dropping the four files of a set makes napari call the reader once per file;
-    the first call opens the whole set, the others do nothing.
+    Dropping the files of a set makes napari call the reader once per file; the
+    first call opens the whole set, with the channels it has (one for a Kaggle
+    ``_green.png`` alone, up to four), and the calls for the other members do
+    nothing. A channel without a layer (deleted, or a file added to the set since)
+    opens the set again. A plain RGB or gray file is one image of its own, not a
+    member of a set: opening it again adds it again, as napari does.
     """
-    if split_hpa_name(path) is None:
+    if split_hpa_name(path) is None or not channels:
         return False
     try:
         import napari
@@ -146,7 +152,7 @@ def _already_open(source: str, path: PathLike, channels: int = 4) -> bool:
 
     ours = [meta(lyr) for lyr in viewer.layers]
     open_channels = {m.get("channel") for m in ours if m.get("source") == source}
-    return len(open_channels - {None}) >= channels
+    return set(channels) <= open_channels
 
 
 def _notify(severity: str, message: str) -> None:

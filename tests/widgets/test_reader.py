@@ -125,6 +125,8 @@ def test_manifest_is_valid() -> None:
     widgets = {w.display_name for w in manifest.contributions.widgets}
     assert widgets == {"Predict", "Annotate", "Retrain", "Batch"}
     assert manifest.contributions.readers[0].accepts_directories
+    # the activation hook that makes napari-hpa napari's reader of HPA files and OME-TIFF
+    assert manifest.on_activate == "napari_hpa._reader_preference:activate"
 
 
 @pytest.mark.gui
@@ -146,3 +148,37 @@ def test_viewer_opens_hpa_set(make_napari_viewer, hpa_dir: Path, notes: list) ->
     (hpa_dir / "junk.tif").unlink()
     viewer.open_sample("napari-hpa", "synthetic_1")
     assert len(viewer.layers) == 8
+
+
+def _channels(viewer) -> list[str]:
+    return [lyr.metadata[META]["channel"] for lyr in viewer.layers]
+
+
+@pytest.mark.gui
+@NEEDS_DISPLAY
+def test_members_of_partial_sets_open_once(make_napari_viewer, tmp_path: Path) -> None:
+    """The members of a 1- to 3-channel set open it once; a plain RGB file opens each time."""
+    viewer = make_napari_viewer()
+    planes = np.random.default_rng(1).integers(0, 255, (4, 32, 32), dtype=np.uint8)
+    write_hpa_set(tmp_path, "s", planes)
+    (tmp_path / "s_yellow.png").unlink()
+    members = [str(tmp_path / f"s_{c}.png") for c in ("red", "green", "blue")]
+    viewer.open(members, plugin="napari-hpa")  # as napari calls the reader for a drop of three
+    assert [lyr.name for lyr in viewer.layers] == ["microtubules", "protein", "nucleus"]
+
+    kaggle = tmp_path / "kaggle"
+    kaggle.mkdir()
+    write_image(kaggle / "lone_green.png", planes[1:2])
+    viewer.open([str(kaggle / "lone_green.png")] * 2, plugin="napari-hpa")
+    assert [lyr.name for lyr in viewer.layers][3:] == ["lone"]  # a Kaggle green alone: once
+
+    # The set's files changed on disk (yellow in place of red): as many channels are open
+    # as the set has, but not the same ones, so a member opens the set again.
+    write_image(tmp_path / "s_yellow.png", planes[3:])
+    (tmp_path / "s_red.png").unlink()
+    viewer.open(str(tmp_path / "s_green.png"), plugin="napari-hpa")
+    assert _channels(viewer)[4:] == ["protein", "nucleus", "er"]
+
+    write_image(tmp_path / "photo.png", planes[:3])  # RGB: a file of its own, each time
+    viewer.open([str(tmp_path / "photo.png")] * 2, plugin="napari-hpa")
+    assert _channels(viewer)[7:] == ["red", "green", "blue"] * 2
