@@ -34,18 +34,22 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .. import layers as L
 from ..core.batch.output import read_table
 from ..core.batch.run import BatchProgress, BatchSummary, run_batch
 from ..core.model import preferences as settings
 from ..core.model.registry import list_models
 from ._shared.canvas_text import show_text
 from ._shared.scrolling import narrow_combo, scroll_body
+from ._shared.session import session_for
 
 if TYPE_CHECKING:
     import napari
 
 #: Rows of the results table loaded after a run (the file itself holds them all).
 MAX_RESULT_ROWS = 5000
+#: Lines of the canvas text of an opened result at most (the table row holds it all).
+CANVAS_LINES = 3
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -373,9 +377,14 @@ class BatchWidget(QWidget):
         return sorted(probs, key=lambda t: -t[1])[:k]
 
     def open_result(self, row: int, column: int = 0) -> None:
-        """Open a result's image as one additive layer per channel and show its prediction."""
+        """Show a result's image in place of the image shown, with its prediction.
+
+        As Annotate's Next image does: the previous image's results go (the session's
+        prediction, its heat map and cells) and its channel layers show the new image,
+        one additive layer per channel as the reader makes them, so Predict and
+        Annotate can use them; the session's ``image_changed`` says which image it is.
+        """
         from ..core.image.io import ImageReadError, read_image
-        from ..layers import image_layer_data
 
         if not 0 <= row < len(self._results):
             return
@@ -385,13 +394,15 @@ class BatchWidget(QWidget):
         except ImageReadError as exc:
             self.status_label.setText(f"Cannot open: {exc}")
             return
-        # The same layers as the reader makes, so Predict and Annotate can use them.
-        for data, kwargs, _ in image_layer_data(image):
-            self.viewer.add_image(data, **kwargs)
+        session = session_for(self.viewer)
+        session.set_result(None)
+        show_text(self.viewer, None)
+        L.replace_image(self.viewer, image)
+        session.image_changed.emit(image.source)
         predicted = ", ".join(self._predicted_names(r)) or "-"
         top = ", ".join(f"{n} {p:.2f}" for n, p in self._top(r, 3))
         cell = f" cell {r['cell']}" if r.get("cell") not in (None, "") else ""
         text = f"{image.image_id}{cell}: {predicted}" + (f"  (top: {top})" if top else "")
         if r.get("status") != "ok":
             text = f"{image.image_id}: error: {r.get('error', '')}"
-        show_text(self.viewer, text)
+        show_text(self.viewer, text, max_lines=CANVAS_LINES)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import csv
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 from helpers import write_tiny_model
 
+from napari_hpa import layers as L
 from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.model.registry import user_models_dir
+from napari_hpa.widgets._shared import results as R
 
 pytestmark = pytest.mark.gui
 
@@ -23,12 +26,9 @@ qtpy = pytest.importorskip("qtpy")
 
 
 def _widget(make_napari_viewer, folder: Path, out: Path):
-    from napari_hpa.widgets.batch import BatchWidget
-
     write_tiny_model(user_models_dir(), fit=64)  # found by the registry, listed in the widget
     viewer = make_napari_viewer(show=True)  # a visible table, so a real double-click lands
-    widget = BatchWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Batch")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-hpa", "Batch")
     ids = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
     widget.model_combo.setCurrentIndex(next(i for i, t in enumerate(ids) if t.startswith("tiny@1")))
     widget.folder_edit.setText(str(folder))
@@ -64,16 +64,81 @@ def test_run_summary_and_open(make_napari_viewer, qtbot, tmp_path: Path) -> None
     assert "Done" in widget.status_label.text()
     # double-click an ok row: its image opens as 4 additive layers, the prediction is shown
     row = next(r for r in range(6) if widget.results_table.item(r, 1).text() == "ok")
-    rect = widget.results_table.visualItemRect(widget.results_table.item(row, 0))
-    view = widget.results_table.viewport()
-    qtbot.mouseClick(view, qtpy.QtCore.Qt.LeftButton, pos=rect.center())  # Qt needs the press
-    qtbot.mouseDClick(view, qtpy.QtCore.Qt.LeftButton, pos=rect.center())
+    _double_click(qtbot, widget, row)
     qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=5_000)
     assert {layer.blending for layer in viewer.layers} == {"additive"}
     assert [layer.colormap.name for layer in viewer.layers] == ["red", "green", "blue", "yellow"]
     image_id = Path(widget._results[row]["image"]).name
-    assert viewer.text_overlay.visible and image_id in viewer.text_overlay.text
-    assert widget.results_table.item(row, 2).text().split(", ")[0] in viewer.text_overlay.text
+    overlay = viewer.canvas.overlays.text
+    assert overlay.visible and image_id in overlay.text
+    assert widget.results_table.item(row, 2).text().split(", ")[0] in overlay.text
+
+
+def _double_click(qtbot, widget, row: int) -> None:
+    """Double-click the row's image cell as a user does (Qt needs the press first)."""
+    rect = widget.results_table.visualItemRect(widget.results_table.item(row, 0))
+    view = widget.results_table.viewport()
+    qtbot.mouseClick(view, qtpy.QtCore.Qt.LeftButton, pos=rect.center())
+    qtbot.mouseDClick(view, qtpy.QtCore.Qt.LeftButton, pos=rect.center())
+
+
+def _text_width(viewer) -> float:
+    """Width in canvas pixels of the text napari draws (its vispy overlay, as measured by
+    napari to place it)."""
+    canvas = viewer.window._qt_viewer.canvas
+    overlay = viewer.canvas.overlays.text
+    (visual,) = canvas._viewer_overlay_to_visual[overlay]
+    return float(visual.node.get_width_height()[0])
+
+
+def test_second_double_click_replaces_the_image(make_napari_viewer, qtbot, tmp_path) -> None:
+    """Issue 17, defect 9: a second double-click added four more layers over the first
+    image (two images blended), its heat map and cells stayed, the canvas text ran off the
+    canvas; and nothing may warn (a deprecation or private-attribute warning is a toast)."""
+    folder = tmp_path / "screen"
+    write_samples(folder, n=3, size=64, seed=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        viewer, widget = _widget(make_napari_viewer, folder, tmp_path / "results.csv")
+        _dock, predict = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")
+        with qtbot.waitSignal(widget.finished, timeout=120_000):
+            widget.run_button.click()
+        first, second = (Path(widget._results[r]["image"]).as_posix() for r in (0, 1))
+
+        _double_click(qtbot, widget, 0)
+        qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=5_000)
+        assert predict.select_model("tiny@1")
+        predict.predict_button.click()  # the first image's results: heat map and cells
+        qtbot.waitUntil(lambda: R.find_layer(viewer, "cells") is not None, timeout=60_000)
+        qtbot.waitUntil(
+            lambda: not predict.state.running and predict.cam_worker is None, timeout=60_000
+        )
+        assert predict.session.result.source == first and R.find_layer(viewer, "cam")
+
+        _double_click(qtbot, widget, 1)
+        shown = lambda: {L.meta(layer).get("source") for layer in viewer.layers}  # noqa: E731
+        qtbot.waitUntil(lambda: second in shown(), timeout=5_000)
+        qtbot.wait(200)  # Predict drops the old results after the layer events
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["microtubules", "protein", "nucleus", "ER"], names  # one image, not two
+    assert {L.meta(layer)["source"] for layer in viewer.layers} == {second}
+    assert predict.session.result is None and predict.table.rowCount() == 0
+    overlay = viewer.canvas.overlays.text
+    assert overlay.visible and Path(second).name in overlay.text
+    # The row's predicted classes are long (a random tiny model predicts many): wrapped
+    # to the canvas, at most three lines, and every line inside the canvas.
+    qtbot.waitUntil(lambda: _text_width(viewer) > 0, timeout=5_000)
+    assert 1 < len(overlay.text.splitlines()) <= 3
+    assert _text_width(viewer) < viewer.canvas.size[1], (overlay.text, viewer.canvas.size)
+    viewer.window._qt_window.resize(900, 700)  # a narrower canvas: wrapped again
+    qtbot.waitUntil(lambda: _text_width(viewer) < viewer.canvas.size[1], timeout=5_000)
+    bad = [
+        f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})"
+        for w in caught
+        if issubclass(w.category, (DeprecationWarning, FutureWarning))
+        and ("napari" in w.filename or "Private attribute" in str(w.message))
+    ]
+    assert not bad, bad
 
 
 def test_cancel(make_napari_viewer, qtbot, tmp_path: Path) -> None:
