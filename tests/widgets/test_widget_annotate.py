@@ -184,7 +184,7 @@ def test_cell_click_and_cell_labels(setup, hpa_dir):
     assert annotate.cell == 0 and not outline.visible
 
 
-def test_next_image_autopredicts_and_export(setup, hpa_dir, qtbot, tmp_path):
+def test_next_image_autopredicts_and_export(setup, hpa_dir, qtbot, tmp_path, monkeypatch):
     viewer, predict, annotate = setup
     first = str(hpa_dir / "synth_0000")
     annotate.toggle_rank(0)
@@ -198,8 +198,10 @@ def test_next_image_autopredicts_and_export(setup, hpa_dir, qtbot, tmp_path):
     assert annotate.store.user_labels(target, TASK) == {}
     annotate.toggle_rank(1)
 
+    from qtpy.QtWidgets import QFileDialog  # modal: answered here, as a user would
+
     out = tmp_path / "labels.csv"
-    annotate.exports.ask_path = lambda *_: str(out)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_: (str(out), ""))
     annotate.exports.export_csv()
     rows = {r["Id"]: r["Target"] for r in csv.DictReader(out.open())}
     with AnnotationStore(default_db_path(first)) as store:
@@ -211,7 +213,7 @@ def test_next_image_autopredicts_and_export(setup, hpa_dir, qtbot, tmp_path):
     items = json.loads((tmp_path / "labels.json").read_text())
     assert {i["image"] for i in items} == {"synth_0000", "synth_0001"}
     assert all(item["cells"] for item in items)
-    annotate.exports.ask_path = lambda *_: str(tmp_path / "tiffs")  # a folder, from the dialog
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(tmp_path / "tiffs"))
     annotate.exports.export_tiff()
     stack = tifffile.imread(tmp_path / "tiffs" / "synth_0001.tif")
     assert stack.shape == (29, 256, 256)

@@ -2,7 +2,8 @@
 
 All exports write the *effective* labels (the user's value where set, else the model's).
 An image without image-level rows gets the union of its cells' labels as its image label
-(HPA convention: an image shows every location any of its cells shows).
+(HPA convention: an image shows every location any of its cells shows). Images are named
+by their bare id (:func:`export_id`), as Kaggle's HPA ``Id`` column names them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from ..image.sources import split_hpa_name
 from .store import AnnotationStore
 
 __all__ = [
     "ImageSummary",
+    "export_id",
     "image_summaries",
     "export_kaggle_csv",
     "export_json",
@@ -28,6 +32,8 @@ __all__ = [
 ]
 
 CELL_CSV = "cell_labels.csv"
+#: An image file's extension, which a Kaggle ``Id`` leaves out (``x.ome.tif`` as one).
+_EXTENSION = re.compile(r"(\.ome)?\.(png|jpe?g|tiff?)$", re.I)
 
 
 @dataclass
@@ -36,7 +42,8 @@ class ImageSummary:
 
     ``origin`` is ``"user"`` (>= 1 user row at that level), ``"model"`` (model rows only) or
     None (no rows; for the image level, ``labels`` is then the union of the cells' labels).
-    ``cells`` maps every known cell (mask or labels) -> (labels, origin).
+    ``cells`` maps every known cell (mask or labels) -> (labels, origin). ``export_name`` is
+    the name the exports give the image (:func:`export_id`, unique among the images).
     """
 
     source: str
@@ -46,11 +53,53 @@ class ImageSummary:
     model: str | None = None
     scores: dict[int, float] = field(default_factory=dict)
     cells: dict[int, tuple[set[int], str | None]] = field(default_factory=dict)
+    export_name: str | None = None
 
     @property
     def corrected(self) -> bool:
         """True when the user labelled the image or any of its cells."""
         return self.origin == "user" or any(o == "user" for _l, o in self.cells.values())
+
+
+def export_id(image_id: str, source: str = "") -> str:
+    """Return the id an export names an image by: Kaggle's, without extension or colour.
+
+    ``0-2-a.jpg`` -> ``0-2-a``, ``x.ome.tif`` -> ``x``; an HPA channel file (the id or
+    the source, e.g. ``<folder>/abc_green.png`` opened by napari's own reader) -> its
+    set's id ``abc``. The training and evaluation readers match such an id to the image
+    file or the HPA set, as they match an id with its extension.
+    """
+    hpa = split_hpa_name(image_id) or (
+        split_hpa_name(source) if source and not source.startswith("layer:") else None
+    )
+    if hpa is not None:
+        return hpa[0]
+    return _EXTENSION.sub("", image_id) or image_id
+
+
+def _unique_ids(summaries: list[ImageSummary]) -> None:
+    """Name each image by :func:`export_id`, unless another image would share the name.
+
+    Two images that only differ by extension (``a.png``, ``a.tif``) keep their stored
+    ids, and two of the same id in different folders their sources: a CSV with a
+    repeated ``Id`` is refused by the readers, rightly, since the rows cannot be told apart.
+    """
+    namings = (lambda s: export_id(s.image_id, s.source), lambda s: s.image_id)
+    taken: set[str] = set()
+    pending = summaries
+    for naming in namings:
+        counts = Counter(naming(s).lower() for s in pending)
+        rest = []
+        for s in pending:
+            name = naming(s)
+            if counts[name.lower()] == 1 and name.lower() not in taken:
+                s.export_name = name
+                taken.add(name.lower())
+            else:
+                rest.append(s)
+        pending = rest
+    for s in pending:
+        s.export_name = s.source  # unique: the store's key
 
 
 def image_summaries(
@@ -74,6 +123,7 @@ def image_summaries(
         if (s.source, 0) in table:
             s.model = store.model_id(s.source, task)
             s.scores = store.model_scores(s.source, task)
+    _unique_ids(list(out.values()))  # over every image: an id does not depend on the filter
     return [s for s in out.values() if s.corrected or not only_corrected]
 
 
@@ -110,7 +160,7 @@ def export_kaggle_csv(
         writer = csv.writer(fh)
         writer.writerow(["Id", "Target"])
         for s in rows:
-            writer.writerow([s.image_id, " ".join(str(c) for c in sorted(s.labels))])
+            writer.writerow([s.export_name, " ".join(str(c) for c in sorted(s.labels))])
     return len(rows)
 
 
@@ -138,7 +188,7 @@ def export_json(
         ids = sorted(s.labels)
         items.append(
             {
-                "image": s.image_id,
+                "image": s.export_name,
                 "source": s.source,
                 "labels": [_name(names, i) for i in ids],
                 "label_ids": ids,
@@ -206,7 +256,7 @@ def export_cell_tiff(
             mask = store.cell_mask(s.source)
             if mask is None:
                 continue
-            stem = base = _safe(s.image_id)
+            stem = base = _safe(str(s.export_name))
             k = 2
             while stem.lower() in taken:
                 stem, k = f"{base}_{k}", k + 1
@@ -223,7 +273,7 @@ def export_cell_tiff(
                 ids = sorted(lab)
                 label_ids = " ".join(map(str, ids))
                 labels = ";".join(_name(names, c) for c in ids)
-                row = [s.image_id, s.source, path.name, cell, p["area"], f"{y:.1f}", f"{x:.1f}"]
+                row = [s.export_name, s.source, path.name, cell, p["area"], f"{y:.1f}", f"{x:.1f}"]
                 writer.writerow([*row, label_ids, labels, origin or ""])
     return written
 

@@ -1,11 +1,14 @@
 """Export buttons of the Annotate panel: Kaggle CSV, JSON and per-cell label TIFFs.
 
-The path comes from a file dialog, through :attr:`ExportButtons.ask_path`, which
-tests replace with a function returning a path.
+Each button asks where to write with Qt's file dialog, opened where the user
+wants it: in the folder of the last export, else in the image's folder (else
+the home folder), with a name proposed from the image folder the database
+belongs to (``<folder>_labels.csv``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,16 +19,10 @@ from ...core.labels import export as exporting
 from ...core.labels.store import AnnotationStore
 from ...core.tasks import Task
 from .._shared.tooltips import tip
+from ..predict.summary import counted
 
-#: ``ask_path(title, file_filter, folder) -> path or None``.
-AskPath = Callable[[str, str, bool], "str | None"]
-
-
-def ask_path_dialog(title: str, file_filter: str, folder: bool) -> str | None:
-    """Ask for a file to write (or a folder, with ``folder``) with a Qt dialog."""
-    if folder:
-        return QFileDialog.getExistingDirectory(None, title) or None
-    return QFileDialog.getSaveFileName(None, title, "", file_filter)[0] or None
+#: The folder the annotations database lives in, beside the images it labels.
+DB_FOLDER = ".napari-hpa"
 
 
 class ExportButtons(QWidget):
@@ -37,15 +34,21 @@ class ExportButtons(QWidget):
         Returns the open store (or None).
     task
         Returns the task whose labels are exported.
+    source
+        Returns the source of the image shown (or None): its folder is where the
+        dialogs open until the user has exported somewhere.
     """
 
     def __init__(
-        self, store: Callable[[], AnnotationStore | None], task: Callable[[], Task]
+        self,
+        store: Callable[[], AnnotationStore | None],
+        task: Callable[[], Task],
+        source: Callable[[], str | None],
     ) -> None:
         super().__init__()
-        self._store, self._task = store, task
-        #: How the buttons ask where to write; tests replace it.
-        self.ask_path: AskPath = ask_path_dialog
+        self._store, self._task, self._source = store, task, source
+        #: Where the last export went (a file's folder, or the TIFFs' folder).
+        self.last_folder: Path | None = None
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         for key, text, slot in (
@@ -58,13 +61,44 @@ class ExportButtons(QWidget):
             button.clicked.connect(lambda _=False, s=slot: s())
             layout.addWidget(button)
 
+    # -- where the dialogs open ---------------------------------------------------------------
+    def start_folder(self) -> Path:
+        """Return the folder a dialog opens in: the last export's, the image's, or home."""
+        if self.last_folder is not None and self.last_folder.is_dir():
+            return self.last_folder
+        source = self._source()
+        if source and not source.startswith("layer:"):
+            folder = Path(source).parent
+            if folder.is_dir() and os.access(folder, os.W_OK):  # not the bundled samples
+                return folder
+        return Path.home()
+
+    def proposed_name(self, suffix: str) -> str:
+        """Name an export after the image folder of its database: ``<folder>_labels.csv``."""
+        store = self._store()
+        db = store.path if store is not None else None
+        if db is not None and db.parent.name == DB_FOLDER and db.parent.parent.name:
+            return f"{db.parent.parent.name}_labels{suffix}"
+        return f"annotations{suffix}"
+
+    def _ask_file(self, title: str, file_filter: str, suffix: str) -> Path | None:
+        start = self.start_folder() / self.proposed_name(suffix)
+        chosen = QFileDialog.getSaveFileName(self, title, str(start), file_filter)[0]
+        if not chosen:
+            return None
+        path = Path(chosen)
+        return path if path.suffix else path.with_suffix(suffix)  # typed without one
+
+    def _ask_folder(self, title: str) -> Path | None:
+        chosen = QFileDialog.getExistingDirectory(self, title, str(self.start_folder()))
+        return Path(chosen) if chosen else None
+
+    # -- the exports --------------------------------------------------------------------------
     def _export(
         self,
-        title: str,
-        file_filter: str,
-        folder: bool,
-        path: str | None,
-        write: Callable[[AnnotationStore, str, Task], Any],
+        path: Path | None,
+        ask: Callable[[], Path | None],
+        write: Callable[[AnnotationStore, Path, Task], Any],
     ) -> Path | None:
         from napari.utils.notifications import show_error, show_info
 
@@ -72,44 +106,43 @@ class ExportButtons(QWidget):
         if store is None:
             show_error("No annotations database is open: open an image first.")
             return None
-        path = path or self.ask_path(title, file_filter, folder)
-        if not path:
+        path = Path(path) if path else ask()
+        if path is None:
             return None
         try:
-            n = write(store, path, self._task())
+            what = write(store, path, self._task())
         except (OSError, ValueError) as exc:
             show_error(f"Export failed: {exc}")
             return None
-        count = len(n) if isinstance(n, list) else n
-        show_info(f"Wrote {count} {'file(s)' if folder else 'image(s)'} to {path}")
-        return Path(path)
+        self.last_folder = path if path.is_dir() else path.parent
+        show_info(f"Wrote {what} to {path}")
+        return path
 
-    def export_csv(self, path: str | None = None) -> Path | None:
+    def export_csv(self, path: str | os.PathLike[str] | None = None) -> Path | None:
         """Kaggle CSV ``Id,Target`` of every image in the database."""
         return self._export(
-            "Export Kaggle CSV",
-            "CSV (*.csv)",
-            False,
-            path,
-            lambda s, p, t: exporting.export_kaggle_csv(s, t.name, p),
+            Path(path) if path else None,
+            lambda: self._ask_file("Export Kaggle CSV", "CSV (*.csv)", ".csv"),
+            lambda s, p, t: counted(exporting.export_kaggle_csv(s, t.name, p), "image"),
         )
 
-    def export_json(self, path: str | None = None) -> Path | None:
+    def export_json(self, path: str | os.PathLike[str] | None = None) -> Path | None:
         """JSON with every image's and cell's classes."""
         return self._export(
-            "Export JSON",
-            "JSON (*.json)",
-            False,
-            path,
-            lambda s, p, t: exporting.export_json(s, t.name, t, p),
+            Path(path) if path else None,
+            lambda: self._ask_file("Export JSON", "JSON (*.json)", ".json"),
+            lambda s, p, t: counted(exporting.export_json(s, t.name, t, p), "image"),
         )
 
-    def export_tiff(self, path: str | None = None) -> Path | None:
+    def export_tiff(self, path: str | os.PathLike[str] | None = None) -> Path | None:
         """Per-cell label TIFFs (one per image with cells) into a folder."""
+
+        def write(store: AnnotationStore, folder: Path, task: Task) -> str:
+            files = exporting.export_cell_tiff(store, task.name, folder, task)
+            return f"{counted(len(files), 'cell label TIFF')} and {exporting.CELL_CSV}"
+
         return self._export(
-            "Export cell label TIFFs to a folder",
-            "",
-            True,
-            path,
-            lambda s, p, t: exporting.export_cell_tiff(s, t.name, p, t),
+            Path(path) if path else None,
+            lambda: self._ask_folder("Export cell label TIFFs to a folder"),
+            write,
         )

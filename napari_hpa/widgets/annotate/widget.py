@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtGui import QFont, QKeySequence
+from qtpy.QtGui import QFont
 from qtpy.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QShortcut,
     QVBoxLayout,
     QWidget,
 )
@@ -46,7 +45,15 @@ from .._shared.scrolling import scroll_body
 from .._shared.session import PredictionResult, connect_while_alive, session_for
 from .._shared.tooltips import tip
 from .._shared.workers import read_source, store_prediction
-from .canvas_input import NUMBER_KEYS, bind_keys, click_callback, unbind_keys
+from ..predict.summary import counted
+from .canvas_input import (
+    NUMBER_KEYS,
+    NumberKeys,
+    add_shortcuts,
+    bind_keys,
+    click_callback,
+    remove_input,
+)
 from .export import ExportButtons
 
 if TYPE_CHECKING:
@@ -90,7 +97,7 @@ class AnnotateWidget(QWidget):
                 (self.session.prediction_changed, self._on_prediction),
                 (self.session.cell_selected, self._on_cell_selected),
             ],
-            cleanup=partial(_unbind, self._bound, self.viewer, self._on_click, self),
+            cleanup=partial(remove_input, self._bound, self.viewer, self._on_click, self),
         )
         if self.session.result is not None:
             self._on_prediction(self.session.result)
@@ -142,7 +149,7 @@ class AnnotateWidget(QWidget):
         self.db_label.setWordWrap(True)
         self.db_label.setToolTip(tip("database"))
         self.db_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.exports = ExportButtons(lambda: self.store, lambda: self.task)
+        self.exports = ExportButtons(lambda: self.store, lambda: self.task, lambda: self.source)
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -155,17 +162,8 @@ class AnnotateWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.db_label)
         layout.addWidget(self.exports)
-        for key in NUMBER_KEYS:  # when the widget itself has the focus
-            QShortcut(
-                QKeySequence(key),
-                self,
-                lambda k=key: self.toggle_rank(int(k) - 1),
-                context=Qt.WidgetWithChildrenShortcut,
-            )
-        QShortcut(QKeySequence.Undo, self, self.undo, context=Qt.WidgetWithChildrenShortcut)
-        QShortcut(
-            QKeySequence("Ctrl+Shift+Z"), self, self.redo, context=Qt.WidgetWithChildrenShortcut
-        )
+        add_shortcuts(self, self.toggle_rank, self.undo, self.redo)
+        self._list_keys = NumberKeys(self.list, self.toggle_rank)  # 1-9 with the list focused
 
     # -- keys and clicks on the canvas ------------------------------------------------------
     def _bind_keys(self, target: Any) -> None:
@@ -355,8 +353,9 @@ class AnnotateWidget(QWidget):
         can = self.store is not None
         self.undo_button.setEnabled(can and self.store.can_undo())
         self.redo_button.setEnabled(can and self.store.can_redo())
-        for button in (self.prev_button, self.next_button, self.accept_button):
+        for button in (self.prev_button, self.next_button):
             button.setEnabled(has_image and can)
+        self.accept_button.setEnabled(self.has_prediction())
         self._show_selected()
 
     def _show_selected(self) -> None:
@@ -403,12 +402,24 @@ class AnnotateWidget(QWidget):
         if 0 <= rank < len(self._order):
             self.toggle(int(self._order[rank]))
 
+    def has_prediction(self) -> bool:
+        """Tell whether the image (or the selected cell) has a stored prediction to accept."""
+        if self.store is None or not self.source:
+            return False
+        return self.store.model_id(self.source, self.task.name, self.cell) is not None
+
     def accept_prediction(self) -> None:
         """Make the model's prediction the user's labels for the image or the selected cell."""
         if self.store is None or not self.source:
             return
+        if not self.has_prediction():  # nothing to accept: say so, write nothing
+            where = f"cell {self.cell}" if self.cell else "this image"
+            self.status.setText(f"There is no prediction to accept for {where}: Predict first.")
+            return
         edits = self.store.accept_model(self.source, self.task.name, cell=self.cell)
-        self.status.setText(f"Accepted the prediction ({len(edits)} classes confirmed).")
+        self.status.setText(
+            f"Accepted the prediction ({counted(len(edits), 'class', 'classes')} confirmed)."
+        )
         self._refresh()
 
     def undo(self) -> None:
@@ -426,7 +437,7 @@ class AnnotateWidget(QWidget):
             return
         e = edits[0]
         where = "" if e.source == self.source else f" on {Path(e.source).name}"
-        self.status.setText(f"{verb} {len(edits)} change(s){where}.")
+        self.status.setText(f"{verb} {counted(len(edits), 'change')}{where}.")
         self._refresh()
 
     # -- walking the folder ----------------------------------------------------------------
@@ -483,13 +494,3 @@ class AnnotateWidget(QWidget):
             self.store.close()
             self.store = None
         super().closeEvent(event)
-
-
-def _unbind(
-    targets: list[weakref.ref], viewer: napari.Viewer, on_click: Any, widget: QWidget
-) -> None:
-    """Remove the keys and the click callback a closed Annotate widget had set."""
-    session_for(viewer).remove_dock(widget)
-    unbind_keys(targets)
-    if on_click in viewer.mouse_drag_callbacks:
-        viewer.mouse_drag_callbacks.remove(on_click)

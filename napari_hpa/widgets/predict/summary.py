@@ -12,6 +12,14 @@ from .._shared.session import PredictionResult
 OVERLAY_LINES = 5
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """Write ``n`` and the noun in the number it takes: "1 cell", "3 cells", "0 cells".
+
+    ``plural`` is for nouns that do not just take an "s" ("1 match", "2 matches").
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def status_text(result: PredictionResult) -> str:
     """``<image>: <predicted classes> · <n> cells · <seconds> s`` for the status line."""
     pred = result.prediction
@@ -19,7 +27,7 @@ def status_text(result: PredictionResult) -> str:
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
     return (
         f"{result.image.image_id}: {shown or 'nothing'}"
-        + (f" · {len(result.cells)} cells" if result.labels is not None else "")
+        + (f" · {counted(len(result.cells), 'cell')}" if result.labels is not None else "")
         + f" · {sum(result.timings.values()):.1f} s"
     )
 
