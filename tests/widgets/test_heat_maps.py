@@ -83,7 +83,6 @@ def _drawn(cam) -> np.ndarray:
 def _check(viewer, qtbot, outside: np.ndarray, inside: np.ndarray) -> None:
     """Where ``outside`` the canvas is unchanged by the heat map; over ``inside`` it shows."""
     cam = R.find_layer(viewer, "cam")
-    assert cam.blending == "translucent"  # added light would not show on white
     cells = R.find_layer(viewer, "cells")
     if cells is not None:
         cells.visible = False
@@ -96,6 +95,7 @@ def _check(viewer, qtbot, outside: np.ndarray, inside: np.ndarray) -> None:
     assert out.sum() > 1000 and within.sum() > 1000
     assert changed[out].max() == 0, f"{np.mean(changed[out] > 0):.1%} of the masked area drawn"
     assert np.mean(changed[within] > 30) > 0.02  # clearly seen over part of the object
+    assert cam.blending == "translucent"  # added light would not show on white
     # the layer itself: nothing drawn far from the objects, strongly drawn somewhere on them
     f = int(meta(cam)["factor"])
     far = outside[f // 2 :: f, f // 2 :: f][: cam.data.shape[0], : cam.data.shape[1]]
