@@ -6,12 +6,12 @@ neither imports the other to choose.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from .parquet import ParquetWriter
+from .records import complete_records, parse_record
 from .table import BatchError, CsvWriter, ResultWriter
 
 
@@ -30,7 +30,9 @@ def read_table(
 ) -> tuple[list[str], list[dict]]:
     """Columns and rows (dicts of strings, probabilities as floats) of a finished table.
 
-    For viewers (the widget's results table); ``max_rows`` caps what is loaded.
+    For viewers (the widget's results table); ``max_rows`` caps what is loaded. Cells
+    are the table's text: a name that is not UTF-8 stays in its ``file:`` form
+    (:func:`.records.decode_image` gives the exact name). A torn last row is left out.
     """
     path = Path(path)
     if path.suffix.lower() == ".parquet":
@@ -44,14 +46,25 @@ def read_table(
             if max_rows is not None and len(rows) >= max_rows:
                 return columns, rows[:max_rows]
         return columns, rows
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
+    with open(path, "rb") as fh:
+        records = complete_records(fh)
+        first = next(records, None)
+        columns = (parse_record(first[1]) or []) if first is not None else []
         rows = []
-        for values in reader:
-            if None in values or any(v is None for v in values.values()):
+        for _offset, record in records:
+            values = parse_record(record)
+            if values is None or len(values) != len(columns):
                 continue
-            rows.append(values)
+            rows.append(dict(zip(columns, (_text(v) for v in values), strict=True)))
             if max_rows is not None and len(rows) >= max_rows:
                 break
     return columns, rows
+
+
+def _text(value: str) -> str:
+    """Return a cell as valid text: bytes a foreign tool wrote that are not UTF-8 become U+FFFD."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..image.io import ImageReadError
 from ..model.checkpoint import ModelSpec
 from ..model.predict import Prediction, PredictionCancelled, Predictor, decide
 from .decode import Decoded, Mode, error_message
-from .table import ResultWriter, Row
+from .records import plain_text
+from .table import BatchError, ResultWriter, Row
 
 ProgressFn = Callable[["BatchProgress"], None]
 StopFn = Callable[[], bool]
@@ -236,6 +238,8 @@ class Pipeline:
                 if want_cam:
                     self._save_cam(pred)
             return rows
+        except BatchError:  # the output failed, not the image: stop the run
+            raise
         except (ImageReadError, ValueError) as exc:
             return [Row(item.source, model, status="error", error=error_message(item.source, exc))]
 
@@ -247,13 +251,19 @@ class Pipeline:
         if not pred.cams:
             return
         path = cam_path(self.cam_dir, pred.source, self.cam_root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         classes = sorted(pred.cams)
         stack = np.stack([pred.cams[c] for c in classes]).astype(np.float32)
         names = [pred.classes[c] for c in classes]
-        tifffile.imwrite(tmp, stack, metadata={"axes": "CYX", "Labels": names}, imagej=False)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            meta = {"axes": "CYX", "Labels": names}
+            with atomic_path(path) as tmp:
+                tifffile.imwrite(tmp, stack, metadata=meta, imagej=False)
+        except OSError as exc:  # a full disk or a read-only folder stops the run, row unwritten
+            raise BatchError(
+                f"{path}: cannot write the activation map ({exc.strerror or exc}); "
+                "the rows before are kept and a re-run resumes"
+            ) from None
 
     def _write(self, rows: list[Row]) -> None:
         by_image: dict[str, list[Row]] = {}
@@ -269,9 +279,10 @@ class Pipeline:
             self._last_image = image
             if group[0].status != "ok":
                 self.errors += 1
-                self._recent.append(group[0].error)
+                message = plain_text(group[0].error)  # one line, as in the table
+                self._recent.append(message)
                 if len(self.error_messages) < MAX_ERROR_MESSAGES:
-                    self.error_messages.append(group[0].error)
+                    self.error_messages.append(message)
         now = time.perf_counter()
         if now - self._last_sync >= SYNC_INTERVAL:
             self.writer.sync()

@@ -54,6 +54,7 @@ from .pipeline import (
     thread_candidates,
     usable_cpus,
 )
+from .records import plain_text
 from .table import BatchError, ResultWriter
 
 __all__ = [
@@ -258,7 +259,11 @@ def run_batch(
             pool.shutdown()
         writer.close()
     classes = predictor.spec.task.classes
-    counts = {classes[i]: int(c) for i, c in sorted(writer.state.class_counts.items())}
+    counts = {
+        classes[i]: int(c)
+        for i, c in sorted(writer.state.class_counts.items())
+        if 0 <= i < len(classes)
+    }
     return BatchSummary(
         done=pipe.done,
         errors=pipe.errors,
@@ -294,7 +299,7 @@ def _open(out: Path, predictor: Predictor, cells: bool) -> ResultWriter:
         writer = open_writer(out, predictor.spec.task.classes, cells)
     except OSError as exc:
         raise BatchError(f"{out}: cannot write the table ({exc.strerror or exc})") from None
-    other = sorted(writer.state.models - {predictor.model_id})
+    other = sorted(writer.state.models - {plain_text(predictor.model_id)})
     if other:
         writer.close()
         raise BatchError(

@@ -10,8 +10,10 @@ with it.
 
 * **CSV** (default): every image's rows go to the file in a single ``os.write``
   on an ``O_APPEND`` descriptor, so a killed process leaves at most one torn last
-  line, which the next run truncates (that image is simply done again). The file
-  is ``fsync``-ed every chunk, for power cuts.
+  row, which the next run cuts (that image is simply done again). Rows are found by
+  their quotes, not by newlines, and any file name reads back exactly
+  (:mod:`.records`). The file is ``fsync``-ed every chunk, for power cuts; a write
+  that fails (a full disk) is cut back and reported, so the table stays resumable.
 * **Parquet** (``.parquet`` and pyarrow installed): rows are buffered and each
   chunk is written as an atomic part file in ``<out>.parts/``; :meth:`close`
   streams the old table and the parts into one file (atomic rename). A kill
@@ -20,25 +22,36 @@ with it.
   ``<out>.parts/`` folder, written under a temporary name and renamed when
   complete; :func:`merge_parts` folds them into the main table, deduplicated.
 
-Columns: ``image``, [``cell``], ``model``, one probability per class (named by
-the class), ``predicted`` (space-separated class indices), ``status`` (``ok`` or
-``error``) and ``error`` (the message).
+Columns: ``image`` (the source; :func:`.records.decode_image` gives the exact name
+back), [``cell``], ``model``, one probability per class (named by the class),
+``predicted`` (space-separated class indices), ``status`` (``ok`` or ``error``) and
+``error`` (the message).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import os
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO
 
 import numpy as np
+
+from .records import (
+    MAX_TORN_BYTES,
+    complete_records,
+    could_be_torn,
+    csv_record,
+    decode_image,
+    encode_image,
+    parse_record,
+    partial_rows,
+    plain_text,
+)
 
 #: Output suffixes the batch accepts.
 TABLE_SUFFIXES = (".csv", ".parquet")
@@ -49,7 +62,13 @@ MAIN_PART_PREFIX = "main-"
 
 
 class BatchError(ValueError):
-    """A problem the user can fix (bad folder, bad output, a table of another model)."""
+    """A problem the user can fix (bad folder, bad output, a table of another model).
+
+    Its message is one line whatever the file names in it hold (:func:`.records.plain_text`).
+    """
+
+    def __init__(self, message: object) -> None:
+        super().__init__(plain_text(message))
 
 
 @dataclass
@@ -89,27 +108,36 @@ def fsync_dir(folder: Path) -> None:
 def _row_values(row: Row, n_classes: int, cells: bool, fmt: str) -> list[str]:
     probs = row.probabilities
     values = [fmt % v for v in probs] if probs is not None else [""] * n_classes
-    head = [row.image, "" if row.cell is None else str(row.cell)] if cells else [row.image]
+    image = encode_image(row.image)
+    head = [image, "" if row.cell is None else str(row.cell)] if cells else [image]
     predicted = " ".join(str(i) for i in row.predicted)
-    error = row.error.replace("\r", " ").replace("\n", " ")
-    return [*head, row.model, *values, predicted, row.status, error]
+    return [*head, plain_text(row.model), *values, predicted, row.status, plain_text(row.error)]
 
 
-def _parse_row(values: dict[str, str], classes: Sequence[str], cells: bool) -> Row:
-    probs = None
-    if classes and values.get(classes[0], ""):
-        probs = np.array([float(values[c]) for c in classes], np.float32)
-    cell = values.get("cell", "") if cells else ""
-    predicted = [int(v) for v in values.get("predicted", "").split()]
-    return Row(
-        image=values["image"],
-        model=values.get("model", ""),
-        probabilities=probs,
-        predicted=predicted,
-        status=values.get("status", "ok") or "ok",
-        error=values.get("error", ""),
-        cell=int(cell) if cell else None,
-    )
+def _parse_row(values: Sequence[str], n_classes: int, cells: bool) -> Row | None:
+    """Return the row of a record's fields, by position (None: a line that is not ours)."""
+    at = 2 if cells else 1
+    if len(values) != at + n_classes + 4:
+        return None
+    try:
+        probs = None
+        if n_classes and values[at + 1]:
+            probs = np.array([float(v) for v in values[at + 1 : at + 1 + n_classes]], np.float32)
+        cell = values[1] if cells else ""
+        predicted = [int(v) for v in values[at + 1 + n_classes].split()]
+        if any(not 0 <= i < n_classes for i in predicted):
+            return None  # a class this table has no column for
+        return Row(
+            image=decode_image(values[0]),
+            model=values[at],
+            probabilities=probs,
+            predicted=predicted,
+            status=values[at + 2 + n_classes] or "ok",
+            error=values[at + 3 + n_classes],
+            cell=int(cell) if cell else None,
+        )
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -141,7 +169,8 @@ class ResultWriter:
         self.out = Path(out)
         self.classes = tuple(classes)
         self.cells = cells
-        self.columns = table_columns(self.classes, cells)
+        #: The header as written (class names on one line, valid UTF-8).
+        self.columns = [plain_text(c) for c in table_columns(self.classes, cells)]
         self.state = TableState()
 
     def write(self, rows: Sequence[Row]) -> None:  # pragma: no cover - abstract
@@ -167,7 +196,7 @@ class ResultWriter:
 
 
 class CsvWriter(ResultWriter):
-    """Append-only CSV; one ``os.write`` per call, torn last line repaired on open.
+    """Append-only CSV; one ``os.write`` per call, a torn last row repaired on open.
 
     Parameters
     ----------
@@ -178,6 +207,11 @@ class CsvWriter(ResultWriter):
         ``napari-hpa predict``), ``%.9g`` (exact float32) for part files.
     lock
         Take an exclusive ``flock`` so two runs cannot append to one table.
+
+    Notes
+    -----
+    A write that fails (a full disk) is cut back to the rows before it and raised as a
+    :class:`BatchError`: the table stays as it was, and a re-run resumes from it.
     """
 
     def __init__(
@@ -192,6 +226,7 @@ class CsvWriter(ResultWriter):
         self.float_format = float_format
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = os.open(self.out, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = 0
         try:
             if lock:
                 lock_table(self._fd, self.out)
@@ -202,69 +237,106 @@ class CsvWriter(ResultWriter):
             raise
 
     def _load(self) -> None:
+        """Count the table's rows; cut a torn last row (a cell block: the whole image)."""
         assert self._fd is not None
         size = os.fstat(self._fd).st_size
-        if size == 0:
-            self._write_text(_csv_line(self.columns))
-            return
+        header: list[str] | None = None
+        end = 0  # end of the last complete record
+        block: list[Row] = []  # rows of the last image, counted when the next one starts
+        block_start = 0
         with open(self.out, "rb") as fh:
-            data_end = _complete_length(fh, size)
-            if data_end < size and self.cells:
-                # the torn write may have been one image's block of cell rows: drop it whole
-                data_end = _last_image_start(fh, data_end)
-            if data_end < size:  # torn last line from a killed run: drop it
-                os.ftruncate(self._fd, data_end)
-                os.fsync(self._fd)
-            fh.seek(0)
-            # a raw stream is enough for TextIOWrapper, though typeshed asks for a buffered one
-            limited = cast(io.BufferedReader, _Limited(fh, data_end))
-            text = io.TextIOWrapper(limited, encoding="utf-8", newline="")
-            reader = csv.reader(text)
-            header = next(reader, None)
-            if header is None:
-                self._write_text(_csv_line(self.columns))
-                return
-            self._check_header(header, self.out)
-            for values in reader:
-                if len(values) != len(self.columns):
+            for offset, record in complete_records(fh):
+                end = offset + len(record)
+                values = parse_record(record)
+                if header is None:
+                    header = values or []
+                    self._check_header(header, self.out)
+                    continue
+                row = None if values is None else _parse_row(values, len(self.classes), self.cells)
+                if row is None:
                     continue  # a foreign or damaged line: ignore it, never crash
-                self._count(
-                    _parse_row(
-                        dict(zip(self.columns, values, strict=True)), self.classes, self.cells
-                    )
-                )
+                if not (self.cells and block and block[-1].image == row.image):
+                    for done in block:
+                        self._count(done)
+                    block, block_start = [], offset
+                block.append(row)
+            if end < size:  # a torn last row from a killed run, or damage
+                torn = self._check_tail(fh, end, size, header)
+                if self.cells and block and encode_image(block[-1].image).startswith(torn):
+                    block, end = [], block_start  # the torn write was (part of) its cell rows
+                os.ftruncate(self._fd, end)
+                os.fsync(self._fd)
+        for done in block:
+            self._count(done)
+        self._size = end
+        if header is None:
+            self._append(csv_record(self.columns).encode("utf-8"), "write the header of")
 
-    def _write_text(self, text: str) -> None:
+    def _check_tail(self, fh: BinaryIO, end: int, size: int, header: list[str] | None) -> str:
+        """Return the torn row's first field; refuse to cut what is not one row of ours.
+
+        Cutting more than a torn row would lose a user's rows, so a tail that is not
+        one partial row (a quote opened earlier and never closed) is reported.
+        """
+        fh.seek(end)
+        tail = fh.read(min(size - end, MAX_TORN_BYTES + 1))
+        if header is None:
+            if csv_record(self.columns).encode("utf-8").startswith(tail):
+                return ""  # a torn header
+            raise BatchError(f"{self.out}: not a batch table; choose a new output file")
+        if could_be_torn(tail, len(self.columns)):
+            rows = partial_rows(tail)
+            return rows[0][0] if rows and rows[0] else ""
+        fh.seek(0)
+        line = fh.read(end).count(b"\n") + 1
+        raise BatchError(
+            f"{self.out}: damaged from line {line} on (a quote there is never closed, "
+            f"{size - end} bytes); repair that line or move the file, then re-run"
+        )
+
+    def _append(self, data: bytes, what: str = "append to") -> None:
+        """Write ``data`` at the end; on failure cut the file back to what it held."""
         assert self._fd is not None
-        data = text.encode("utf-8")
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise BatchError(
+                f"{self.out}: cannot {what} the table ({exc.strerror or exc}); "
+                f"the {self.state.rows} row(s) before are kept and a re-run resumes"
+            ) from None
+        self._size += len(data)
 
     def write(self, rows: Sequence[Row]) -> None:
         """Append ``rows`` in one ``os.write``: a kill tears at most the last line."""
         if not rows:
             return
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        for row in rows:
-            writer.writerow(_row_values(row, len(self.classes), self.cells, self.float_format))
-        self._write_text(buf.getvalue())  # one write(): all rows of an image land together
+        n, fmt = len(self.classes), self.float_format
+        text = "".join(csv_record(_row_values(row, n, self.cells, fmt)) for row in rows)
+        self._append(text.encode("utf-8"))  # one write(): all rows of an image land together
         for row in rows:
             self._count(row)
 
     def sync(self) -> None:
         """Fsync the file."""
         if self._fd is not None:
-            os.fsync(self._fd)
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise BatchError(f"{self.out}: cannot save the table ({exc.strerror})") from None
 
     def close(self) -> None:
         """Fsync and close the file, releasing its lock; safe to call twice."""
         if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+            try:
+                self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
 
 # ----------------------------------------------------------------------------- parts
@@ -316,27 +388,23 @@ def remove_empty_parts_dir(out: Path) -> None:
 
 # ----------------------------------------------------------------------------- reading
 def read_csv_rows(path: Path, classes: Sequence[str], cells: bool) -> Iterator[Row]:
-    """Rows of a batch CSV (complete lines only)."""
-    columns = table_columns(classes, cells)
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
+    """Rows of a batch CSV (complete records only; foreign lines skipped)."""
+    columns = [plain_text(c) for c in table_columns(classes, cells)]
+    with open(path, "rb") as fh:
+        records = complete_records(fh)
+        first = next(records, None)
+        if first is None:
             return
-        if header != columns:
+        if parse_record(first[1]) != columns:
             raise BatchError(f"{path}: unexpected columns")
-        for values in reader:
-            if len(values) == len(columns):
-                yield _parse_row(dict(zip(columns, values, strict=True)), classes, cells)
+        for _offset, record in records:
+            values = parse_record(record)
+            row = None if values is None else _parse_row(values, len(classes), cells)
+            if row is not None:
+                yield row
 
 
 # ----------------------------------------------------------------------------- helpers
-def _csv_line(values: Sequence[str]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(values)
-    return buf.getvalue()
-
-
 def lock_table(fd: int, out: Path) -> None:
     """Lock ``fd`` exclusively, so that two runs never write one table.
 
@@ -359,71 +427,3 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _complete_length(fh: io.BufferedReader, size: int) -> int:
-    """Length of the file up to and including its last newline (0 if there is none)."""
-    block = 65536
-    end = size
-    while end > 0:
-        start = max(0, end - block)
-        fh.seek(start)
-        chunk = fh.read(end - start)
-        i = chunk.rfind(b"\n")
-        if i >= 0:
-            return start + i + 1
-        end = start
-    return 0
-
-
-def _first_field(line: bytes) -> str:
-    return next(csv.reader([line.decode("utf-8", "replace")]), [""])[0]
-
-
-def _last_image_start(fh: io.BufferedReader, end: int) -> int:
-    """Offset of the first row of the last image's block of rows before ``end``."""
-    fh.seek(0)
-    header_end = len(fh.readline())
-    if end <= header_end:
-        return end
-    span = 1 << 16
-    while True:
-        start = max(header_end, end - span)
-        fh.seek(start)
-        chunk = fh.read(end - start)
-        lines = chunk.split(b"\n")[:-1]
-        offsets = [start]
-        for line in lines[:-1]:
-            offsets.append(offsets[-1] + len(line) + 1)
-        if start > header_end:  # the first line may be cut: never use it
-            lines, offsets = lines[1:], offsets[1:]
-        if not lines:
-            span *= 4
-            continue
-        last = _first_field(lines[-1])
-        i = len(lines) - 1
-        while i > 0 and _first_field(lines[i - 1]) == last:
-            i -= 1
-        if i > 0 or start == header_end:
-            return offsets[i]
-        span *= 4
-
-
-class _Limited(io.RawIOBase):
-    """A read-only view of the first ``limit`` bytes of a binary file."""
-
-    def __init__(self, fh: io.BufferedReader, limit: int) -> None:
-        self._fh = fh
-        self._left = limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = min(len(buffer), self._left)
-        if n <= 0:
-            return 0
-        data = self._fh.read(n)
-        buffer[: len(data)] = data
-        self._left -= len(data)
-        return len(data)
