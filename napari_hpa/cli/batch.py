@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.batch.run import BatchError, BatchProgress, BatchSummary, run_batch
+from ..core.image.files import long_name
 from . import UserError, announce_model, chosen_model
 from .outputs import check_output_file, check_output_folder, write_failed
 
@@ -167,6 +168,9 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.folder:
         if not str(folder).strip():  # Path("") is ".": an unset shell variable would batch cwd
             raise UserError("an empty path was given (an unset shell variable?)")
+        too_long = long_name(folder)
+        if too_long:
+            raise UserError(f"{folder}: {too_long}")
         if not os.path.exists(folder) and not os.path.isdir(Path(folder).parent):
             raise UserError(f"{folder}: no such folder or image")
     if args.batch_size is not None and args.batch_size < 1:

@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_hpa.core.image.channels import ChannelMismatchError, adapt_channels
+from napari_hpa.core.image.channels import (
+    ChannelMapError,
+    ChannelMismatchError,
+    adapt_channels,
+    apply_channel_map,
+    parse_channel_map,
+)
 from napari_hpa.core.tasks import HPA_CHANNELS
 
 
@@ -69,3 +75,64 @@ def test_a_partial_hpa_set_reads_for_a_model_that_can_do_without_the_rest() -> N
     message = str(info.value)
     assert "no microtubules or nucleus channel" in message and "can do without er" in message
     assert "choose a model that does without it" in message
+
+
+# ---------------------------------------------------------------------------- issue 18, item 20
+def test_more_unnamed_planes_than_the_model_reads_is_refused_with_a_map() -> None:
+    """Seven unnamed planes are not taken as the model's first four (or an RGB model's
+    three): the message says how to map them with --channels."""
+    names = tuple(f"ch{i}" for i in range(7))
+    with pytest.raises(ChannelMismatchError) as info:
+        adapt_channels(_planes(7), names, HPA_CHANNELS, optional=("er",))
+    message = str(info.value)
+    assert "7 unnamed channels" in message and "reads 4" in message
+    assert "--channels microtubules=0,protein=1,nucleus=2,er=3" in message
+    with pytest.raises(ChannelMismatchError, match="--channels red=0,green=1,blue=2"):
+        adapt_channels(_planes(4), names[:4], ("red", "green", "blue"))
+    # as many planes as channels stays positional: that is no guess
+    assert adapt_channels(_planes(3), names[:3], ("red", "green", "blue")).shape == (3, 4, 5)
+
+
+def test_parse_channel_map_against_the_model() -> None:
+    """The one parser of --channels: model names (HPA colours as aliases), plane numbers or
+    image channel names, in the model's order; every mistake is one line."""
+    assert parse_channel_map(" nucleus=0, protein = 1 ,red=ch3", HPA_CHANNELS) == {
+        "microtubules": "ch3",
+        "protein": 1,
+        "nucleus": 0,
+    }
+    assert parse_channel_map("blue=2,green=0,red=1", ("red", "green", "blue")) == {
+        "red": 1,
+        "green": 0,
+        "blue": 2,
+    }
+    for text, message in (
+        ("", "is empty"),
+        ("protein", "is not CHANNEL=PLANE"),
+        ("protein=", "is not CHANNEL=PLANE"),
+        ("dna=0", "the model has no channel 'dna'"),
+        ("protein=1,green=2", "protein is given twice"),
+        ("protein=-1", "planes count from 0"),
+    ):
+        with pytest.raises(ChannelMapError, match=message):
+            parse_channel_map(text, HPA_CHANNELS)
+    with pytest.raises(ChannelMapError, match="needs all three"):
+        parse_channel_map("green=1", ("red", "green", "blue"))
+
+
+def test_apply_channel_map_renames_and_orders_planes() -> None:
+    from napari_hpa.core.image.data import ImageData
+
+    image = ImageData(_planes(7), tuple(f"ch{i}" for i in range(7)), (), "x", "x.tif")
+    mapped = apply_channel_map(image, parse_channel_map("nucleus=0,protein=4", HPA_CHANNELS))
+    assert mapped.channel_names == ("protein", "nucleus")
+    assert mapped.data[:, 0, 0].tolist() == [5, 1] and mapped.metadata["channel_map"]
+    out = adapt_channels(
+        mapped.data, mapped.channel_names, HPA_CHANNELS, ("microtubules", "nucleus", "er")
+    )
+    assert out[:, 0, 0].tolist() == [0, 5, 1, 0]
+    assert apply_channel_map(image, None) is image
+    with pytest.raises(ChannelMismatchError, match="7 plane"):
+        apply_channel_map(image, {"protein": 7})
+    with pytest.raises(ChannelMismatchError, match="no channel 'gfp'"):
+        apply_channel_map(image, {"protein": "gfp"})

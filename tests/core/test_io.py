@@ -384,3 +384,99 @@ def test_real_plankton_jpeg_is_gray() -> None:
     first = next(p for d in sorted(folder.iterdir()) if d.is_dir() for p in sorted(d.glob("*.jpg")))
     img = read_image(first)
     assert img.channel_names == ("gray",) and img.data.shape[0] == 1
+
+
+# ---------------------------------------------------------------------------- issue 18
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "jpeg"])
+def test_compressed_tiffs_round_trip(tmp_path: Path, compression: str) -> None:
+    """Item 18: LZW (the most common), Deflate and JPEG-in-TIFF decode (imagecodecs)."""
+    rng = np.random.default_rng(18)
+    if compression == "jpeg":  # lossy: a smooth RGB image, compared within JPEG's error
+        yy, xx = np.mgrid[0:64, 0:64]
+        rgb = np.stack([yy * 4, xx * 4, (yy + xx) * 2], axis=-1).astype(np.uint8)
+        tifffile.imwrite(tmp_path / "j.tif", rgb, photometric="rgb", compression="jpeg")
+        img = read_image(tmp_path / "j.tif")
+        assert img.channel_names == ("red", "green", "blue")
+        assert np.abs(img.data - np.moveaxis(rgb, -1, 0) / 255).max() < 0.08
+        return
+    raw = rng.integers(0, 65535, (3, 40, 50), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", raw, compression=compression)
+    img = read_image(tmp_path / "c.tif")
+    np.testing.assert_array_equal(np.rint(img.data * 65535).astype(np.uint16), raw)
+
+
+def test_imagecodecs_is_a_dependency_and_its_absence_is_named(tmp_path: Path) -> None:
+    """Item 18: pyproject lists imagecodecs; without it, an LZW TIFF says what to install
+    (not 'corrupt'). The absence is real: a child process where it cannot be imported."""
+    import subprocess
+    import sys
+
+    import tomllib
+
+    meta = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert any(
+        d.replace(" ", "").startswith("imagecodecs>=") for d in meta["project"]["dependencies"]
+    )
+    tifffile.imwrite(tmp_path / "lzw.tif", np.zeros((8, 8), np.uint8), compression="lzw")
+    code = (
+        "import sys; sys.modules['imagecodecs'] = None\n"
+        "from napari_hpa.core.image.io import read_image, ImageReadError\n"
+        "try: read_image(sys.argv[1])\n"
+        "except ImageReadError as e: print(e)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "lzw.tif")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "compressed with LZW" in done.stdout and "pip install imagecodecs" in done.stdout
+
+
+def test_time_lapse_reads_only_its_first_frame(tmp_path: Path) -> None:
+    """Item 15: a 400-frame OME-TIFF (TCYX) gives frame 0, decoding 2 of its 800 pages,
+    with a peak well under one tenth of the movie (measured with tracemalloc)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(15)
+    movie = rng.integers(0, 4000, (400, 2, 64, 64), dtype=np.uint16)  # 6.6 MB
+    names = {"Channel": {"Name": ["dapi", "gfp"]}}
+    tifffile.imwrite(
+        tmp_path / "movie.ome.tif", movie, ome=True, metadata={"axes": "TCYX", **names}
+    )
+    tracemalloc.start()
+    try:
+        img = read_image(tmp_path / "movie.ome.tif")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert img.channel_names == ("dapi", "gfp") and img.metadata["pages_read"] == 2
+    assert img.metadata["time_points"] == 400
+    np.testing.assert_allclose(img.data, movie[0] / 4095, atol=1e-6)
+    assert peak < movie.nbytes / 10, (
+        f"peak {peak / 1e6:.1f} MB for a {movie.nbytes / 1e6:.1f} MB movie"
+    )
+
+
+def test_z_stack_is_projected_page_by_page(tmp_path: Path) -> None:
+    """Item 15: a TZCYX stack reads the first time point's Z planes only, max-projected."""
+    rng = np.random.default_rng(16)
+    stack = rng.integers(0, 4000, (3, 5, 2, 32, 32), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "tz.ome.tif", stack, ome=True, metadata={"axes": "TZCYX"})
+    img = read_image(tmp_path / "tz.ome.tif")
+    assert img.metadata["pages_read"] == 10 and img.metadata["z_projection"] == "max"
+    np.testing.assert_allclose(img.data, stack[0].max(axis=0) / 4095, atol=1e-6)
+
+
+def test_content_decides_the_decoder_not_the_name(tmp_path: Path) -> None:
+    """Item 9: a JPEG named .png is read as JPEG; a PNG named .tif as PNG; content no
+    documented decoder reads (here TGA, which Pillow would take) is refused."""
+    rgb = np.random.default_rng(9).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png", format="JPEG")
+    Image.fromarray(rgb).save(tmp_path / "scan.tif", format="PNG")
+    assert read_image(tmp_path / "photo.png").metadata["format"] == "jpeg"
+    assert read_image(tmp_path / "scan.tif").metadata["format"] == "png"
+    Image.fromarray(rgb).save(tmp_path / "tga.png", format="TGA")
+    err = _err(tmp_path / "tga.png")
+    assert "not an image file" in err.reason and "PNG, JPEG or TIFF" in err.reason

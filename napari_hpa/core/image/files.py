@@ -130,7 +130,9 @@ def open_image_file(path: Path) -> BinaryIO:
             raise ImageReadError(path, f"not a regular file: it is {kind_of(st.st_mode)}")
         if st.st_size == 0:
             raise ImageReadError(path, "file is empty (0 bytes)")
-        return os.fdopen(fd, "rb")
+        fh = os.fdopen(fd, "rb")
+        fh.raw.name = os.fspath(path)  # type: ignore[attr-defined]  # decoders read .name
+        return fh
     except BaseException:
         os.close(fd)
         raise

@@ -61,7 +61,13 @@ def read_tiff(
         if not axes:
             raise ImageReadError(p, f"cannot interpret a {len(shape)}-D TIFF (shape {shape})")
         check_plane(p, shape[axes.index("Y")], shape[axes.index("X")], limit)
-        rgb = getattr(tif.pages[0], "photometric", None) == tifffile.PHOTOMETRIC.RGB
+        first = tif.pages[0]
+        photometric = getattr(first, "photometric", None)
+        # JPEG-in-TIFF stores RGB as YCbCr, and the JPEG decoder gives it back as RGB
+        rgb = photometric == tifffile.PHOTOMETRIC.RGB or (
+            photometric == tifffile.PHOTOMETRIC.YCBCR
+            and getattr(first, "compression", None) == tifffile.COMPRESSION.JPEG
+        )
         names = _ome_channel_names(tif.ome_metadata) if tif.is_ome else []
         if not names and tif.is_imagej:
             labels = (tif.imagej_metadata or {}).get("Labels")
