@@ -1,4 +1,10 @@
-"""``napari-hpa export``: write the labels of an annotations database as CSV, JSON or TIFFs."""
+"""``napari-hpa export``: write the labels of an annotations database as CSV, JSON or TIFFs.
+
+An export never overwrites the database it reads, an image or another file that is
+not an earlier export (``core/labels/targets``): it exits 2 with one line before it
+writes anything. Each file is written through a temporary file and a rename, so a
+write that fails (a full disk) keeps the previous export and says so.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 from ..core.labels.store import AnnotationStore, AnnotationStoreError
 from ..core.tasks import BUILTIN_TASKS, Task
 from . import UserError
+from .outputs import check_output_folder, write_failed
 
 FORMATS = ("csv", "json", "tiff")
 
@@ -94,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = _format(args)
     if not args.db.is_file():
         raise UserError(f"{args.db}: no such annotations database")
+    if fmt == "tiff":
+        check_output_folder(args.out)
     try:
         store = AnnotationStore(args.db)
     except AnnotationStoreError as exc:
@@ -109,11 +118,11 @@ def run(args: argparse.Namespace) -> int:
                 n = exporting.export_json(store, task, classes, args.out, args.only_corrected)
                 what = f"{n} image(s)"
             else:
-                if args.out.exists() and not args.out.is_dir():
-                    raise UserError(f"{args.out}: exists and is not a folder")
                 files = exporting.export_cell_tiff(store, task, args.out, classes)
                 what = f"{len(files)} cell label TIFF(s) and {exporting.CELL_CSV}"
+        except exporting.ExportError as exc:
+            raise UserError(str(exc)) from None
         except OSError as exc:
-            raise UserError(f"{args.out}: {exc.strerror or exc}") from None
+            raise write_failed(args.out, exc) from None
     print(f"wrote {what} ({task}) to {args.out}")
     return 0

@@ -108,7 +108,9 @@ def test_number_keys_work_with_the_list_focused(make_napari_viewer, monkeypatch,
 def test_accept_needs_a_prediction_and_counts_read_right(
     make_napari_viewer, monkeypatch, qtbot, folder
 ):
-    """Accept is off and says why until there is a prediction; '1 cell', '1 change'."""
+    """Accept is off and says why until there is a prediction; '1 cell', '1 change'. The
+    cell TIFFs, exported to the image folder, go to a subfolder (issue 18: never beside)."""
+    dialogs = Dialogs(monkeypatch)
     model = write_tiny_model(user_models_dir(), name="tiny-hpa")
     viewer = _viewer(make_napari_viewer, monkeypatch)
     predict = _dock(viewer, "Predict")
@@ -141,6 +143,16 @@ def test_accept_needs_a_prediction_and_counts_read_right(
     annotate.toggle_rank(0)
     annotate.undo_button.click()
     assert annotate.status.text() == "Undid 1 change."
+
+    raw = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    dialogs.answers = [str(folder)]  # the folder the dialog opens in: the natural pick
+    assert annotate.exports.export_tiff() == folder / "cell_labels"
+    assert dialogs.calls == [("folder", ("Export cell label TIFFs to a folder", str(folder)))]
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == raw
+    assert sorted(p.name for p in (folder / "cell_labels").iterdir()) == [
+        "cell_labels.csv",
+        "one.tif",
+    ]
 
 
 class Dialogs:

@@ -4,12 +4,18 @@ All exports write the *effective* labels (the user's value where set, else the m
 An image without image-level rows gets the union of its cells' labels as its image label
 (HPA convention: an image shows every location any of its cells shows). Images are named
 by their bare id (:func:`export_id`), as Kaggle's HPA ``Id`` column names them.
+
+Every output is checked before anything is written (:mod:`.targets`: never the
+database, an image or another binary file, never the images' folder for the TIFFs)
+and written to a temporary file beside it, then renamed over it (``core/atomic``): a
+full disk or a kill leaves the previous export, never a truncated one.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -19,10 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_open, atomic_path, write_text
 from ..image.sources import split_hpa_name
 from .store import AnnotationStore
+from .targets import ExportError, check_text_target, check_tiff_folder, stack_path
 
 __all__ = [
+    "ExportError",
     "ImageSummary",
     "export_id",
     "image_summaries",
@@ -32,6 +41,19 @@ __all__ = [
 ]
 
 CELL_CSV = "cell_labels.csv"
+#: The columns of :data:`CELL_CSV`.
+CELL_COLUMNS = (
+    "image_id",
+    "source",
+    "file",
+    "cell",
+    "area",
+    "centroid_y",
+    "centroid_x",
+    "label_ids",
+    "labels",
+    "origin",
+)
 #: An image file's extension, which a Kaggle ``Id`` leaves out (``x.ome.tif`` as one).
 _EXTENSION = re.compile(r"(\.ome)?\.(png|jpe?g|tiff?)$", re.I)
 
@@ -152,11 +174,17 @@ def export_kaggle_csv(
     -------
     int
         Number of rows written.
+
+    Raises
+    ------
+    ExportError
+        When ``out`` is the database, an image or another file an export must not replace.
     """
-    rows = image_summaries(store, task, only_corrected=classes_only_corrected)
     out = Path(out)
+    check_text_target(out, store.path)
+    rows = image_summaries(store, task, only_corrected=classes_only_corrected)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="", encoding="utf-8") as fh:
+    with atomic_open(out, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["Id", "Target"])
         for s in rows:
@@ -181,7 +209,14 @@ def export_json(
     -------
     int
         Number of images written.
+
+    Raises
+    ------
+    ExportError
+        When ``out`` is the database, an image or another file an export must not replace.
     """
+    out = Path(out)
+    check_text_target(out, store.path)
     names = _names(class_names)
     items = []
     for s in image_summaries(store, task, only_corrected=only_corrected):
@@ -206,9 +241,8 @@ def export_json(
                 ],
             }
         )
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(items, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(out, json.dumps(items, indent=1, ensure_ascii=False) + "\n")
     return len(items)
 
 
@@ -235,36 +269,46 @@ def export_cell_tiff(
     cell: image_id, source, file, cell, area, centroid_y, centroid_x, label_ids (space
     separated), labels (``;`` separated), origin.
 
+    Each TIFF records its image's source, so a later export into the same folder
+    replaces the image's own stack and nothing else (another file of that name keeps
+    it: the stack takes ``<id>_2.tif``).
+
     Returns
     -------
     list of Path
         The TIFF files written (images without a mask are skipped).
+
+    Raises
+    ------
+    ExportError
+        When ``out_dir`` holds the database's images, or its ``cell_labels.csv`` is not
+        one an export wrote.
     """
+    out_dir = Path(out_dir)
+    check_tiff_folder(out_dir, store.image_ids())
+    table = out_dir / CELL_CSV
+    _check_cell_table(table, store.path)
     names = _names(class_names)
     summaries = [s for s in image_summaries(store, task) if s.cells]
     used = {c for s in summaries for lab, _o in s.cells.values() for c in lab}
     n_classes = max(len(names), max(used, default=-1) + 1)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    taken: set[str] = set()
-    header = "image_id source file cell area centroid_y centroid_x label_ids labels origin"
-    with open(out_dir / CELL_CSV, "w", newline="", encoding="utf-8") as fh:
+    taken: set[str] = {Path(CELL_CSV).stem.lower()}
+    with atomic_open(table, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(header.split())
+        writer.writerow(CELL_COLUMNS)
         for s in summaries:
             mask = store.cell_mask(s.source)
             if mask is None:
                 continue
-            stem = base = _safe(str(s.export_name))
-            k = 2
-            while stem.lower() in taken:
-                stem, k = f"{base}_{k}", k + 1
-            taken.add(stem.lower())
-            path = out_dir / f"{stem}.tif"
+            path = stack_path(out_dir, _safe(str(s.export_name)), s.source, taken)
             present = set().union(*(lab for lab, _o in s.cells.values()))
             classes = [c for c in range(n_classes) if all_classes or c in present]
-            _write_stack(path, mask, s.cells, classes, [_name(names, c) for c in classes])
+            with atomic_path(path) as tmp:
+                _write_stack(
+                    tmp, mask, s.cells, classes, [_name(names, c) for c in classes], s.source
+                )
             written.append(path)
             info = store.cell_info(s.source)
             for cell, (lab, origin) in s.cells.items():
@@ -278,14 +322,32 @@ def export_cell_tiff(
     return written
 
 
+def _check_cell_table(table: Path, database: Path) -> None:
+    """Refuse to replace a ``cell_labels.csv`` that an export did not write."""
+    check_text_target(table, database)
+    if not table.exists():
+        return
+    with open(table, newline="", encoding="utf-8", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    if header != list(CELL_COLUMNS):
+        raise ExportError(
+            f"{table}: is not the cell table of an earlier export (its columns differ); "
+            "choose another folder for the cell TIFFs"
+        )
+
+
 def _write_stack(
     path: Path,
     mask: np.ndarray,
     cells: dict[int, tuple[set[int], str | None]],
     classes: list[int],
     names: list[str],
+    source: str,
 ) -> None:
-    """Stream page 0 (cell ids) and one page per class into one compressed TIFF."""
+    """Stream page 0 (cell ids) and one page per class into one compressed TIFF.
+
+    The metadata record ``source`` (absolute), which :func:`.targets.stack_owner` reads.
+    """
     import tifffile
 
     mask = np.maximum(mask, 0)
@@ -312,6 +374,6 @@ def _write_stack(
         photometric="minisblack",
         compression="zlib",
         compressionargs={"level": 1},  # ~3x faster than the default; label pages stay small
-        metadata={"axes": "ZYX", "Labels": ["cells", *names]},
+        metadata={"axes": "ZYX", "Labels": ["cells", *names], "source": os.path.abspath(source)},
         imagej=dtype == np.uint16,
     )

@@ -3,7 +3,10 @@
 Each button asks where to write with Qt's file dialog, opened where the user
 wants it: in the folder of the last export, else in the image's folder (else
 the home folder), with a name proposed from the image folder the database
-belongs to (``<folder>_labels.csv``).
+belongs to (``<folder>_labels.csv``). The cell TIFFs never go beside the images
+(their names are the images' own): a folder that holds them gets a
+``cell_labels`` subfolder for the TIFFs. What an export may replace is the
+core's to check (``core/labels/targets``); a refusal is an error toast.
 """
 
 from __future__ import annotations
@@ -11,18 +14,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton, QWidget
 
 from ...core.labels import export as exporting
 from ...core.labels.store import AnnotationStore
+from ...core.labels.targets import image_folders
 from ...core.tasks import Task
 from .._shared.tooltips import tip
 from ..predict.summary import counted
 
 #: The folder the annotations database lives in, beside the images it labels.
 DB_FOLDER = ".napari-hpa"
+#: The subfolder the cell TIFFs go to when the folder chosen holds the images.
+TIFF_SUBFOLDER = "cell_labels"
 
 
 class ExportButtons(QWidget):
@@ -98,8 +103,12 @@ class ExportButtons(QWidget):
         self,
         path: Path | None,
         ask: Callable[[], Path | None],
-        write: Callable[[AnnotationStore, Path, Task], Any],
+        write: Callable[[AnnotationStore, Path, Task], tuple[Path, str]],
     ) -> Path | None:
+        """Export to ``path`` (else where ``ask`` says); return where it was written.
+
+        ``write`` returns where it wrote and what ("3 images").
+        """
         from napari.utils.notifications import show_error, show_info
 
         store = self._store()
@@ -110,20 +119,20 @@ class ExportButtons(QWidget):
         if path is None:
             return None
         try:
-            what = write(store, path, self._task())
-        except (OSError, ValueError) as exc:
+            written, what = write(store, path, self._task())
+        except (OSError, ValueError) as exc:  # ValueError: core.labels.targets.ExportError
             show_error(f"Export failed: {exc}")
             return None
         self.last_folder = path if path.is_dir() else path.parent
-        show_info(f"Wrote {what} to {path}")
-        return path
+        show_info(f"Wrote {what} to {written}")
+        return written
 
     def export_csv(self, path: str | os.PathLike[str] | None = None) -> Path | None:
         """Kaggle CSV ``Id,Target`` of every image in the database."""
         return self._export(
             Path(path) if path else None,
             lambda: self._ask_file("Export Kaggle CSV", "CSV (*.csv)", ".csv"),
-            lambda s, p, t: counted(exporting.export_kaggle_csv(s, t.name, p), "image"),
+            lambda s, p, t: (p, counted(exporting.export_kaggle_csv(s, t.name, p), "image")),
         )
 
     def export_json(self, path: str | os.PathLike[str] | None = None) -> Path | None:
@@ -131,15 +140,17 @@ class ExportButtons(QWidget):
         return self._export(
             Path(path) if path else None,
             lambda: self._ask_file("Export JSON", "JSON (*.json)", ".json"),
-            lambda s, p, t: counted(exporting.export_json(s, t.name, t, p), "image"),
+            lambda s, p, t: (p, counted(exporting.export_json(s, t.name, t, p), "image")),
         )
 
     def export_tiff(self, path: str | os.PathLike[str] | None = None) -> Path | None:
         """Per-cell label TIFFs (one per image with cells) into a folder."""
 
-        def write(store: AnnotationStore, folder: Path, task: Task) -> str:
+        def write(store: AnnotationStore, folder: Path, task: Task) -> tuple[Path, str]:
+            if folder.is_dir() and folder.resolve() in image_folders(store.image_ids()):
+                folder = folder / TIFF_SUBFOLDER  # beside the images, they would pass for some
             files = exporting.export_cell_tiff(store, task.name, folder, task)
-            return f"{counted(len(files), 'cell label TIFF')} and {exporting.CELL_CSV}"
+            return folder, f"{counted(len(files), 'cell label TIFF')} and {exporting.CELL_CSV}"
 
         return self._export(
             Path(path) if path else None,
