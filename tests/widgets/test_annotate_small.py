@@ -133,7 +133,14 @@ def test_accept_needs_a_prediction_and_counts_read_right(
         ),
         timeout=WAIT_MS,
     )
-    qtbot.waitUntil(lambda: annotate.accept_button.isEnabled(), timeout=WAIT_MS)
+    qtbot.waitUntil(  # stored, with the cells (the second publication's writer is done)
+        lambda: (
+            annotate.accept_button.isEnabled()
+            and annotate._writer is None
+            and annotate.store.cell_mask(source) is not None
+        ),
+        timeout=WAIT_MS,
+    )
     assert len(predict.session.result.cells) == 1
     assert " · 1 cell · " in predict.status.text()  # was "1 cells"
 
