@@ -64,8 +64,8 @@ def _canvas(viewer, qtbot, heat_visible: bool) -> np.ndarray:
 def _image_pixel(viewer, shape: tuple[int, int], image_shape: tuple[int, int]):
     """For each canvas pixel, the image pixel (row, col) under it, and whether there is one."""
     h, w = shape
-    center = np.asarray(viewer.camera.center)[-2:]
-    zoom = viewer.camera.zoom
+    center = np.asarray(viewer.scene.camera.center)[-2:]
+    zoom = viewer.scene.camera.zoom
     rows = np.rint(center[0] + (np.arange(h) + 0.5 - h / 2) / zoom).astype(int)
     cols = np.rint(center[1] + (np.arange(w) + 0.5 - w / 2) / zoom).astype(int)
     rr, cc = np.meshgrid(rows, cols, indexing="ij")
