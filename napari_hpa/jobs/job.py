@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,7 +86,9 @@ class Job:
         self.events: list[dict[str, Any]] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._callbacks: list[EventCallback] = []
-        self._t0 = time.monotonic()
+        #: When the process started, on this process's monotonic clock (from the record
+        #: for a job read back from disk: napari may have been closed since).
+        self._t0 = time.monotonic() - started_ago_s(record)
         #: Niceness added to the job's process (0 = same priority as napari).
         self.nice = JOB_NICENESS
         #: Held by poll() and cancel(); poll() skips a turn instead of waiting for it.
@@ -434,6 +437,19 @@ class Job:
                 shutil.rmtree(folder, ignore_errors=True)
             self.record.meta["discarded_model"] = self.record.result_model
             self.record.result_path = self.record.result_model = None
+
+
+def started_ago_s(record: JobRecord) -> float:
+    """Seconds since the job's process started by its record (0 when it has not started)."""
+    if not record.started:
+        return 0.0
+    try:
+        started = datetime.fromisoformat(record.started)
+    except ValueError:
+        return 0.0
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=timezone.utc)
+    return max(0.0, (datetime.now(timezone.utc) - started).total_seconds())
 
 
 def _first_str(event: dict[str, Any], keys: Sequence[str]) -> str | None:

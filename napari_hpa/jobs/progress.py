@@ -17,6 +17,8 @@ class Progress:
 
     ``fraction`` is in [0, 1]; ``eta_s`` is None until it can be estimated.
     ``history`` holds one dict per finished epoch (the ``epoch`` events).
+    ``epoch_elapsed_s`` and ``epoch_eta_s`` are the trainer's own clock at its
+    last epoch event: seconds since it started, and its estimate of the rest.
     """
 
     epoch: int = 0
@@ -29,9 +31,15 @@ class Progress:
     stage: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    epoch_elapsed_s: float | None = None
+    epoch_eta_s: float | None = None
 
     def update(self, event: dict[str, Any], t_since_start: float | None = None) -> None:
-        """Fold one event into the progress."""
+        """Fold one event into the progress.
+
+        ``t_since_start`` is the seconds since the job started, for events that do
+        not carry their own time (the ETA before the first epoch ends).
+        """
         kind = event_kind(event)
         num = _numbers(event)
         self.epochs = int(num.get("total_epochs", num.get("epochs", self.epochs)) or self.epochs)
@@ -50,6 +58,9 @@ class Progress:
             metrics = epoch_metrics(event)
             self.history.append(metrics)
             self.last_metrics = metrics
+            if "elapsed_s" in num:
+                self.epoch_elapsed_s = float(num["elapsed_s"])
+                self.epoch_eta_s = float(num["eta_s"]) if "eta_s" in num else None
         elif kind == "done":
             self.stage = "done"
             self.fraction = 1.0
@@ -66,8 +77,26 @@ class Progress:
             self.eta_s = 0.0
         elif eta is not None:
             self.eta_s = max(0.0, float(eta))
+        elif self._epoch_eta() is not None:
+            self.eta_s = self._epoch_eta()
         elif self.fraction > 0.02 and self.elapsed_s > 0:
             self.eta_s = self.elapsed_s * (1.0 - self.fraction) / self.fraction
+
+    def _epoch_eta(self) -> float | None:
+        """Seconds left from the trainer's epoch timings: its seconds per epoch times the rest.
+
+        Batch events carry no time; their ETA comes from the epochs already timed,
+        not from when napari began to watch (a napari reopened during the run would
+        otherwise see a few seconds for the whole run). It never exceeds what the
+        trainer estimated at its last epoch (a time limit ends the run sooner).
+        """
+        if not self.epoch_elapsed_s or not self.history or not self.epochs:
+            return None
+        per_epoch = self.epoch_elapsed_s / len(self.history)
+        left = max(0.0, per_epoch * self.epochs * (1.0 - self.fraction))
+        if self.epoch_eta_s is not None:
+            left = min(left, self.epoch_eta_s)
+        return left
 
     def _fraction(self) -> float:
         if not self.epochs:

@@ -415,6 +415,21 @@ def start_compare(train_job: Job, manager: JobManager | None = None, device: str
     )
 
 
+def comparison_job(train_job: Job, manager: JobManager | None = None) -> Job | None:
+    """Return the newest comparison job started for ``train_job`` (None if none was).
+
+    A comparison outlives napari like a training does: after a restart this finds
+    the one that is still running, or that ended while napari was closed.
+    """
+    manager = manager or train_job.manager or JobManager()
+    jobs = [
+        j
+        for j in manager.list_jobs()
+        if j.record.kind == "compare" and j.record.meta.get("train_job") == train_job.id
+    ]
+    return jobs[-1] if jobs else None
+
+
 def read_comparison(train_job: Job) -> Comparison | None:
     """Read the comparison written for a training job, or None if not (yet) there."""
     path = train_job.folder / COMPARE_FILE

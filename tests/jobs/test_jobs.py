@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from napari_hpa.core.labels.store import AnnotationStore
 from napari_hpa.core.model import preferences as settings
 from napari_hpa.core.model import registry
 from napari_hpa.jobs.compare import Comparison, compare_models
+from napari_hpa.jobs.job import started_ago_s
 from napari_hpa.jobs.retrain import (
     HOLDOUT_FILE,
     SNAPSHOT_FILE,
@@ -153,6 +155,42 @@ def test_progress_and_eta_from_events() -> None:
         {"epoch": 2, "metrics": {"loss": 0.3}, "val": {"loss": 0.2, "macro_f1": 0.7}}
     )
     assert nested == {"epoch": 2, "train_loss": 0.3, "val_loss": 0.2, "val_macro_f1": 0.7}
+
+
+def _epochs_of_60_s(p: Progress, eta_at_3: float = 180.0) -> None:
+    p.update({"event": "start", "total_epochs": 6, "n_batches": 4})
+    for epoch in (1, 2, 3):
+        p.update({"event": "batch", "epoch": epoch, "batch": 4, "n_batches": 4})
+        eta = 60.0 * (6 - epoch) if epoch < 3 else eta_at_3
+        p.update({"event": "epoch", "epoch": epoch, "elapsed_s": 60.0 * epoch, "eta_s": eta})
+
+
+def test_eta_between_epochs_comes_from_the_epoch_timings() -> None:
+    """Issue 17, defect 10: batch events carry no time, and a napari reopened during the run
+    passes the seconds since it began to watch (0.5 s here): the ETA was ~0 s at epoch 4/6."""
+    p = Progress()
+    _epochs_of_60_s(p)
+    p.update({"event": "batch", "epoch": 4, "batch": 3, "n_batches": 4}, 0.5)
+    assert p.fraction == pytest.approx(3.75 / 6)
+    assert p.eta_s == pytest.approx(135.0)  # 60 s an epoch, 2.25 epochs left
+    limited = Progress()  # a time limit ends the run sooner: the trainer's ETA bounds it
+    _epochs_of_60_s(limited, eta_at_3=30.0)
+    limited.update({"event": "batch", "epoch": 4, "batch": 1, "n_batches": 4}, 0.5)
+    assert limited.eta_s == pytest.approx(30.0)
+
+
+def test_a_job_read_back_knows_when_it_started(tmp_path: Path, fake: Path) -> None:
+    """The clock of a job read from disk starts at its recorded start, not at the reading."""
+    manager = JobManager(tmp_path / "jobs")
+    job = manager.start(_cmd(fake, 0.0), "m")
+    job.wait(30)
+    record = json.loads((job.folder / "job.json").read_text())
+    started = datetime.now(timezone.utc) - timedelta(seconds=100)
+    record["started"] = started.isoformat(timespec="seconds")
+    (job.folder / "job.json").write_text(json.dumps(record))
+    reread = JobManager(tmp_path / "jobs").get(job.id)
+    assert started_ago_s(reread.record) == pytest.approx(100.0, abs=2.0)
+    assert started_ago_s(JobManager(tmp_path / "jobs").create("n").record) == 0.0  # queued
 
 
 # ------------------------------------------------------------------ locks

@@ -5,7 +5,8 @@ polls the training and comparison jobs, and never blocks. Short calls (reading
 the database, starting a job, cancelling) run in napari thread workers through
 :meth:`JobFollowerMixin._submit`. When a training ends, the comparison
 starts; when it ends, the result panel shows it. Jobs that ended while napari
-was closed are picked up the same way at the next start.
+was closed are picked up the same way at the next start, and one still running
+(a training or its comparison) is followed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QLabel, QProgressBar, QWidget
 
 from ...core.model.registry import ModelEntry
-from ...jobs.retrain import read_comparison, result_entry, start_compare
+from ...jobs.retrain import comparison_job, read_comparison, result_entry, start_compare
 from ...jobs.runner import Job, JobManager
 from .._shared.background import run_in_background
 from .compare_panel import ComparePanel
@@ -217,7 +218,13 @@ class JobFollowerMixin:
 
     # -- recovery -------------------------------------------------------------------------
     def _on_recovered(self, jobs: list[Job] | BaseException) -> None:
-        """Jobs that finished while napari was closed: show the newest, compare it if needed."""
+        """Jobs of an earlier napari: follow a running one, else show the newest result.
+
+        A training still running is followed; a finished one is shown with its
+        comparison: the one that ended while napari was closed (read from its file),
+        the one still running (followed, not started twice: the model's lock would
+        refuse a second), or a new one when none ran.
+        """
         if isinstance(jobs, BaseException) or self.state.job is not None:
             return
         running = [
@@ -244,16 +251,30 @@ class JobFollowerMixin:
         self.plot.set_history(self.state.history, job.progress.epochs or None)
         self.refresh_models_async()
         comp = read_comparison(job)
-        if comp is None:
+        cjob = comparison_job(job, self.manager)
+        if comp is not None:
+            self.state.comparison = comp
+            self.state.compare_job = cjob
+            self.manager.mark_seen(job)
+            if cjob is not None:
+                self.manager.mark_seen(cjob)
+            self._show_result()
+        elif cjob is not None and not cjob.is_final:
+            self.state.compare_job = cjob
+            child = result_entry(job)
+            if child is not None:
+                self.result_box.show_new_version(child)
+            self.status.setText(
+                f"{job.record.result_model} finished training before napari was closed; "
+                "comparing it with its parent on the held-out images…"
+            )
+            self._show_compare_progress(cjob)
+        else:
             self.status.setText(
                 f"While napari was closed, {job.record.result_model} finished "
                 "training. Comparing it with its parent…"
             )
             self._submit(start_compare, self._on_compare_started, job, self.manager)
-        else:
-            self.state.comparison = comp
-            self.manager.mark_seen(job)
-            self._show_result()
         self._update_buttons()
 
 
