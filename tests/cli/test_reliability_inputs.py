@@ -33,7 +33,6 @@ from PIL import Image
 from reliability_counts import record_bad_input
 
 from napari_hpa.cli import main
-from napari_hpa.core.image.writers import maps_owner
 
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 LONG = "x" * 300  # one name over the 255 bytes file systems allow
@@ -354,6 +353,8 @@ def test_predict_cam_never_overwrites_another_images_maps(
             assert rc == 0, err
             cams = sorted((tmp_path / "out" / "r_cams").iterdir())
             assert [c.name for c in cams] == ["x-2_cam.tif", "x_cam.tif"]
+            from napari_hpa.core.image.writers import maps_owner  # after: fails on old code too
+
             owners = {maps_owner(c) for c in cams}
             assert owners == {os.path.abspath(a), os.path.abspath(b)}
             results = json.loads(out.read_text())["results"]
@@ -372,7 +373,7 @@ def test_predict_cam_never_overwrites_another_images_maps(
 
 def test_cam_names_fit_the_file_system(tmp_path: Path) -> None:
     """Item 16: an image id near 255 bytes still gets a maps file (its name is cut to fit)."""
-    from napari_hpa.core.image.writers import write_maps
+    from napari_hpa.core.image.writers import maps_owner, write_maps
 
     with counted("long_image_id", "write_maps"):
         path = write_maps(tmp_path, "é" * 126, "/a/b", np.zeros((1, 4, 4), np.float32), ["c"])

@@ -3,13 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_hpa.core.image.channels import (
-    ChannelMapError,
-    ChannelMismatchError,
-    adapt_channels,
-    apply_channel_map,
-    parse_channel_map,
-)
+from napari_hpa.core.image.channels import ChannelMismatchError, adapt_channels
 from napari_hpa.core.tasks import HPA_CHANNELS
 
 
@@ -96,6 +90,8 @@ def test_more_unnamed_planes_than_the_model_reads_is_refused_with_a_map() -> Non
 def test_parse_channel_map_against_the_model() -> None:
     """The one parser of --channels: model names (HPA colours as aliases), plane numbers or
     image channel names, in the model's order; every mistake is one line."""
+    from napari_hpa.core.image.channels import ChannelMapError, parse_channel_map
+
     assert parse_channel_map(" nucleus=0, protein = 1 ,red=ch3", HPA_CHANNELS) == {
         "microtubules": "ch3",
         "protein": 1,
@@ -121,6 +117,7 @@ def test_parse_channel_map_against_the_model() -> None:
 
 
 def test_apply_channel_map_renames_and_orders_planes() -> None:
+    from napari_hpa.core.image.channels import apply_channel_map, parse_channel_map
     from napari_hpa.core.image.data import ImageData
 
     image = ImageData(_planes(7), tuple(f"ch{i}" for i in range(7)), (), "x", "x.tif")
