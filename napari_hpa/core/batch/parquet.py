@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +98,6 @@ class ParquetWriter(ResultWriter):
 
     def _compact(self) -> None:
         """Stream the table and the parts into one file, first row per image/cell wins."""
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         parts = sorted(self.parts.glob(f"{MAIN_PART_PREFIX}*.parquet"))
@@ -109,23 +109,27 @@ class ParquetWriter(ResultWriter):
         try:
             with atomic_path(self.out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
                 for path in sources:
-                    for batch in pq.ParquetFile(path).iter_batches(batch_size=65536):
-                        images = batch.column("image").to_pylist()
-                        cells = (
-                            batch.column("cell").to_pylist() if self.cells else [None] * len(images)
-                        )
-                        keep = []
-                        for i, key in enumerate(zip(images, cells, strict=True)):
-                            if key not in seen:
-                                seen.add(key)
-                                keep.append(i)
-                        if keep:
-                            table = pa.Table.from_batches([batch]).take(keep).cast(schema)
-                            writer.write_table(table)
+                    with pq.ParquetFile(path) as source:  # closed now, not when collected
+                        for batch in source.iter_batches(batch_size=65536):
+                            self._keep_first(batch, schema, seen, writer)
         except OSError as exc:  # the parts stay: the next run compacts them
             raise _write_error(self.out, exc) from None
         for path in parts:
             path.unlink()
+
+    def _keep_first(self, batch: Any, schema: Any, seen: set, writer: Any) -> None:
+        """Write the rows of ``batch`` whose (image, cell) was not written before."""
+        import pyarrow as pa
+
+        images = batch.column("image").to_pylist()
+        cells = batch.column("cell").to_pylist() if self.cells else [None] * len(images)
+        keep = []
+        for i, key in enumerate(zip(images, cells, strict=True)):
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        if keep:
+            writer.write_table(pa.Table.from_batches([batch]).take(keep).cast(schema))
 
 
 def _write_error(out: Path, exc: OSError) -> BatchError:
@@ -162,19 +166,19 @@ def _read_parquet(
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
-        check(pf.schema_arrow.names, path)
-        columns = ["image", "model", "predicted", "status"] + (["cell"] if cells else [])
-        for batch in pf.iter_batches(batch_size=65536, columns=columns):
-            data = batch.to_pydict()
-            for i, image in enumerate(data["image"]):
-                yield Row(
-                    image=decode_image(image),
-                    model=data["model"][i],
-                    predicted=[int(v) for v in (data["predicted"][i] or "").split()],
-                    status=data["status"][i],
-                    cell=data["cell"][i] if cells else None,
-                )
+        with pq.ParquetFile(path) as pf:  # closed when read, not when collected
+            check(pf.schema_arrow.names, path)
+            columns = ["image", "model", "predicted", "status"] + (["cell"] if cells else [])
+            for batch in pf.iter_batches(batch_size=65536, columns=columns):
+                data = batch.to_pydict()
+                for i, image in enumerate(data["image"]):
+                    yield Row(
+                        image=decode_image(image),
+                        model=data["model"][i],
+                        predicted=[int(v) for v in (data["predicted"][i] or "").split()],
+                        status=data["status"][i],
+                        cell=data["cell"][i] if cells else None,
+                    )
     except (pa.ArrowException, ValueError) as exc:
         if isinstance(exc, BatchError):
             raise
