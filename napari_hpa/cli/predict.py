@@ -16,7 +16,7 @@ from ..core.image.io import ImageReadError, read_image
 from ..core.image.sources import find_images
 from ..core.image.writers import write_maps
 from ..core.model.checkpoint import CheckpointError
-from ..core.model.predict import Prediction, Predictor
+from ..core.model.predict import NonFiniteOutput, Prediction, Predictor
 from . import UserError, announce_model, chosen_model
 from .options import add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, reporting_writes
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             image = apply_channel_map(read_image(source), mapping)
             pred = predictor.predict_one(image, cam_classes="predicted" if args.cam else None)
-        except (ImageReadError, ChannelMismatchError) as exc:
+        except (ImageReadError, ChannelMismatchError, NonFiniteOutput) as exc:
             message = str(exc) if isinstance(exc, ImageReadError) else f"{source}: {exc}"
             errors.append(message)
             print(f"napari-hpa predict: error: {message}", file=sys.stderr)

@@ -194,3 +194,23 @@ def test_cells_blend_with_their_image_by_the_models_cell_context(tmp_path: Path)
     assert spec.to_dict()["cell_context"] == 0.5
     with pytest.raises(ValueError, match="cell_context"):
         dataclasses.replace(base.spec, cell_context=1.5)
+
+
+def test_non_finite_outputs_are_an_error_never_a_probability(tmp_path: Path) -> None:
+    """Weights damaged after loading (a NaN) must not come out as NaN 'probabilities'."""
+    from napari_hpa.core.model.predict import NonFiniteOutput, is_finite
+
+    predictor = Predictor(write_tiny_model(tmp_path, fit=64), device="cpu")
+    image = _image()
+    assert is_finite(predictor.predict_one(image).probabilities)
+    with torch.no_grad():
+        next(predictor.model.net.parameters()).fill_(float("nan"))
+    with pytest.raises(NonFiniteOutput, match="tiny@1 gave non-finite outputs"):
+        predictor.predict_one(image)
+    labels = np.zeros(image.data.shape[1:], np.int32)
+    labels[10:40, 10:40] = 1
+    with pytest.raises(NonFiniteOutput):
+        predictor.predict_cells(image, labels)
+    # a batch keeps its rows (NaN) for the caller to turn into error rows, one per image
+    rows = predictor.predict_prepared([predictor.prepare(image)[0]])
+    assert rows.shape == (1, 28) and not is_finite(rows[0])

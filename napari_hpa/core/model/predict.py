@@ -32,6 +32,26 @@ class PredictionCancelled(Exception):
     """Raised inside :meth:`Predictor.predict` when ``should_stop`` returns True."""
 
 
+class NonFiniteOutput(ValueError):
+    """The network gave NaN or infinite outputs: its weights or ``model.json`` are damaged.
+
+    A ValueError, so every caller that turns a bad image into one line (the CLI, a
+    batch's error row, a napari notification) does the same here: a NaN must never
+    be shown or written as a probability.
+    """
+
+    def __init__(self, model_id: str) -> None:
+        super().__init__(
+            f"model {model_id} gave non-finite outputs (NaN or infinity): its weights or "
+            "model.json (input mean/std) are damaged; retrain it or pick another model"
+        )
+
+
+def is_finite(probabilities: np.ndarray) -> bool:
+    """Return True when every probability is a finite number (see :class:`NonFiniteOutput`)."""
+    return bool(np.isfinite(probabilities).all())
+
+
 def choose_device(preference: str | torch.device = "auto") -> torch.device:
     """Return the device to use: ``auto`` picks CUDA, then Apple MPS, then the CPU."""
     pref = str(preference).lower()
@@ -256,7 +276,11 @@ class Predictor:
         tiles_per_image: Sequence[np.ndarray],
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray:
-        """Probabilities (N, K) for images already turned into tiles by :meth:`prepare`."""
+        """Probabilities (N, K) for images already turned into tiles by :meth:`prepare`.
+
+        A row of a non-finite output is left NaN, not raised, so the other images of
+        the batch keep their answers; callers check each row with :func:`is_finite`.
+        """
         if not tiles_per_image:
             return np.zeros((0, self.spec.task.num_classes), np.float32)
         counts = [len(t) for t in tiles_per_image]
@@ -374,6 +398,8 @@ class Predictor:
             _, shifted = self.run_tiles(tiles[grid.scored :], True, should_stop)
             cams = np.concatenate([cams, shifted]) if shifted is not None else cams
         probs = self.to_probabilities(logits)
+        if not is_finite(probs):
+            raise NonFiniteOutput(self.model_id)
         predicted = decide(probs, self.spec)
         activations = None if cams is None else Activations(cams, grid)
         maps: dict[int, np.ndarray] = {}
@@ -413,6 +439,8 @@ class Predictor:
             return {}
         tiles = [prepare_cell(crop, image.channel_names, self.spec.input) for _, crop in crops]
         probs = self.predict_prepared(tiles, should_stop)
+        if not is_finite(probs):
+            raise NonFiniteOutput(self.model_id)
         if use_context and self.spec.cell_context > 0:
             if context is None:
                 context = self.predict_one(image, should_stop=should_stop).probabilities

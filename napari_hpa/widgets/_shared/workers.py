@@ -24,6 +24,7 @@ from ...core.model.predict import PredictionCancelled
 from ...core.model.registry import ModelEntry
 from . import results as R
 from .session import PredictionResult, Session
+from .wording import counted
 
 #: Errors a user can cause (wrong channels, bad model, no GPU...): a notification, no traceback.
 USER_ERRORS = (
@@ -110,7 +111,7 @@ def run_prediction(
         timings["segment"] = time.perf_counter() - t
         check()
         n = int(labels.max(initial=0))
-        yield (f"Classifying {n} cells", 0.7)
+        yield (f"Classifying {counted(n, 'cell')}", 0.7)
         t = time.perf_counter()
         with session.model_lock:
             cells = (

@@ -22,7 +22,7 @@ from ...core.labels.store import AnnotationStore
 from ...core.labels.targets import image_folders
 from ...core.tasks import Task
 from .._shared.tooltips import tip
-from ..predict.summary import counted
+from .._shared.wording import counted
 
 #: The folder the annotations database lives in, beside the images it labels.
 DB_FOLDER = ".napari-hpa"

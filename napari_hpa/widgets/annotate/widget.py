@@ -44,8 +44,8 @@ from .._shared.canvas_text import show_text
 from .._shared.scrolling import scroll_body
 from .._shared.session import PredictionResult, connect_while_alive, session_for
 from .._shared.tooltips import tip
+from .._shared.wording import counted
 from .._shared.workers import read_source, store_prediction
-from ..predict.summary import counted
 from .canvas_input import (
     NUMBER_KEYS,
     NumberKeys,

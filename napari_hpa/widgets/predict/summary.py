@@ -7,17 +7,10 @@ Plain text from a :class:`~napari_hpa.widgets._shared.session.PredictionResult`
 from __future__ import annotations
 
 from .._shared.session import PredictionResult
+from .._shared.wording import counted
 
 #: Classes listed on the canvas (the most probable first).
 OVERLAY_LINES = 5
-
-
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    """Write ``n`` and the noun in the number it takes: "1 cell", "3 cells", "0 cells".
-
-    ``plural`` is for nouns that do not just take an "s" ("1 match", "2 matches").
-    """
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def status_text(result: PredictionResult) -> str:
