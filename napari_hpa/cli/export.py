@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.labels.store import AnnotationStore, AnnotationStoreError
+from ..core.labels.store import AnnotationStore, AnnotationStoreError, open_readonly
 from ..core.tasks import BUILTIN_TASKS, Task
 from . import UserError
 from .outputs import check_output_folder, write_failed
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.db}: no such annotations database")
     if fmt == "tiff":
         check_output_folder(args.out)
-    try:
-        store = AnnotationStore(args.db)
+    try:  # read-only: works on a colleague's share and beside a writing napari
+        store = open_readonly(args.db)
     except AnnotationStoreError as exc:
         raise UserError(str(exc)) from None
     with store:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 files = exporting.export_cell_tiff(store, task, args.out, classes)
                 what = f"{len(files)} cell label TIFF(s) and {exporting.CELL_CSV}"
-        except exporting.ExportError as exc:
+        except (exporting.ExportError, AnnotationStoreError) as exc:
             raise UserError(str(exc)) from None
         except OSError as exc:
             raise write_failed(args.out, exc) from None

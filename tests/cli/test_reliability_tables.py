@@ -412,7 +412,7 @@ def test_full_disk_database_keeps_committed_edits(tmpfs: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- item 17: reading
-def test_reading_works_in_a_read_only_folder(tmpfs: Path, tmp_path: Path) -> None:
+def test_reading_works_in_a_read_only_folder(tmpfs: Path, tmp_path: Path, capsys) -> None:
     """A colleague's share: no -shm may be created there; a -wal may hold the last commits."""
     from napari_hpa.core.labels.store import open_readonly
 
@@ -439,6 +439,13 @@ def test_reading_works_in_a_read_only_folder(tmpfs: Path, tmp_path: Path) -> Non
             assert {src for src, _i, _l in store.corrected_images(TASK)} == expected
             with pytest.raises(AnnotationStoreError, match="read-only"):
                 store.set_user_label("/x/c", TASK, 1, True)
+    out = tmp_path / "from_the_share.csv"  # napari-hpa export reads the share read-only
+    with counted("read_only_folder_export", "export"):
+        rc, _o, err = run_cli(
+            ["export", "--db", str(wal / "annotations.sqlite"), "--out", str(out)], capsys
+        )
+        assert rc == 0, err
+        assert len(out.read_text().splitlines()) == 3  # header, /x/a, /x/b
 
 
 HOLD_WRITE = """
