@@ -130,14 +130,6 @@ def _fit_message(net: Any, state: dict[str, Any], arch: str) -> str | None:
     return f"the weights do not fit {arch}: " + "; ".join(parts)
 
 
-def _next_free(name: str, root: Path) -> int:
-    """Return the next version of ``name`` known to the registry or present in ``root``."""
-    from ..core.model.registry import next_version
-
-    taken = [p.name.rsplit("-v", 1)[1] for p in root.glob(f"{name}-v*")]
-    return max(next_version(name), 1 + max((int(v) for v in taken if v.isdigit()), default=0))
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-hpa import-weights``; return the exit code."""
     from ..core.model.architectures.base import build_model
@@ -148,11 +140,21 @@ def run(args: argparse.Namespace) -> int:
         import_torch_weights,
         save_model,
     )
-    from ..core.model.registry import user_models_dir
+    from ..core.model.names import check_model_name
+    from ..core.model.registry import save_new_version, writable_models_dir
 
     path = Path(args.weights).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: no such file")
+    name = args.name or path.stem
+    try:  # the name and the output folder first: nothing is read before they are right
+        check_model_name(name)
+        root = writable_models_dir(args.out)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
+    except ValueError as exc:
+        hint = "" if args.name else f" (from the file name {path.name!r}; give --name)"
+        raise UserError(f"{exc}{hint}") from None
     try:
         arch_kwargs = json.loads(args.arch_kwargs)
     except json.JSONDecodeError as exc:
@@ -164,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     mean, std = _floats(args.mean, "mean") or [0.0] * n, _floats(args.std, "std") or [1.0] * n
     try:
         spec = ModelSpec(
-            name=args.name or path.stem,
-            version=0,
+            name=name,
+            version=args.version or 0,
             arch=args.arch,
             task=task,
             input=InputSpec(
@@ -196,10 +198,11 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: {problem}")
     own = net.state_dict()
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
-    root = Path(args.out).expanduser() if args.out else user_models_dir()
-    spec.version = args.version or _next_free(spec.name, root)
     try:
-        folder = save_model(net.eval(), spec, root, half=args.half)
+        if args.version:
+            folder = save_model(net.eval(), spec, root, half=args.half)
+        else:  # the next free version, safe against another save of the same name
+            folder = save_new_version(net.eval(), spec, root, half=args.half)
     except CheckpointError as exc:
         raise UserError(str(exc)) from None
     print(f"imported {spec.id} -> {folder}")

@@ -1,4 +1,10 @@
-"""``napari-hpa models``: list the available models, their figures and the data behind them."""
+"""``napari-hpa models``: list the available models, their figures and the data behind them.
+
+Everything printed from a model folder (names, tasks, channels, the data a figure
+was measured on, paths, why a folder was skipped) goes through
+:func:`~napari_hpa.core.model.names.printable`: a shared ``model.json`` cannot move
+the cursor, clear the screen or forge rows with escape codes or newlines.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import sys
 from typing import Any
 
+from ..core.model.names import printable
 from ..core.model.registry import ModelEntry, bundled_models_dir, list_models, user_models_dir
 
 #: Printed under the table: the figures of different models are rarely on the same images.
@@ -75,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     problems: list[str] = []
     models = list_models(problems=problems)
     for message in problems:  # the others are still listed: one bad folder hides nothing
-        print(f"napari-hpa models: skipped a broken model: {message}", file=sys.stderr)
+        print(
+            f"napari-hpa models: skipped a broken model: {printable(message, 400)}", file=sys.stderr
+        )
     current, reason = _current_id() if models else (None, "")
     if args.json:
         print(
@@ -102,28 +111,28 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     if not models:
-        print(f"no models found in {bundled_models_dir()} or {user_models_dir()}")
+        print(printable(f"no models found in {bundled_models_dir()} or {user_models_dir()}", 400))
         return 1
     header = ("", "MODEL", "VERSION", "TASK", "CLASSES", "CHANNELS", "SOURCE", "METRIC")
     rows = [(*header, "MEASURED ON")]
     for m in models:
-        rows.append(
-            (
-                "*" if m.id == current else "",
-                m.name,
-                str(m.version),
-                f"{m.spec.task.name} ({m.spec.task.kind})",
-                str(m.spec.task.num_classes),
-                ",".join(m.spec.input.channels),
-                m.source,
-                _headline_metric(m.spec.metrics),
-                measured_on(m),
-            )
+        cells = (
+            "*" if m.id == current else "",
+            m.name,
+            str(m.version),
+            f"{m.spec.task.name} ({m.spec.task.kind})",
+            str(m.spec.task.num_classes),
+            ",".join(m.spec.input.channels),
+            m.source,
+            _headline_metric(m.spec.metrics),
+            measured_on(m),
         )
+        rows.append(tuple(printable(cell, limit=80) for cell in cells))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if current is not None:
-        print(f"\n* used by predict, batch and evaluate without --model: {current} ({reason})")
+        shown = printable(f"{current} ({reason})")
+        print(f"\n* used by predict, batch and evaluate without --model: {shown}")
     print(NOT_COMPARABLE)
     return 0

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from ..core.image.synth.fields import write_samples
 
+#: Bounds of the generated fields: 4 float channels of 4096 px are 256 MB while drawing;
+#: 60000 px would be 58 GB. Sizes are checked before anything is drawn.
+MIN_SIZE, MAX_SIZE = 32, 4096
+MAX_N = 10_000
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``sample`` subcommand to the CLI's parser."""
@@ -17,18 +22,51 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "layout (<id>_red.png, _green, _blue, _yellow) and a Kaggle-format labels.csv (Id,Target).",
     )
     p.add_argument("outdir", type=Path)
-    p.add_argument("--n", type=int, default=4, help="number of image sets (default 4)")
-    p.add_argument("--size", type=int, default=512, help="image size in pixels (default 512)")
+    p.add_argument(
+        "--n", type=int, default=4, help=f"number of image sets (default 4, at most {MAX_N})"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=512,
+        help=f"image size in pixels (default 512; {MIN_SIZE} to {MAX_SIZE})",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
+
+
+def _existing(outdir: Path, n: int) -> list[str]:
+    """Return the files in ``outdir`` that writing ``n`` sets would replace."""
+    names = ["labels.csv"] + [
+        f"synth_{i:04d}_{c}.png" for i in range(n) for c in ("red", "green", "blue", "yellow")
+    ]
+    return [name for name in names if (outdir / name).exists()]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-hpa sample``; return the exit code."""
     from . import UserError
 
-    if args.n < 1 or args.size < 32:
-        raise UserError("--n must be >= 1 and --size >= 32")
-    write_samples(args.outdir, n=args.n, size=args.size, seed=args.seed)
-    print(f"wrote {args.n} image set(s) of {args.size} px and labels.csv to {args.outdir}")
+    if not 1 <= args.n <= MAX_N:
+        raise UserError(f"--n must be between 1 and {MAX_N}, not {args.n}")
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise UserError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} px, not {args.size}")
+    outdir = Path(args.outdir).expanduser()
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f"{outdir}: is a file, not a folder; give a folder for the images")
+    taken = _existing(outdir, args.n) if outdir.is_dir() else []
+    if taken:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise UserError(
+            f"{outdir}: already holds {taken[0]}{more}; nothing was overwritten "
+            "(choose an empty or new folder)"
+        )
+    try:
+        write_samples(outdir, n=args.n, size=args.size, seed=args.seed)
+    except OSError as exc:
+        where = exc.filename or outdir
+        raise UserError(
+            f"{where}: cannot write the sample images ({exc.strerror or exc})"
+        ) from None
+    print(f"wrote {args.n} image set(s) of {args.size} px and labels.csv to {outdir}")
     return 0

@@ -379,7 +379,7 @@ def _printer(mode: str) -> Callable[[dict[str, Any]], None]:
                     f"saved {event['model_id']} to {event['path']} (validation macro F1 {f1}; "
                     f"{event['status']})"
                 )
-            else:
+            elif not event.get("reason"):  # a diverged run: run() says why, in one line
                 print(event.get("message", "no model written"), file=sys.stderr)
 
     return jsonl if mode == "jsonl" else text if mode == "text" else (lambda e: None)
@@ -414,6 +414,7 @@ class StopFlag:
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-hpa train``; return the exit code."""
     from ..core.train.loop import train_model
+    from ..core.train.report import output_folder
 
     emit = _printer(args.progress)
     if args.threads:
@@ -421,8 +422,9 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(max(1, args.threads))
     try:
+        config = make_config(args)  # the name, the sizes and the architecture first
+        output_folder(config)  # then where the model goes: before any data are read
         data = load_data(args)
-        config = make_config(args)
         for w in data.warnings:
             emit({"event": "warning", "message": w})
         with StopFlag() as flag:
@@ -447,6 +449,13 @@ def run(args: argparse.Namespace) -> int:
         if args.progress == "jsonl":
             emit({"event": "error", "message": f"{type(exc).__name__}: {exc}"})
         raise
+    reason = result.extra.get("stop_reason")
+    if result.status == "diverged" and not result.path:
+        if args.progress == "jsonl":
+            emit({"event": "error", "message": f"{reason}; no model was written"})
+        raise UserError(f"{reason}; no model was written")
+    if reason and args.progress == "text":
+        print(f"warning: {reason}", file=sys.stderr)
     if args.progress == "none" and result.path:
         print(result.path)
     return 0 if result.path else 130 if result.status == "cancelled" else 1

@@ -122,7 +122,10 @@ class Task:
 
     def class_index(self, name_or_index: str | int) -> int:
         """Resolve a class name (case-insensitive) or an index to an index."""
-        if isinstance(name_or_index, int) or str(name_or_index).strip().isdigit():
+        text = str(name_or_index).strip()
+        if isinstance(name_or_index, int) or (text.isascii() and text.isdigit()):
+            if not isinstance(name_or_index, int) and len(text) > 9:
+                raise ValueError(f"class index {text[:12]}... out of range for task {self.name!r}")
             idx = int(name_or_index)
             if not 0 <= idx < self.num_classes:
                 raise ValueError(f"class index {idx} out of range for task {self.name!r}")

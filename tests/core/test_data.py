@@ -56,7 +56,8 @@ def test_load_csv_hpa_sets_with_builtin_task(hpa_dir: Path) -> None:
 def test_load_csv_classes_from_labels_and_binary_task(hpa_dir: Path) -> None:
     data = load_csv(hpa_dir, hpa_dir / "labels.csv")
     assert data.task.channels == HPA_CHANNELS
-    assert data.task.classes[0] == "class0" and "class23" in data.task.classes
+    # numeric Kaggle ids without a task are the 28 HPA classes, by name (issue 18, item 19)
+    assert data.task.name == "hpa28" and data.task.classes == get_task("hpa28").classes
     binary = load_csv(hpa_dir, hpa_dir / "labels.csv", ["Mitochondria"])
     assert binary.task.kind == "multilabel" and binary.task.classes == ("Mitochondria",)
     labels = dict(read_label_csv(hpa_dir / "labels.csv"))

@@ -13,9 +13,10 @@ version or nothing.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
-import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,8 +28,27 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..atomic import TMP_PREFIX
 from ..tasks import Task
-from .architectures.base import ClassifierNet, build_model
+from .architectures.base import (
+    MAX_CLASSES,
+    MAX_IN_CHANNELS,
+    MAX_PARAMETERS,
+    ClassifierNet,
+    bounded_int,
+    build_model,
+)
+from .folders import (
+    CheckpointError,
+    VersionExistsError,
+    check_free_space,
+    clean_partial_versions,
+    fsync_dir,
+    prepare_models_dir,
+    remove_tree,
+    writer_tag,
+)
+from .names import check_model_name, model_name_problem, printable
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -37,9 +57,21 @@ CARD_FILE = "README.md"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 _REQUIRED_FIELDS = ("schema_version", "name", "version", "arch", "task", "input")
 
-
-class CheckpointError(ValueError):
-    """A model folder that cannot be used; the message names the file and the problem."""
+#: Bounds on ``model.json`` (a file from anywhere), checked before anything it sizes is
+#: allocated: the file itself, its nesting, the tile size and the resize target.
+MAX_META_BYTES = 4 * 2**20
+MAX_JSON_DEPTH = 32
+MIN_TILE, MAX_TILE = 8, 4096
+MAX_FIT = 16384
+MAX_VERSION = 10**9
+#: Re-exported: the model format's errors and folder checks are what callers of it catch and use.
+__all__ = [
+    "CheckpointError",
+    "VersionExistsError",
+    "check_free_space",
+    "clean_partial_versions",
+    "prepare_models_dir",
+]
 
 
 @dataclass
@@ -74,12 +106,27 @@ class InputSpec:
 
     def __post_init__(self) -> None:
         n = len(self.channels)
+        if not 1 <= n <= MAX_IN_CHANNELS:
+            raise ValueError(f"input.channels must name 1 to {MAX_IN_CHANNELS} channels, not {n}")
+        self.size = bounded_int("input.size", self.size, MIN_TILE, MAX_TILE)
+        if self.fit is not None:
+            self.fit = bounded_int("input.fit", self.fit, MIN_TILE, MAX_FIT)
         if not self.mean:
             self.mean = [0.0] * n
         if not self.std:
             self.std = [1.0] * n
         if len(self.mean) != n or len(self.std) != n:
             raise ValueError("input mean/std must have one value per channel")
+        for what, values in (("mean", self.mean), ("std", self.std)):
+            for i, value in enumerate(values):
+                if not math.isfinite(value):
+                    raise ValueError(f"input.{what}[{i}] is {value}: it must be a finite number")
+        for i, value in enumerate(self.std):
+            if value <= 0:
+                raise ValueError(
+                    f"input.std[{i}] ({self.channels[i]}) is {value}: inputs are divided by "
+                    "it, so it must be positive (0 gives NaN probabilities)"
+                )
         if self.normalize not in ("none", "percentile"):
             raise ValueError(f"unknown normalize mode {self.normalize!r}")
         if self.cell_fit not in ("stretch", "square"):
@@ -90,8 +137,8 @@ class InputSpec:
         """Read ``model.json``'s ``input``; a field an older model lacks takes its default."""
         return cls(
             channels=[str(c) for c in data["channels"]],
-            size=int(data.get("size", 224)),
-            fit=None if data.get("fit") is None else int(data["fit"]),
+            size=data.get("size", 224),
+            fit=data.get("fit"),
             optional_channels=[str(c) for c in data.get("optional_channels", [])],
             mean=[float(v) for v in data.get("mean", [])],
             std=[float(v) for v in data.get("std", [])],
@@ -127,10 +174,18 @@ class ModelSpec:
     cell_context: float = 0.0
 
     def __post_init__(self) -> None:
+        check_model_name(self.name)
+        self.version = bounded_int("version", self.version, 0, MAX_VERSION)
+        if self.task.num_classes > MAX_CLASSES:
+            raise ValueError(
+                f"the task has {self.task.num_classes} classes (at most {MAX_CLASSES})"
+            )
         if not self.thresholds:
             self.thresholds = [0.5] * self.task.num_classes
         if len(self.thresholds) != self.task.num_classes:
             raise ValueError("thresholds must have one value per class")
+        if not all(math.isfinite(t) for t in self.thresholds):
+            raise ValueError("thresholds must be finite numbers")
         if len(self.input.channels) != len(self.task.channels):
             raise ValueError("input.channels and task.channels disagree")
         if not 0.0 <= self.cell_context <= 1.0:
@@ -160,8 +215,8 @@ class ModelSpec:
                 f"understands ({SCHEMA_VERSION}); upgrade napari-hpa"
             )
         return cls(
-            name=str(data["name"]),
-            version=int(data["version"]),
+            name=data["name"],
+            version=data["version"],
             arch=str(data["arch"]),
             task=Task.from_dict(data["task"]),
             input=InputSpec.from_dict(data["input"]),
@@ -192,27 +247,58 @@ class LoadedModel:
         return self.spec.id
 
 
+def _too_deep(data: Any, limit: int) -> bool:
+    """Tell whether JSON data nest deeper than ``limit`` (iteratively: no recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def read_spec(folder: str | Path) -> ModelSpec:
-    """Read and validate ``model.json`` only (cheap: for listing models)."""
+    """Read and validate ``model.json`` only (cheap: for listing models).
+
+    The file may come from anywhere: its size and nesting are bounded before it is
+    parsed further, and every way it can be wrong is a :class:`CheckpointError`
+    naming it, so one bad folder cannot break a listing.
+    """
     folder = Path(folder)
     meta = folder / META_FILE
-    if not meta.is_file():
-        raise CheckpointError(f"{meta}: no model.json in this folder")
     try:
+        if not meta.is_file():
+            raise CheckpointError(f"{meta}: no model.json in this folder")
+        size = meta.stat().st_size
+        if size > MAX_META_BYTES:
+            raise CheckpointError(
+                f"{meta}: {size:,} bytes is too large for a model.json (at most {MAX_META_BYTES:,})"
+            )
         data = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{meta}: not readable JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{meta}: not readable JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{meta}: expected a JSON object")
+    if _too_deep(data, MAX_JSON_DEPTH):
+        raise CheckpointError(f"{meta}: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return ModelSpec.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{meta}: {exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
+        raise CheckpointError(f"{meta}: {printable(exc, limit=300)}") from None
 
 
 def _check_not_pickle(weights: Path) -> None:
-    with weights.open("rb") as fh:
-        head = fh.read(8)
+    try:
+        with weights.open("rb") as fh:
+            head = fh.read(8)
+        size = weights.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"{weights}: cannot read ({exc.strerror or exc})") from None
     # Pickles start with 0x80 (protocol 2+); torch zip archives with "PK".
     if head[:1] == b"\x80" or head[:2] == b"PK":
         raise CheckpointError(
@@ -220,29 +306,45 @@ def _check_not_pickle(weights: Path) -> None:
             "unpickles model files (they can run code). Convert it with "
             "`napari-hpa import-weights` (weights_only) first."
         )
+    if size > 4 * MAX_PARAMETERS + MAX_META_BYTES:
+        raise CheckpointError(
+            f"{weights}: {size:,} bytes is larger than any model napari-hpa loads"
+        )
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a model folder. Never unpickles: weights must be safetensors."""
+    """Load a model folder. Never unpickles: weights must be safetensors.
+
+    The network is built (its sizes bounded, :func:`build_model`) before the
+    weights are read; weights holding NaN/Inf are refused (:func:`weights_problem`).
+    """
     folder = Path(folder)
     spec = read_spec(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        others = [p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+        try:
+            others = [p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+        except OSError:
+            others = []
         hint = f" (found {', '.join(others)}: pickled weights are refused)" if others else ""
         raise CheckpointError(f"{weights}: weights file missing{hint}")
     _check_not_pickle(weights)
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights}: not a valid safetensors file ({exc})") from None
     try:
         net = build_model(
             spec.arch, len(spec.input.channels), spec.task.num_classes, **spec.arch_kwargs
         )
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{folder / META_FILE}: cannot build the network ({exc})") from None
+        raise CheckpointError(
+            f"{folder / META_FILE}: cannot build the network ({printable(exc, limit=300)})"
+        ) from None
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: not a valid safetensors file ({exc})") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    problem = weights_problem(state)
+    if problem:
+        raise CheckpointError(f"{weights}: {problem}; the model cannot give meaningful outputs")
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -254,6 +356,31 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Loaded
         ) from None
     net.eval().to(device)
     return LoadedModel(spec=spec, net=net, path=folder)
+
+
+def weights_problem(state: dict[str, torch.Tensor]) -> str | None:
+    """Say what makes a state dict unusable (NaN/Inf weights, a negative variance), or None.
+
+    Either gives NaN probabilities for every image.
+    """
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"the weights hold NaN or infinite values ({printable(key, limit=80)})"
+        if key.endswith("running_var") and bool((value < 0).any()):
+            return f"a batch-norm variance is negative ({printable(key, limit=80)})"
+    return None
+
+
+def checked_name(name: str) -> str:
+    """Return ``name`` if it can name a model (:func:`~.names.check_model_name`).
+
+    Raises :class:`CheckpointError`, so that every caller of the model format
+    that catches its errors also catches a bad name.
+    """
+    try:
+        return check_model_name(name)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def version_folder_name(spec: ModelSpec) -> str:
@@ -276,21 +403,44 @@ def save_model(
     before the rename, so they appear together with the weights or not at all.
     ``half`` stores float weights as float16 (half the file size; they are
     loaded back as float32).
+
+    The temporary folder's name says which process writes it, so that
+    :func:`clean_partial_versions` (run here first) removes what killed writers
+    left and never what a live one is writing.
+
+    Raises
+    ------
+    VersionExistsError
+        When the version folder exists, or appears while writing (another writer
+        claimed it); nothing is written then. To take the next free version
+        instead, use :func:`napari_hpa.core.model.registry.save_new_version`.
+    CheckpointError
+        For a bad name, weights that hold NaN/Inf, or a folder that cannot be
+        written (full disk, read-only), in one line.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    checked_name(spec.name)
+    if folder_name is not None and model_name_problem(folder_name):
+        raise CheckpointError(
+            f"bad folder name '{printable(folder_name)}': {model_name_problem(folder_name)}"
+        )
+    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    problem = weights_problem(state)
+    if problem:
+        raise CheckpointError(f"{spec.id}: {problem}; refusing to save a model that cannot predict")
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        if weights_problem(state):
+            raise CheckpointError(f"{spec.id}: weights too large for float16; save without half")
+    root = prepare_models_dir(root)
+    clean_partial_versions(root)
     final = root / (folder_name or version_folder_name(spec))
     if final.exists():
-        raise CheckpointError(f"{final}: this model version already exists; versions are immutable")
-    tmp = root / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+        raise VersionExistsError(
+            f"{final}: this model version already exists; versions are immutable"
+        )
+    tmp = root / f"{TMP_PREFIX}{final.name}~{writer_tag()}~{uuid.uuid4().hex[:8]}"
     try:
-        state = {
-            k: (v.detach().half() if half and v.is_floating_point() else v.detach())
-            .contiguous()
-            .cpu()
-            for k, v in net.state_dict().items()
-        }
+        tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model": spec.id})
         (tmp / META_FILE).write_text(json.dumps(spec.to_dict(), indent=2), encoding="utf-8")
         if write_extra is not None:
@@ -298,10 +448,29 @@ def save_model(
         _fsync_tree(tmp)
         _make_readable(tmp)
         os.rename(tmp, final)
+    except (OSError, SafetensorError) as exc:
+        remove_tree(tmp)
+        code = getattr(exc, "errno", None)
+        if code in (errno.EEXIST, errno.ENOTEMPTY) and final.exists():
+            raise VersionExistsError(f"{final}: another writer saved this version first") from None
+        reason = getattr(exc, "strerror", None) or printable(exc, limit=200)
+        raise CheckpointError(
+            f"{root}: cannot save model {spec.id} here ({reason}); nothing was written"
+        ) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         raise
+    fsync_dir(root)
     return final
+
+
+def model_bytes(net: torch.nn.Module, half: bool = False) -> int:
+    """Return about how many bytes a saved ``net`` takes (weights, model.json, report)."""
+    n = sum(
+        t.numel() * (2 if half and t.is_floating_point() else t.element_size())
+        for t in net.state_dict().values()
+    )
+    return n + 2**20
 
 
 def _make_readable(folder: Path) -> None:
@@ -316,17 +485,6 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with path.open("rb") as fh:
                 os.fsync(fh.fileno())
-
-
-def clean_partial_versions(root: str | Path) -> list[Path]:
-    """Remove temporary folders left by a killed writer; returns what was removed."""
-    removed = []
-    root = Path(root)
-    if root.is_dir():
-        for tmp in root.glob(".tmp-*"):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp)
-    return removed
 
 
 def import_torch_weights(path: str | Path) -> dict[str, torch.Tensor]:

@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..atomic import write_text
 from . import registry
 from .checkpoint import CheckpointError
 
 SETTINGS_FILE = "settings.json"
 PREFERRED_MODEL = "preferred_model"
+#: A settings file holds a few names; anything this large is not one.
+MAX_SETTINGS_BYTES = 2**20
+
+
+class SettingsError(OSError):
+    """The settings file cannot be written; the message names it and says why."""
 
 
 #: Why a model is the current one (printed by the CLI as ``using <id> (<reason>)``).
@@ -34,17 +39,25 @@ def settings_path() -> Path:
 def load_settings() -> dict[str, Any]:
     """Return the settings, or an empty dict when the file is missing or unreadable.
 
-    A broken settings file must never stop napari or a command from starting.
+    A broken settings file (not JSON, nested too deeply, huge) must never stop
+    napari or a command from starting.
     """
+    path = settings_path()
     try:
-        data = json.loads(settings_path().read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        if path.stat().st_size > MAX_SETTINGS_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or UTF-8
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def save_settings(changes: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``changes`` into the settings (a None value removes the key); write atomically."""
+    """Merge ``changes`` into the settings (a None value removes the key); write atomically.
+
+    Raises :class:`SettingsError` (an OSError) in one line when the file cannot
+    be written: the previous settings are kept whole (``core/atomic``).
+    """
     data = load_settings()
     for key, value in changes.items():
         if value is None:
@@ -52,10 +65,17 @@ def save_settings(changes: dict[str, Any]) -> dict[str, Any]:
         else:
             data[key] = value
     path = settings_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    home = path.parent
+    if home.exists() and not home.is_dir():
+        raise SettingsError(
+            f"{home}: ${registry.HOME_ENV} points to a file, not a folder; "
+            "the settings cannot be saved there"
+        )
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(data, indent=2))
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot save the settings ({exc.strerror or exc})") from None
     return data
 
 

@@ -4,6 +4,8 @@ Bundled models ship inside the package (``napari_hpa/bundled_models/``, the data
 package ``napari_hpa.bundled_models``); the user's models live in
 ``$NAPARI_HPA_HOME/models`` or the platform's user data folder. A model is
 named ``name`` (the newest version) or ``name@version``, or given by its path.
+A new version is saved with :func:`save_new_version`, which claims the next free
+version number safely when several runs save the same name at once.
 """
 
 from __future__ import annotations
@@ -12,17 +14,34 @@ import importlib.util
 import os
 import warnings
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from platformdirs import user_data_dir
 
-from .checkpoint import META_FILE, CheckpointError, ModelSpec, read_spec
+from .checkpoint import (
+    META_FILE,
+    CheckpointError,
+    ModelSpec,
+    VersionExistsError,
+    checked_name,
+    clean_partial_versions,
+    prepare_models_dir,
+    read_spec,
+    save_model,
+)
+from .names import printable
 
 Source = Literal["bundled", "user", "path"]
 HOME_ENV = "NAPARI_HPA_HOME"
 #: Preferred default per task: the bundled real-data model comes first.
 DEFAULT_MODEL_NAMES = ("hpa28-efficientnet_lite0", "hpa28-synthetic-tiny")
+#: A model card longer than this is cut (it is shown in a window, not parsed).
+MAX_CARD_BYTES = 1 * 2**20
+#: How many times a save takes the next version when other writers claim it first.
+_SAVE_ATTEMPTS = 50
 
 
 @dataclass(frozen=True)
@@ -73,8 +92,12 @@ def read_card(folder: str | Path) -> ModelCard:
     folder = Path(folder)
     readme = folder / "README.md"
     try:
-        text = readme.read_text(encoding="utf-8") if readme.is_file() else None
-    except (OSError, UnicodeDecodeError) as exc:
+        if readme.is_file():
+            with readme.open("rb") as fh:
+                text = fh.read(MAX_CARD_BYTES).decode("utf-8", errors="replace")
+        else:
+            text = None
+    except OSError as exc:
         text = f"(could not read {readme}: {exc})"
     report = folder / "report"
     figures = tuple((title, report / name) for title, name in CARD_FIGURES)
@@ -90,6 +113,24 @@ def user_home() -> Path:
 def user_models_dir() -> Path:
     """Return the folder of the user's own models (``<user_home>/models``)."""
     return user_home() / "models"
+
+
+def writable_models_dir(root: str | Path | None = None) -> Path:
+    """Make the folder a new model goes to and check it can be written; return it.
+
+    ``root`` None is the user's models folder. Raises :class:`CheckpointError`
+    in one line (``$NAPARI_HPA_HOME`` pointing to a file, a read-only or full
+    folder) so that a training run can say so before it starts.
+    """
+    if root is None or str(root) == "":
+        home = user_home()
+        if home.exists() and not home.is_dir():
+            raise CheckpointError(
+                f"{home}: ${HOME_ENV} points to a file, not a folder; "
+                "set it to a folder (or unset it)"
+            )
+        root = user_models_dir()
+    return prepare_models_dir(root)
 
 
 def _package_resource_dir(package: str, fallback: str) -> Path:
@@ -118,13 +159,28 @@ def sample_data_dir() -> Path:
 def _subfolders(folder: Path, problems: list[str] | None) -> list[Path]:
     """Sorted sub-folders; an unreadable folder is reported, never fatal to the listing."""
     try:
-        return sorted(c for c in folder.iterdir() if c.is_dir())
+        return sorted(c for c in folder.iterdir() if _is_dir(c))
     except OSError as exc:
         _report(f"{folder}: cannot list this folder ({exc.strerror or exc})", problems)
         return []
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a name too long, or no permission to look
+        return False
+
+
+def _has_meta(folder: Path) -> bool:
+    try:
+        return (folder / META_FILE).is_file()
+    except OSError:
+        return False
+
+
 def _report(message: str, problems: list[str] | None) -> None:
+    message = printable(message, limit=400)
     if problems is None:
         warnings.warn(f"skipping model folder: {message}", stacklevel=4)
     else:
@@ -133,21 +189,25 @@ def _report(message: str, problems: list[str] | None) -> None:
 
 def _scan(root: Path, source: Source, problems: list[str] | None = None) -> list[ModelEntry]:
     entries: list[ModelEntry] = []
-    if not root.is_dir():
+    if not _is_dir(root):
         return entries
-    candidates = [root] if (root / META_FILE).is_file() else []
+    if source == "user":  # what killed writers left; never a live writer's folder
+        clean_partial_versions(root)
+    candidates = [root] if _has_meta(root) else []
     for child in _subfolders(root, problems):
         if child.name.startswith((".", "_")):
             continue
-        if (child / META_FILE).is_file():
+        if _has_meta(child):
             candidates.append(child)
         else:
-            candidates += [g for g in _subfolders(child, problems) if (g / META_FILE).is_file()]
+            candidates += [g for g in _subfolders(child, problems) if _has_meta(g)]
     for folder in candidates:
         try:
             entries.append(ModelEntry(read_spec(folder), folder, source))
         except CheckpointError as exc:
             _report(str(exc), problems)
+        except Exception as exc:  # noqa: BLE001 - one bad folder must never hide the others
+            _report(f"{folder / META_FILE}: cannot be read ({type(exc).__name__})", problems)
     return entries
 
 
@@ -173,23 +233,34 @@ def list_models(
 def resolve_model(ref: str | Path | None = None) -> ModelEntry:
     """Resolve ``name``, ``name@version`` or a folder path to a model.
 
-    ``None`` gives the default model (the bundled HPA model).
+    ``None`` gives the default model (the bundled HPA model). Broken model
+    folders are skipped silently here (``napari-hpa models`` lists them); when
+    the model is not found, the message says how many were skipped and why.
     """
     if ref is None or str(ref) == "":
         return default_model()
     path = Path(str(ref)).expanduser()
-    if (path / META_FILE).is_file():
+    if _has_meta(path):
         return ModelEntry(read_spec(path), path, "path")
     name, _, version = str(ref).partition("@")
-    matches = [e for e in list_models() if e.name == name]
+    problems: list[str] = []
+    models = list_models(problems=problems)
+    matches = [e for e in models if e.name == name]
     if not matches:
-        known = ", ".join(sorted({e.name for e in list_models()})) or "none"
-        raise LookupError(f"no model named {name!r} (available: {known})")
+        known = ", ".join(sorted({e.name for e in models})) or "none"
+        skipped = (
+            f"; {len(problems)} broken model folder(s) skipped, e.g. {problems[0]}"
+            if problems
+            else ""
+        )
+        raise LookupError(
+            printable(f"no model named {name!r} (available: {known}){skipped}", limit=600)
+        )
     if version:
         try:
             wanted = int(version.lstrip("v"))
         except ValueError:
-            raise LookupError(f"bad model version {version!r} in {ref!r}") from None
+            raise LookupError(printable(f"bad model version {version!r} in {ref!r}")) from None
         for entry in matches:
             if entry.version == wanted:
                 return entry
@@ -200,7 +271,7 @@ def resolve_model(ref: str | Path | None = None) -> ModelEntry:
 
 def default_model() -> ModelEntry:
     """Return the model a new user gets: the bundled HPA model, else any model."""
-    models = list_models()
+    models = list_models(problems=[])
     for name in DEFAULT_MODEL_NAMES:
         named = [e for e in models if e.name == name]
         if named:
@@ -212,7 +283,56 @@ def default_model() -> ModelEntry:
     return models[0]
 
 
-def next_version(name: str) -> int:
-    """Return the version number a new model called ``name`` gets."""
-    versions = [e.version for e in list_models() if e.name == name]
+def next_version(name: str, root: str | Path | None = None) -> int:
+    """Return the version number a new model called ``name`` gets (in ``root`` too, if given).
+
+    Versions of ``name`` that the registry lists count, and so does any
+    ``<name>-v<N>`` folder in ``root``, even one that does not load (its number
+    stays taken). The exact name is compared, never a pattern.
+    """
+    extra = (Path(root),) if root is not None else ()
+    versions = [e.version for e in list_models(extra, problems=[]) if e.name == name]
+    prefix = f"{name}-v"
+    for folder in (Path(root),) if root is not None else ():
+        try:
+            names = [p.name for p in folder.iterdir()]
+        except OSError:
+            names = []
+        versions += [int(n[len(prefix) :]) for n in names if _version_suffix(n, prefix)]
     return max(versions, default=0) + 1
+
+
+def _version_suffix(folder_name: str, prefix: str) -> bool:
+    rest = folder_name[len(prefix) :]
+    return folder_name.startswith(prefix) and rest.isascii() and rest.isdigit() and len(rest) < 10
+
+
+def save_new_version(
+    net: torch.nn.Module,
+    spec: ModelSpec,
+    root: str | Path | None = None,
+    **save_kwargs: Any,
+) -> Path:
+    """Save ``net`` as the next free version of ``spec.name`` in ``root``; return its folder.
+
+    Safe when several processes save the same name at once: the version folder
+    is claimed by the rename itself (:func:`~.checkpoint.save_model`), and a
+    writer that loses the race takes the next number and writes again, so a
+    finished model is never thrown away. ``root`` None is the user's models
+    folder; ``save_kwargs`` go to ``save_model`` (``half``, ``write_extra``), and
+    ``write_extra`` runs again for each attempt (the card names the version).
+    ``spec.version`` and ``spec.created`` are set here.
+    """
+    checked_name(spec.name)
+    folder = writable_models_dir(root)
+    for _ in range(_SAVE_ATTEMPTS):
+        spec.version = next_version(spec.name, folder)
+        spec.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            return save_model(net, spec, folder, **save_kwargs)
+        except VersionExistsError:
+            continue
+    raise CheckpointError(
+        f"{folder}: could not claim a new version of {spec.name!r} "
+        f"({_SAVE_ATTEMPTS} other writers were faster)"
+    )

@@ -6,16 +6,24 @@ without importing the loop that imports them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..model.architectures.base import ClassifierNet
-from ..model.checkpoint import ModelSpec
+from ..model.architectures.base import ClassifierNet, bounded_int, check_arch
+from ..model.checkpoint import MAX_FIT, MAX_TILE, MIN_TILE, ModelSpec
+from ..model.names import check_model_name
 from .augment import AugmentConfig
 from .data import DataError
+
+#: Upper bounds of the run's sizes (a typo like --batch-size 320000 is refused at once).
+MAX_BATCH = 4096
+MAX_EPOCHS = 100_000
+MAX_CROPS = 64
+MAX_CACHE_MB = 2**20
 
 
 @dataclass
@@ -77,10 +85,24 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
+        check_model_name(self.name)
         if self.schedule not in ("onecycle", "cosine"):
             raise ValueError(f"schedule must be onecycle or cosine, not {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ValueError("epochs and batch size must be >= 1 and the learning rate > 0")
+        if not math.isfinite(self.lr) or not math.isfinite(self.weight_decay):
+            raise ValueError("the learning rate and the weight decay must be finite numbers")
+        # numbers that size allocations: bounded before the run allocates anything
+        if self.size is not None:
+            bounded_int("the input size (--size)", self.size, MIN_TILE, MAX_TILE)
+        if self.fit is not None:
+            bounded_int("the resize target (--fit)", self.fit, MIN_TILE, MAX_FIT)
+        bounded_int("the batch size", self.batch_size, 1, MAX_BATCH)
+        bounded_int("the number of epochs", self.epochs, 1, MAX_EPOCHS)
+        bounded_int("the crops per image", self.crops_per_image, 1, MAX_CROPS)
+        bounded_int("the image cache (MB)", self.cache_mb, 0, MAX_CACHE_MB)
+        if not self.base:  # a fine-tuned model keeps its parent's architecture
+            check_arch(self.arch, 4, 2, **self.arch_kwargs)
         if not 0 <= self.val_fraction < 1:
             raise ValueError("the validation fraction must be in [0, 1)")
         if not 0 <= self.weight_average < 1:
@@ -95,7 +117,7 @@ class TrainConfig:
 class TrainResult:
     """What a run produced. ``path`` is None until saved (or when nothing could be kept)."""
 
-    status: str  # completed | early_stopping | cancelled | time_limit
+    status: str  # completed | early_stopping | cancelled | time_limit | diverged
     spec: ModelSpec | None = None
     net: ClassifierNet | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -120,3 +142,40 @@ class TrainingOutOfMemory(DataError):
 
     A :class:`DataError`, so the CLI prints one line and a job reports the reason.
     """
+
+
+def done_event(result: TrainResult) -> dict[str, Any]:
+    """Return the final progress event (``model_id``/``path`` None when nothing was written)."""
+    event: dict[str, Any] = {
+        "event": "done",
+        "model_id": result.spec.id if result.path and result.spec else None,
+        "path": str(result.path) if result.path else None,
+        "status": result.status,
+        "stopped_early": result.status != "completed",
+        "cancelled": result.status == "cancelled",
+        "best_epoch": result.best_epoch,
+        "metrics": {
+            k: v
+            for k, v in result.metrics.items()
+            if k not in ("per_class", "confusion", "thresholds")
+        },
+    }
+    reason = result.extra.get("stop_reason")
+    if reason:
+        event["reason"] = reason
+    if result.path is None:
+        event["message"] = (
+            f"{reason}; no model was written"
+            if reason
+            else "stopped before the first epoch finished; no model was written"
+        )
+    return event
+
+
+def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """Copy ``config`` with fields (and ``augment`` sub-fields as ``aug_<name>``) changed."""
+    aug = {k[4:]: changes.pop(k) for k in list(changes) if k.startswith("aug_")}
+    new = replace(config, **changes)
+    if aug:
+        new.augment = replace(config.augment, **aug)
+    return new

@@ -14,7 +14,6 @@ The image pipeline (cache, crops, augmentation) is in :mod:`napari_hpa.core.trai
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import re
 from collections.abc import Sequence
@@ -25,14 +24,22 @@ import numpy as np
 
 from ..image.io import read_image
 from ..image.sources import IMAGE_EXTENSIONS, find_images, split_hpa_name
-from ..tasks import BUILTIN_TASKS, HPA28_CLASSES, HPA_CHANNELS, Task, TaskKind, get_task
+from ..model.names import printable
+from ..tasks import BUILTIN_TASKS, HPA_CHANNELS, Task
+from .label_csv import DataError, build_task, read_label_csv
 
-_ID_COLUMNS = ("id", "image", "file", "filename", "source", "path")
-_TARGET_COLUMNS = ("target", "targets", "label", "labels", "class_id", "class", "classes")
-
-
-class DataError(ValueError):
-    """Training data that cannot be used; the message says what to fix."""
+#: Re-exported: where training data are read, their errors and label parsing are used too.
+__all__ = [
+    "DataError",
+    "Sample",
+    "TrainData",
+    "build_task",
+    "load_annotations",
+    "load_csv",
+    "load_folder_per_class",
+    "read_label_csv",
+    "split",
+]
 
 
 @dataclass(frozen=True)
@@ -88,131 +95,6 @@ def _needs_channels(task: Task | str | Sequence[str] | None) -> bool:
     return not isinstance(task, Task) and not (isinstance(task, str) and task in BUILTIN_TASKS)
 
 
-def _split_tokens(value: str) -> list[str]:
-    value = value.strip()
-    if not value:
-        return []
-    sep = "|" if "|" in value else ";" if ";" in value else None
-    return [t.strip() for t in (value.split(sep) if sep else value.split()) if t.strip()]
-
-
-def build_task(
-    rows: Sequence[Sequence[str]],
-    task: Task | str | Sequence[str] | None = None,
-    *,
-    label_classes: Sequence[str] | None = None,
-    kind: TaskKind | str = "auto",
-    channels: Sequence[str] | None = None,
-    name: str = "custom",
-    row_ids: Sequence[str] | None = None,
-) -> tuple[Task, list[tuple[int, ...] | None]]:
-    """Turn label tokens into a task and class indices per row.
-
-    Parameters
-    ----------
-    rows
-        Each row's label tokens (class ids or names).
-    task
-        A :class:`Task`, a built-in task name, a list of class names (a subset
-        task, e.g. one class for a binary task), or None to read the classes
-        from the labels.
-    label_classes
-        What numeric labels index into. Defaults to the task's classes, or to
-        HPA's 28 classes when the task is a list of HPA class names.
-    kind
-        ``auto`` picks multiclass when every row has exactly one of two or more
-        classes, else multilabel (one class is always multilabel: a sigmoid).
-    channels
-        Input channels of a new task (default HPA's four).
-    row_ids
-        Each row's image Id, to name the row in an error message.
-
-    Returns
-    -------
-    The task and, per row, its class indices (None: the row names no class of
-    a multiclass task and must be skipped).
-    """
-    if isinstance(task, str):
-        task = get_task(task) if task in BUILTIN_TASKS else [task]
-    channels = tuple(channels or HPA_CHANNELS)
-    if isinstance(task, Task):
-        classes, fixed_kind = list(task.classes), task.kind
-        namespace = list(label_classes or task.classes)
-    elif task is not None:
-        classes, fixed_kind = [str(c) for c in task], None
-        lowered = {c.lower() for c in HPA28_CLASSES}
-        default_ns = HPA28_CLASSES if all(c.lower() in lowered for c in classes) else classes
-        namespace = list(label_classes or default_ns)
-        hpa = {c.lower(): c for c in HPA28_CLASSES}
-        classes = [hpa.get(c.lower(), c) if namespace is HPA28_CLASSES else c for c in classes]
-    else:
-        fixed_kind = None
-        tokens = {t for row in rows for t in row}
-        if label_classes:
-            namespace = list(label_classes)
-            used = sorted({_resolve(t, namespace) for t in tokens})
-            classes = [namespace[i] for i in used]
-        elif tokens and all(t.isdigit() for t in tokens):
-            namespace = [f"class{i}" for i in range(max(int(t) for t in tokens) + 1)]
-            classes = [namespace[i] for i in sorted({int(t) for t in tokens})]
-        else:
-            classes = sorted(tokens)
-            namespace = classes
-        if not classes:
-            raise DataError("the labels name no class")
-    lookup = {c.lower(): i for i, c in enumerate(classes)}
-    resolved: list[set[int]] = []
-    for i, row in enumerate(rows):
-        idx = set()
-        for token in row:
-            try:
-                cname = namespace[_resolve(token, namespace)]
-            except DataError as exc:
-                raise DataError(_row_error(exc, row, row_ids[i] if row_ids else None)) from None
-            if cname.lower() in lookup:
-                idx.add(lookup[cname.lower()])
-        resolved.append(idx)
-    if fixed_kind is None:
-        if kind == "auto":
-            single = all(len(r) == 1 for r in resolved)
-            kind = "multiclass" if single and len(classes) > 1 else "multilabel"
-        if kind == "multiclass" and len(classes) < 2:
-            raise DataError("a multiclass task needs at least two classes")
-        task = Task(name, kind, tuple(classes), channels)  # type: ignore[arg-type]
-    assert isinstance(task, Task)  # given, or built just above
-    out: list[tuple[int, ...] | None] = []
-    for r in resolved:
-        if task.kind == "multiclass" and len(r) != 1:
-            out.append(None)
-        else:
-            out.append(tuple(sorted(r)))
-    return task, out
-
-
-def _row_error(exc: DataError, row: Sequence[str], row_id: str | None) -> str:
-    """Word the error of a bad label token, naming its row (and hinting at the separator)."""
-    where = f"Id {row_id!r}: " if row_id is not None else ""
-    words = [t for t in row if not t.isdigit()]
-    hint = (
-        "; class names that contain spaces must be separated by '|' or ';'"
-        if len(words) > 1
-        else ""
-    )
-    return f"{where}{exc}{hint}"
-
-
-def _resolve(token: str, namespace: Sequence[str]) -> int:
-    if token.isdigit():
-        i = int(token)
-        if i >= len(namespace):
-            raise DataError(f"class id {i} is out of range (ids go from 0 to {len(namespace) - 1})")
-        return i
-    lowered = [c.lower() for c in namespace]
-    if token.lower() in lowered:
-        return lowered.index(token.lower())
-    raise DataError(f"unknown class {token!r} (known: {', '.join(namespace[:10])}...)")
-
-
 # ----------------------------------------------------------------------------- sources
 def _index_images(data_dir: Path) -> dict[str, list[str]]:
     """Map every name an Id may use (relative path with/without extension, stem) to sources."""
@@ -228,44 +110,6 @@ def _index_images(data_dir: Path) -> dict[str, list[str]]:
         for key in keys:
             index.setdefault(key.lower(), []).append(source)
     return index
-
-
-def read_label_csv(path: str | Path) -> list[tuple[str, list[str]]]:
-    """Rows ``(Id, tokens)`` of a Kaggle-style CSV (``Id,Target``; a few aliases accepted)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the label file ({exc})") from None
-    reader = csv.DictReader(text.splitlines())
-    header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
-    id_col = next((header[c] for c in _ID_COLUMNS if c in header), None)
-    tgt_col = next((header[c] for c in _TARGET_COLUMNS if c in header), None)
-    if id_col is None or tgt_col is None:
-        found = ", ".join(header) or "none"
-        raise DataError(f"{path}: expected columns Id,Target (Kaggle format); found {found}")
-    rows = []
-    lines: dict[str, list[int]] = {}
-    for row in reader:
-        image_id = (row.get(id_col) or "").strip()
-        if image_id:
-            rows.append((image_id, _split_tokens(row.get(tgt_col) or "")))
-            lines.setdefault(image_id, []).append(reader.line_num)
-    if not rows:
-        raise DataError(f"{path}: no labelled rows")
-    # which of two rows is right cannot be guessed, and a silent pick would also
-    # put one image in both the training and the validation split
-    dupes = {i: n for i, n in lines.items() if len(n) > 1}
-    if dupes:
-        shown = "; ".join(
-            f"{i!r} on lines {', '.join(map(str, n))}" for i, n in list(dupes.items())[:3]
-        )
-        more = f" (and {len(dupes) - 3} more)" if len(dupes) > 3 else ""
-        raise DataError(
-            f"{path}: {len(dupes)} Id(s) appear more than once: {shown}{more}; "
-            "keep one row per image"
-        )
-    return rows
 
 
 def load_csv(
@@ -390,7 +234,10 @@ def load_annotations(db_path: str | Path, task: Task) -> TrainData:
     samples = []
     for row in rows:  # (source, image_id, effective labels)
         source, labels = row[0], row[-1]
-        idx = tuple(sorted({task.class_index(int(c)) for c in labels}))
+        try:
+            idx = tuple(sorted({task.class_index(int(c)) for c in labels}))
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise DataError(f"{db_path}: image {printable(source)}: {exc}") from None
         if task.kind == "multiclass" and len(idx) != 1:
             continue
         samples.append(Sample(str(source), idx))

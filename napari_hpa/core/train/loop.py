@@ -20,17 +20,20 @@ Choices and why:
   pretrained features;
 * the best epoch by validation macro F1 is kept (early stopping on patience);
   per-class thresholds are tuned on validation to maximise F1;
+* a non-finite loss or weights (too high a learning rate) stop the run with the
+  status ``diverged``; the best finite epoch before it is kept, if there is one,
+  and nothing is written otherwise (never a "completed" model of NaNs);
 * validation runs through :class:`~napari_hpa.core.model.predict.Predictor`, the one
   inference path, on the same tiles prediction uses.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -38,7 +41,7 @@ import torch
 from torch import nn
 
 from ..model.architectures.base import ClassifierNet
-from ..model.checkpoint import LoadedModel
+from ..model.checkpoint import LoadedModel, check_free_space, model_bytes
 from ..model.metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
 from ..model.predict import Predictor, choose_device, is_oom
 from .augment import (
@@ -51,9 +54,9 @@ from .augment import (
     validation_tiles,
 )
 from .averaging import WeightAverage
-from .config import TrainConfig, TrainingOutOfMemory, TrainResult
+from .config import TrainConfig, TrainingOutOfMemory, TrainResult, done_event
 from .data import DataError, TrainData, data_fingerprint, split, targets_matrix
-from .report import save_result
+from .report import output_folder, save_result
 from .schedule import PhaseSchedule
 from .setup import make_loss, setup_model
 
@@ -62,8 +65,20 @@ ShouldStop = Callable[[], bool]
 
 
 class _Stop(Exception):
-    def __init__(self, status: str) -> None:
+    def __init__(self, status: str, reason: str = "") -> None:
         self.status = status
+        self.reason = reason
+
+
+#: Non-finite batch losses in a row that end a run whose weights are still finite (with
+#: mixed precision the scaler skips an overflowing step, and the run may recover).
+MAX_NONFINITE_BATCHES = 3
+
+
+def _finite_weights(net: nn.Module) -> bool:
+    return all(
+        bool(torch.isfinite(t).all()) for t in net.state_dict().values() if t.is_floating_point()
+    )
 
 
 def _workers(config: TrainConfig, n_items: int) -> int:
@@ -92,8 +107,10 @@ class _Run:
         emit: Progress,
         stop: Callable[[], None],
         deadline: float | None = None,
+        check_room: Callable[[nn.Module], None] | None = None,
     ):
         self.config, self.data, self.emit, self.stop = config, data, emit, stop
+        self.check_room = check_room
         self.deadline = deadline  # time.monotonic() value of the time limit, or None
         self.epoch_seconds: list[float] = []  # training + validation time per epoch
         self.t0 = time.monotonic()
@@ -120,6 +137,8 @@ class _Run:
     def prepare(self, cache: ImageCache | None) -> None:
         """Load and cache images, fit input statistics, build the loader, loss and predictor."""
         cfg, spec = self.config, self.spec.input
+        if self.check_room is not None:  # before the first image is decoded
+            self.check_room(self.net)
         if cache is None:
             cache = make_cache(spec, cfg.augment.crop_scale[0], cfg.cache_mb * 2**20)
         self.train_s = preload(self.train_s, cache, self.emit, self.stop)
@@ -197,9 +216,16 @@ class _Run:
                     module.eval()  # normalise with the running statistics; do not update them
         self.sampler.set_epoch(epoch)
         total, count, n_batches = 0.0, 0, len(self.loader)
+        nonfinite = 0
         for b, (x, y) in enumerate(self.loader):
             self.stop()
             value = self.step(x, y)
+            if not math.isfinite(value):
+                nonfinite += 1
+                if nonfinite >= MAX_NONFINITE_BATCHES or not _finite_weights(self.net):
+                    raise _Stop("diverged", self._diverged(f"the loss became {value}", epoch, b))
+                continue
+            nonfinite = 0
             total, count = total + value * len(x), count + len(x)
             now = time.monotonic()
             if now - self.last_event >= 1.0 / self.config.batch_events_per_s or b + 1 == n_batches:
@@ -262,11 +288,33 @@ class _Run:
             self.average.update(self.net)
         return total / max(n, 1)
 
+    def _diverged(self, what: str, epoch: int, batch: int | None = None) -> str:
+        where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+        kept = (
+            f"; kept epoch {self.best['epoch']}, the best before it"
+            if self.best
+            else "; no epoch had finished with finite weights"
+        )
+        return (
+            f"training diverged: {what} at {where} (learning rate {self.config.lr:g}); "
+            f"try a learning rate 10 times lower{kept}"
+        )
+
     def validate(self, epoch: int, train_loss: float) -> dict[str, Any]:
-        """Score the epoch on validation; remember it if it is the best so far."""
+        """Score the epoch on validation; remember it if it is the best so far.
+
+        Weights or validation outputs that are not finite end the run
+        (``diverged``) instead of being scored: they are never the best epoch.
+        """
         task, y = self.task, self.y_val
         self.eval_net.eval()  # Predictor does not switch modes; batch norm must not adapt
+        if not math.isfinite(train_loss):
+            raise _Stop("diverged", self._diverged(f"the loss became {train_loss}", epoch))
+        if not _finite_weights(self.eval_net):
+            raise _Stop("diverged", self._diverged("the weights became NaN or infinite", epoch))
         probs = self.predictor.predict_prepared(self.tiles)
+        if not np.isfinite(probs).all():
+            raise _Stop("diverged", self._diverged("the outputs became NaN", epoch))
         if self.predictor.device != self.device:
             # Validation ran out of GPU memory and fell back to the CPU, taking the
             # shared network along: training goes on where the optimizer's state is.
@@ -328,10 +376,13 @@ class _Run:
                 return "time_limit"  # the next epoch would be cut: stop at the annealed one
         return "completed"
 
-    def result(self, status: str) -> TrainResult:
+    def result(self, status: str, reason: str = "") -> TrainResult:
         """Return the best epoch's network (on the CPU) and numbers; no network if none finished."""
         duration = round(time.monotonic() - self.t0, 2)
-        extra = {"info": self.info, "device": str(self.device), "duration_s": duration}
+        extra: dict[str, Any] = {"info": self.info, "device": str(self.device)}
+        extra["duration_s"] = duration
+        if reason:
+            extra["stop_reason"] = reason
         res = TrainResult(
             status,
             history=self.history,
@@ -359,11 +410,15 @@ def fit(
     should_stop: ShouldStop | None = None,
     *,
     cache: ImageCache | None = None,
+    check_room: Callable[[nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train in memory; return the best epoch's network and metrics (nothing is written).
 
     ``cache`` lets several runs on the same data and input spec (search trials)
-    share decoded images.
+    share decoded images. ``check_room(net)`` runs once the network is built and
+    before any image is decoded (e.g. to check that the disk can hold the model).
+    A run that diverges has status ``diverged`` and says why in
+    ``extra["stop_reason"]``.
     """
     emit = progress or (lambda event: None)
     deadline = time.monotonic() + 60 * config.max_minutes if config.max_minutes else None
@@ -374,34 +429,14 @@ def fit(
         if deadline is not None and time.monotonic() > deadline:
             raise _Stop("time_limit")
 
-    run = _Run(config, data, emit, stop, deadline)
+    run = _Run(config, data, emit, stop, deadline, check_room)
+    reason = ""
     try:
         run.prepare(cache)
         status = run.run()
     except _Stop as s:
-        status = s.status
-    return run.result(status)
-
-
-def done_event(result: TrainResult) -> dict[str, Any]:
-    """Return the final progress event (``model_id``/``path`` None when nothing was written)."""
-    event: dict[str, Any] = {
-        "event": "done",
-        "model_id": result.spec.id if result.path and result.spec else None,
-        "path": str(result.path) if result.path else None,
-        "status": result.status,
-        "stopped_early": result.status != "completed",
-        "cancelled": result.status == "cancelled",
-        "best_epoch": result.best_epoch,
-        "metrics": {
-            k: v
-            for k, v in result.metrics.items()
-            if k not in ("per_class", "confusion", "thresholds")
-        },
-    }
-    if result.path is None:
-        event["message"] = "stopped before the first epoch finished; no model was written"
-    return event
+        status, reason = s.status, s.reason
+    return run.result(status, reason)
 
 
 def train_model(
@@ -412,21 +447,21 @@ def train_model(
 ) -> TrainResult:
     """Train (or fine-tune), save the best epoch as a new version, emit ``done``.
 
-    A run stopped by ``should_stop`` or the time limit still saves its best
-    completed epoch; if no epoch completed, nothing is written (``path`` None).
+    The model name and the output folder are checked first, and the free space
+    once the network is built, before any image is decoded: a problem there is a
+    one-line :class:`~napari_hpa.core.model.checkpoint.CheckpointError` before
+    the run, not after it. A run stopped by ``should_stop``, the time limit or a
+    divergence still saves its best completed epoch; if no epoch completed,
+    nothing is written (``path`` None).
     """
-    result = fit(config, data, progress, should_stop)
+    root = output_folder(config)
+
+    def check_room(net: nn.Module) -> None:
+        check_free_space(root, model_bytes(net, config.half))
+
+    result = fit(config, data, progress, should_stop, check_room=check_room)
     if result.net is not None:
-        save_result(result, config, data)
+        save_result(result, config, data, root=root)
     if progress is not None:
         progress(done_event(result))
     return result
-
-
-def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    """Copy ``config`` with fields (and ``augment`` sub-fields as ``aug_<name>``) changed."""
-    aug = {k[4:]: changes.pop(k) for k in list(changes) if k.startswith("aug_")}
-    new = replace(config, **changes)
-    if aug:
-        new.augment = replace(config.augment, **aug)
-    return new

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,12 +130,19 @@ def write_history_csv(history: Sequence[dict[str, Any]], path: str | Path) -> No
 def write_metrics_report(
     folder: str | Path, metrics: dict[str, Any], classes: Sequence[str], title: str = ""
 ) -> Path:
-    """metrics.json and confusion.png for an evaluation (used by ``napari-hpa evaluate``)."""
+    """metrics.json and confusion.png for an evaluation (used by ``napari-hpa evaluate``).
+
+    Each file is written beside its target and renamed (``core/atomic``): a full
+    disk leaves the previous files, never half of one. OSError says why.
+    """
+    from ..atomic import atomic_path, write_text
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    write_text(folder / "metrics.json", json.dumps(metrics, indent=2))
     if metrics.get("confusion"):
-        plot_confusion(np.asarray(metrics["confusion"]), classes, folder / "confusion.png", title)
+        with atomic_path(folder / "confusion.png") as tmp:
+            plot_confusion(np.asarray(metrics["confusion"]), classes, tmp, title)
     return folder
 
 
@@ -218,19 +224,18 @@ def model_card(spec: ModelSpec, result: TrainResult | None = None, notes: str = 
 
 
 # ----------------------------------------------------------------------------- saving
-def _version_for(name: str, root: Path) -> int:
-    from ..model.registry import next_version
+def output_folder(config: TrainConfig) -> Path:
+    """Check the run's model name and output folder before it starts; return the folder.
 
-    taken = (
-        [
-            int(p.name.rsplit("-v", 1)[1])
-            for p in root.glob(f"{name}-v*")
-            if p.name.rsplit("-v", 1)[1].isdigit()
-        ]
-        if root.is_dir()
-        else []
-    )
-    return max([next_version(name) - 1, *taken]) + 1
+    A bad name, ``$NAPARI_HPA_HOME`` pointing to a file, or a read-only or full
+    models folder is a :class:`~napari_hpa.core.model.checkpoint.CheckpointError`
+    (one line) now, not after the run has finished and been lost.
+    """
+    from ..model.checkpoint import checked_name
+    from ..model.registry import writable_models_dir
+
+    checked_name(config.name)
+    return writable_models_dir(config.out_root)
 
 
 def save_result(
@@ -244,14 +249,14 @@ def save_result(
 
     Weights, ``model.json``, ``report/`` and ``README.md`` appear together or
     not at all (``checkpoint.save_model`` renames a finished temporary folder).
-    Two runs saving the same name at once get different versions.
+    Two runs saving the same name at once get different versions, and neither
+    loses its model (``registry.save_new_version``).
     """
-    from ..model.checkpoint import CheckpointError, save_model
-    from ..model.registry import user_models_dir
+    from ..model.registry import save_new_version
 
     if result.spec is None or result.net is None:
         raise ValueError("nothing to save: no epoch finished")
-    root = Path(root or config.out_root or user_models_dir()).expanduser()
+    folder = Path(root).expanduser() if root else output_folder(config)
     spec = result.spec
     spec.metrics = {
         k: v for k, v in result.metrics.items() if k not in ("confusion", "per_class", "thresholds")
@@ -277,6 +282,8 @@ def save_result(
         "device": result.extra.get("device"),
         "duration_s": result.extra.get("duration_s"),
     }
+    if "stop_reason" in result.extra:
+        spec.training["stop_reason"] = result.extra["stop_reason"]
 
     def write_extra(tmp: Path) -> None:
         write_report(tmp / "report", result, spec)
@@ -285,16 +292,6 @@ def save_result(
         if extra_files is not None:
             extra_files(tmp)
 
-    for _ in range(5):
-        spec.version = _version_for(spec.name, root)
-        spec.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        try:
-            path = save_model(result.net, spec, root, half=config.half, write_extra=write_extra)
-            break
-        except CheckpointError:
-            if not (root / f"{spec.name}-v{spec.version}").exists():
-                raise
-    else:  # pragma: no cover - five concurrent writers of one name
-        raise CheckpointError(f"{root}: could not claim a new version of {spec.name!r}")
+    path = save_new_version(result.net, spec, folder, half=config.half, write_extra=write_extra)
     result.path = path
     return path

@@ -16,18 +16,18 @@ from typing import Any
 
 from ..model.architectures import arch_parameters
 from .augment import ImageCache
+from .config import done_event, with_overrides
 from .data import TrainData
 from .loop import (
     Progress,
     ShouldStop,
     TrainConfig,
     TrainResult,
-    done_event,
     fit,
     make_cache,
     save_result,
-    with_overrides,
 )
+from .report import output_folder
 from .setup import new_input_spec
 
 #: Grid used by ``sampler="grid"`` (trials draw grid points without repetition).
@@ -110,6 +110,7 @@ def run_search(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     emit = progress or (lambda e: None)
+    root = output_folder(config) if save else None  # a bad name or folder: before any trial
     names = search_params(config)
     if sampler == "grid":
         space = {k: v for k, v in GRID.items() if k in names}
@@ -189,7 +190,7 @@ def run_search(
         plot_search(state["trials"], names, report / "search.png")
 
     if save:
-        save_result(result, cfg, data, extra_files=extra)
+        save_result(result, cfg, data, root=root, extra_files=extra)
     emit(done_event(result))
     return result
 

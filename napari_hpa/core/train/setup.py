@@ -57,10 +57,14 @@ def setup_model(config: TrainConfig, task: Task) -> tuple[ClassifierNet, ModelSp
             parent=ps.id,
         )
         return net, spec, info
-    inp = new_input_spec(config, task)
-    channels = inp.channels
-    net = build_model(config.arch, len(channels), task.num_classes, **config.arch_kwargs)
-    spec = ModelSpec(config.name, 0, config.arch, task, inp, arch_kwargs=dict(config.arch_kwargs))
+    try:
+        inp = new_input_spec(config, task)
+        net = build_model(config.arch, len(inp.channels), task.num_classes, **config.arch_kwargs)
+        spec = ModelSpec(
+            config.name, 0, config.arch, task, inp, arch_kwargs=dict(config.arch_kwargs)
+        )
+    except (ValueError, TypeError) as exc:  # sizes out of bounds, a bad keyword or name
+        raise DataError(f"cannot build the network: {exc}") from None
     return net, spec, info
 
 

@@ -12,6 +12,7 @@ from .base import (
     arch_parameters,
     available_archs,
     build_model,
+    check_arch,
     register_arch,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "arch_parameters",
     "available_archs",
     "build_model",
+    "check_arch",
     "register_arch",
 ]

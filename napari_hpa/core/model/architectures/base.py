@@ -21,6 +21,13 @@ from torch import nn
 ArchBuilder = Callable[..., "ClassifierNet"]
 _ARCHITECTURES: dict[str, ArchBuilder] = {}
 
+#: Bounds on what a ``model.json`` (a file from anywhere) may ask a builder for, checked
+#: before any weight is allocated: a network that size would not fit in memory anyway.
+MAX_IN_CHANNELS = 64
+MAX_CLASSES = 10_000
+#: 100 M parameters are 400 MB of float32 weights; the bundled models have 3-4 M.
+MAX_PARAMETERS = 100_000_000
+
 
 def register_arch(name: str) -> Callable[[ArchBuilder], ArchBuilder]:
     """Make a builder ``f(in_channels, num_classes, **kwargs)`` known by name (a decorator)."""
@@ -43,14 +50,92 @@ def arch_parameters(arch: str) -> set[str]:
     return set(inspect.signature(builder).parameters) if builder is not None else set()
 
 
-def build_model(arch: str, in_channels: int, num_classes: int, **kwargs: Any) -> ClassifierNet:
-    """Build an untrained model of a registered architecture."""
+def bounded_int(name: str, value: object, low: int, high: int) -> int:
+    """Return ``value`` as an int in ``[low, high]``, else raise ValueError naming ``name``.
+
+    For numbers read from a file: a bool, a fraction or a string is refused, not
+    converted, and so is anything out of range (before it can size an allocation).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def bounded_float(name: str, value: object, low: float, high: float) -> float:
+    """Return ``value`` as a finite float in ``[low, high]``, else raise ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    number = float(value)
+    if not low <= number <= high:  # also refuses NaN
+        raise ValueError(f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def check_arch(arch: str, in_channels: int, num_classes: int, **kwargs: Any) -> int:
+    """Check that ``arch`` can be built with these sizes; return its parameter count.
+
+    The sizes come from ``model.json`` or the command line, i.e. from anywhere, so
+    they are bounded before anything is allocated: the channels and classes here,
+    each builder's own keywords in the builder, and the parameter count of the
+    whole network by building it on torch's ``meta`` device (shapes only, no
+    memory), since keywords each in bounds may still multiply into a giant.
+
+    Raises
+    ------
+    ValueError
+        For an unknown architecture or a size out of bounds.
+    TypeError
+        For a keyword the builder does not take.
+    """
+    builder = _builder(arch)
+    in_channels = bounded_int("the number of input channels", in_channels, 1, MAX_IN_CHANNELS)
+    num_classes = bounded_int("the number of classes", num_classes, 1, MAX_CLASSES)
+    with torch.device("meta"):
+        shape_only = builder(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    n_params = sum(p.numel() for p in shape_only.parameters())
+    n_params += sum(b.numel() for b in shape_only.buffers())
+    if n_params > MAX_PARAMETERS:
+        raise ValueError(
+            f"{arch} with {kwargs or 'its defaults'} would have {n_params:,} parameters "
+            f"(at most {MAX_PARAMETERS:,})"
+        )
+    return n_params
+
+
+def _builder(arch: str) -> ArchBuilder:
     try:
-        builder = _ARCHITECTURES[arch]
+        return _ARCHITECTURES[arch]
     except KeyError:
         raise ValueError(
             f"unknown architecture {arch!r}; known: {', '.join(available_archs())}"
         ) from None
+
+
+def build_model(arch: str, in_channels: int, num_classes: int, **kwargs: Any) -> ClassifierNet:
+    """Build an untrained model of a registered architecture, its sizes bounded first.
+
+    The channels and classes are bounded here and each builder bounds its own
+    keywords; when keywords are given, :func:`check_arch` also bounds the
+    parameter count before any weight is allocated (every builder's defaults
+    are small).
+
+    Raises
+    ------
+    ValueError
+        For an unknown architecture or a size out of bounds.
+    TypeError
+        For a keyword the builder does not take.
+    """
+    builder = _builder(arch)
+    if kwargs:
+        check_arch(arch, in_channels, num_classes, **kwargs)
+    in_channels = bounded_int("the number of input channels", in_channels, 1, MAX_IN_CHANNELS)
+    num_classes = bounded_int("the number of classes", num_classes, 1, MAX_CLASSES)
     return builder(in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 
@@ -143,6 +228,12 @@ def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     )
 
 
+#: small_cnn's widest first stage (the last stages are 8 times wider) and most stages:
+#: each stage halves the resolution, so 8 already need tiles of 256 px or more.
+SMALL_CNN_MAX_WIDTH = 256
+SMALL_CNN_MAX_DEPTH = 8
+
+
 @register_arch("small_cnn")
 def small_cnn(
     in_channels: int,
@@ -167,8 +258,11 @@ def small_cnn(
     original network, which models saved without these keys rebuild.
     """
     for name, value in (("stem_stride", stem_stride), ("stage1_stride", stage1_stride)):
-        if value not in (1, 2):
+        if value not in (1, 2) or isinstance(value, bool):
             raise ValueError(f"{name} must be 1 or 2, not {value!r}")
+    width = bounded_int("small_cnn width", width, 1, SMALL_CNN_MAX_WIDTH)
+    depth = bounded_int("small_cnn depth", depth, 1, SMALL_CNN_MAX_DEPTH)
+    dropout = bounded_float("small_cnn dropout", dropout, 0.0, 1.0)
     layers: list[nn.Module] = []
     cin = in_channels
     for i in range(depth):
@@ -224,6 +318,8 @@ def resnet18(in_channels: int, num_classes: int, dropout: float = 0.2) -> Classi
     """Build torchvision's ResNet-18 (random init; pretrained weights come from a checkpoint)."""
     from torchvision.models import resnet18 as tv_resnet18
 
+    dropout = bounded_float("resnet18 dropout", dropout, 0.0, 1.0)
+
     net = tv_resnet18(weights=None)
     net.conv1 = adapt_first_conv(net.conv1, in_channels)
     backbone = nn.Sequential(
@@ -236,6 +332,8 @@ def resnet18(in_channels: int, num_classes: int, dropout: float = 0.2) -> Classi
 def mobilenet_v3_small(in_channels: int, num_classes: int, dropout: float = 0.2) -> ClassifierNet:
     """Build torchvision's MobileNetV3-Small feature extractor (random init)."""
     from torchvision.models import mobilenet_v3_small as tv_mnv3
+
+    dropout = bounded_float("mobilenet_v3_small dropout", dropout, 0.0, 1.0)
 
     net = tv_mnv3(weights=None)
     first = net.features[0][0]

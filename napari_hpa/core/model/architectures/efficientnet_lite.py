@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ClassifierNet, adapt_first_conv, register_arch
+from .base import ClassifierNet, adapt_first_conv, bounded_float, register_arch
 
 #: Per-channel normalisation the ImageNet weights expect (after scaling to [0, 1]).
 IMAGENET_MEAN = 0.5
@@ -200,6 +200,9 @@ def efficientnet_lite0(
     bn_momentum
         Batch-norm momentum (PyTorch convention); it affects training only.
     """
+    dropout = bounded_float("efficientnet_lite0 dropout", dropout, 0.0, 1.0)
+    drop_path_rate = bounded_float("efficientnet_lite0 drop_path_rate", drop_path_rate, 0.0, 1.0)
+    bn_momentum = bounded_float("efficientnet_lite0 bn_momentum", bn_momentum, 0.0, 1.0)
     backbone = EfficientNetLiteBackbone(in_channels, drop_path_rate, bn_momentum)
     return ClassifierNet(backbone, NUM_FEATURES, num_classes, dropout)
 
