@@ -380,9 +380,12 @@ class BatchWidget(QWidget):
         """Show a result's image in place of the image shown, with its prediction.
 
         As Annotate's Next image does: the previous image's results go (the session's
-        prediction, its heat map and cells) and its channel layers show the new image,
-        one additive layer per channel as the reader makes them, so Predict and
-        Annotate can use them; the session's ``image_changed`` says which image it is.
+        prediction, its heat map and cells) and its channel layers give way to the new
+        image's, one additive layer per channel as the reader makes them, so Predict and
+        Annotate can use them. The old layers are removed rather than refilled in place:
+        an open Annotate dock follows the image by the layers that arrive (it does not
+        listen to the session's ``image_changed``, emitted too), and would otherwise
+        write the corrections to the previous image.
         """
         from ..core.image.io import ImageReadError, read_image
 
@@ -397,6 +400,8 @@ class BatchWidget(QWidget):
         session = session_for(self.viewer)
         session.set_result(None)
         show_text(self.viewer, None)
+        for layer in [lyr for lyr in self.viewer.layers if L.meta(lyr).get("kind") == "channel"]:
+            self.viewer.layers.remove(layer)
         L.replace_image(self.viewer, image)
         session.image_changed.emit(image.source)
         predicted = ", ".join(self._predicted_names(r)) or "-"

@@ -101,6 +101,7 @@ def test_second_double_click_replaces_the_image(make_napari_viewer, qtbot, tmp_p
         warnings.simplefilter("always")
         viewer, widget = _widget(make_napari_viewer, folder, tmp_path / "results.csv")
         _dock, predict = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")
+        _dock, annotate = viewer.window.add_plugin_dock_widget("napari-hpa", "Annotate")
         with qtbot.waitSignal(widget.finished, timeout=120_000):
             widget.run_button.click()
         first, second = (Path(widget._results[r]["image"]).as_posix() for r in (0, 1))
@@ -123,6 +124,7 @@ def test_second_double_click_replaces_the_image(make_napari_viewer, qtbot, tmp_p
     assert names == ["microtubules", "protein", "nucleus", "ER"], names  # one image, not two
     assert {L.meta(layer)["source"] for layer in viewer.layers} == {second}
     assert predict.session.result is None and predict.table.rowCount() == 0
+    assert annotate.source == second  # its corrections go to the image shown
     overlay = viewer.canvas.overlays.text
     assert overlay.visible and Path(second).name in overlay.text
     # The row's predicted classes are long (a random tiny model predicts many): wrapped
