@@ -654,25 +654,32 @@ from napari_hpa.core.model.checkpoint import save_model
 from helpers import tiny_spec
 spec = tiny_spec(name={name!r}, version=1)
 net = build_model(spec.arch, 4, 28, **spec.arch_kwargs)
+def until(path):
+    end = time.monotonic() + 120
+    while not Path(path).exists() and time.monotonic() < end:
+        time.sleep(0.05)
 def wait(folder):
     print("writing", flush=True)
-    end = time.monotonic() + 120
-    while not Path({go!r}).exists() and time.monotonic() < end:
-        time.sleep(0.05)
+    until({go!r})
+print("ready", flush=True)
+until({start!r})
 print(save_model(net, spec, {root!r}, write_extra=wait), flush=True)
 """
 
 
-def _writer(root: Path, name: str, go: Path) -> subprocess.Popen:
-    """A real process saving ``name`` to ``root``: it holds its temporary folder until ``go``."""
-    code = _SLOW_WRITER.format(support=str(SUPPORT), name=name, root=str(root), go=str(go))
+def _writer(root: Path, name: str, start: Path, go: Path) -> subprocess.Popen:
+    """A real process saving ``name`` to ``root`` once ``start`` exists; it holds its
+    temporary folder until ``go`` exists."""
+    code = _SLOW_WRITER.format(
+        support=str(SUPPORT), name=name, root=str(root), start=str(start), go=str(go)
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             env=env)  # fmt: skip
 
 
-def _writing(proc: subprocess.Popen) -> None:
-    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+def _says(proc: subprocess.Popen, word: str) -> None:
+    assert proc.stdout is not None and proc.stdout.readline().strip() == word
 
 
 def test_a_killed_save_is_cleaned_on_the_next_listing_and_a_live_one_never(
@@ -680,23 +687,28 @@ def test_a_killed_save_is_cleaned_on_the_next_listing_and_a_live_one_never(
 ) -> None:
     user = registry.user_models_dir()
     write_tiny_model(user, name="kept")
-    killed = _writer(user, "killed", tmp_path / "never")
-    live = _writer(user, "live", tmp_path / "go")  # both start at once: half the wait
+    now, start, go = tmp_path / "now", tmp_path / "start", tmp_path / "go"
+    now.touch()
+    killed = _writer(user, "killed", now, tmp_path / "never")
+    live = _writer(user, "live", start, go)  # both start at once: half the wait
     try:
-        _writing(killed)
+        _says(killed, "ready")
+        _says(killed, "writing")
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
-        _writing(live)
-        left = next(user.glob(".tmp-killed-v1*"))
-        (live_tmp,) = user.glob(".tmp-live-v1*")
+        (left,) = user.glob(".tmp-killed-v1*")
         with counted("SIGKILL during a save", "list_models + save"):
             ids = [e.id for e in registry.list_models()]
             assert "kept@1" in ids
             assert not left.exists(), "the dead writer's leftover is removed on listing"
+            _says(live, "ready")
+            start.touch()
+            _says(live, "writing")
+            (live_tmp,) = user.glob(".tmp-live-v1*")
             registry.save_new_version(*_net_and_spec("other"))  # a save cleans too ...
             assert live_tmp.exists(), "... but never a live writer's folder"
             assert clean_partial_versions(user) == [] and live_tmp.exists()
-        (tmp_path / "go").touch()
+        go.touch()
         out, _ = live.communicate(timeout=120)
         assert live.returncode == 0 and Path(out.strip()) == user / "live-v1"
         load_model(user / "live-v1")
