@@ -91,13 +91,14 @@ class Comparison:
     def headline(self) -> str:
         """One sentence for the widget."""
         sign = "+" if self.delta >= 0 else ""
-        word = "about the same"
+        word = "about the same as"
         if self.delta > SAME_TOLERANCE:
-            word = "better"
+            word = "better than"
         elif self.delta < -SAME_TOLERANCE:
-            word = "worse"
+            word = "worse than"
+        images = f"{self.n_images} held-out image{'' if self.n_images == 1 else 's'}"
         return (
-            f"{self.child} is {word} than {self.parent} on {self.n_images} held-out images: "
+            f"{self.child} is {word} {self.parent} on {images}: "
             f"macro F1 {self.child_macro_f1:.3f} vs {self.parent_macro_f1:.3f} "
             f"({sign}{self.delta:.3f}); {len(self.improved())} class(es) improved, "
             f"{len(self.worse())} got worse."
