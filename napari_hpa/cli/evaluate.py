@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         images = []
         try:
             for s in data.samples[start : start + chunk]:
-                image = _read(s.source, mapping)
+                image = _read(s.source, mapping, spec.input.invert)
                 if image is not None:
                     images.append((s, image))
             preds = predictor.predict([im for _, im in images])
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(source: str, mapping: ChannelMap | None) -> ImageData | None:
+def _read(source: str, mapping: ChannelMap | None, invert: bool = False) -> ImageData | None:
     """One labelled image with ``--channels`` applied; an unreadable one is named and skipped.
 
     A blank or saturated image is kept (its label is what it is) but named, since a
@@ -165,18 +165,21 @@ def _read(source: str, mapping: ChannelMap | None) -> ImageData | None:
     except ImageReadError as exc:
         print(f"warning: skipping {exc}", file=sys.stderr)
         return None
-    problem = exposure_problem(image.data, image.channel_names)
+    problem = exposure_problem(image.data, image.channel_names, invert)  # the model's invert
     if problem:
         print(f"warning: {source}: {problem}", file=sys.stderr)
     return image
 
 
 def _labelled_images(
-    samples: list[Any], num_classes: int, mapping: ChannelMap | None = None
+    samples: list[Any],
+    num_classes: int,
+    mapping: ChannelMap | None = None,
+    invert: bool = False,
 ) -> Iterator[tuple[Any, np.ndarray]]:
     """(image, targets) of every readable sample; unreadable ones are named and skipped."""
     for s in samples:
-        image = _read(s.source, mapping)
+        image = _read(s.source, mapping, invert)
         if image is not None:
             yield image, targets_matrix([s], num_classes)[0]
 
@@ -190,7 +193,7 @@ def _run_cells(
     spec = predictor.spec
     try:
         scores = classify_images_and_cells(
-            predictor, _labelled_images(samples, spec.task.num_classes, mapping)
+            predictor, _labelled_images(samples, spec.task.num_classes, mapping, spec.input.invert)
         )
     except ChannelMismatchError as exc:
         raise UserError(f"{args.data}: {exc}") from None

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
             errors.append(message)
             print(f"napari-hpa predict: error: {message}", file=sys.stderr)
             continue
-        warning = exposure_problem(image.data, image.channel_names)
+        warning = exposure_problem(image.data, image.channel_names, predictor.spec.input.invert)
         if warning:
             warnings[pred.source] = warning
             print(f"napari-hpa predict: warning: {pred.source}: {warning}", file=sys.stderr)

@@ -39,3 +39,34 @@ def test_images_with_signal_pass() -> None:
     half_empty = _noise(3)
     half_empty[2] = 0  # an RGB image with no blue is common
     assert exposure_problem(half_empty, RGB) is None
+
+
+def _plankton_images() -> list:
+    """The first image of every other plankton class: 61 real ISIIS bright-field images."""
+    from conftest import shared_data
+
+    root = shared_data("plankton_ndsb2015") / "images"
+    return [sorted(d.glob("*.jpg"))[0] for d in sorted(root.iterdir())[::2]]
+
+
+def test_bright_field_background_is_not_saturation() -> None:
+    """A bright-field model (``invert``: dark objects on white) sees most of every good
+    image at 1.0: the plankton images are not called saturated, but one value everywhere
+    is still blank, and an image mostly at 0 (the clipped end there) is saturated."""
+    from napari_hpa.core.image.io import read_image
+
+    images = [read_image(p) for p in _plankton_images()]
+    flagged = [im.source for im in images if exposure_problem(im.data, im.channel_names, True)]
+    assert flagged == []
+    # the fluorescence rule would call most of them saturated: that is why invert matters
+    fluorescence = [im for im in images if exposure_problem(im.data, im.channel_names)]
+    assert len(fluorescence) > len(images) // 2
+    white, black = np.ones((1, 40, 40), np.float32), np.zeros((1, 40, 40), np.float32)
+    assert "blank image (every pixel is 1)" in exposure_problem(white, ["gray"], invert=True)
+    assert "blank image (every pixel is 0)" in exposure_problem(black, ["gray"], invert=True)
+    mostly_black = _noise(1)
+    mostly_black[0, :12] = 0.0
+    message = exposure_problem(mostly_black, ["gray"], invert=True)
+    assert "saturated image (75% of the pixels of the image are at 0" in message
+    rgb_white = np.ones((3, 40, 40), np.float32)  # an RGB file: R=G=B, as these JPEGs are
+    assert "blank image" in exposure_problem(rgb_white, RGB, invert=True)

@@ -439,7 +439,8 @@ class PredictWidget(QWidget):
 
         seen, problem = self._exposure
         if seen is not result:
-            problem = exposure_problem(result.image.data, result.image.channel_names)
+            image, invert = result.image, result.entry.spec.input.invert
+            problem = exposure_problem(image.data, image.channel_names, invert)
             self._exposure = (result, problem)
             if problem:
                 show_warning(f"{result.image.image_id}: {problem}")
