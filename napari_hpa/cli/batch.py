@@ -2,7 +2,9 @@
 
 Bad images do not stop the run: each gets an error row, and the exit code is 0
 when the run finished (the number of errors and the first messages are printed
-at the end). A bad folder or output is a user error: one line, exit code 2.
+at the end). A blank or saturated image gets a row of status ``warning`` with no
+predicted class, and a ``warning:`` line naming it. A bad folder or output is a user
+error: one line, exit code 2.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..core.batch.run import BatchError, BatchProgress, BatchSummary, run_batch
 from ..core.image.files import long_name
 from . import UserError, announce_model, chosen_model
+from .options import add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, write_failed
 
 if TYPE_CHECKING:
@@ -80,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="only files whose name matches, e.g. '*.tif'",
     )
     p.add_argument("--no-recursive", action="store_true", help="do not walk subfolders")
+    add_channels_option(p)
     p.add_argument("--cells", action="store_true", help="segment cells and write one row per cell")
     p.add_argument(
         "--cam",
@@ -153,10 +157,20 @@ class _Bar:
 def _report(s: BatchSummary) -> None:
     rate = f"{s.rate:.1f} img/s" if s.done else "-"
     state = "cancelled" if s.cancelled else "finished"
+    warned = f", {s.warnings} blank or saturated (no class)" if s.warnings else ""
     print(
         f"{state}: {s.done} image(s) in {s.elapsed:.1f} s ({rate}): {s.ok} ok, "
-        f"{s.errors} error(s); {s.skipped} already in {s.path} (skipped); model {s.model}"
+        f"{s.errors} error(s){warned}; {s.skipped} already in {s.path} (skipped); "
+        f"model {s.model}"
     )
+    for msg in s.warning_messages[:SHOW_ERRORS]:  # each names its image
+        print(f"napari-hpa batch: warning: {msg}", file=sys.stderr)
+    if s.warnings > SHOW_ERRORS:
+        print(
+            f"napari-hpa batch: warning: {s.warnings - SHOW_ERRORS} more blank or saturated "
+            f"image(s): their rows in {s.path} have status 'warning'",
+            file=sys.stderr,
+        )
     if s.errors:
         print(f"{s.errors} image(s) could not be classified; first messages:", file=sys.stderr)
         for msg in s.error_messages[:SHOW_ERRORS]:
@@ -185,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(args.cam.expanduser(), "--cam")
     scheduler = args.scheduler or ("local" if args.dask else None)
     choice = chosen_model(args.model)
+    mapping = channel_map(args.channels, choice.entry.spec.input.channels)
     bar = _Bar(args.quiet, choice)
     try:
         summary = run_batch(
@@ -202,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
             recursive=not args.no_recursive,
             scheduler=scheduler,
             chunk_size=args.chunk_size,
+            channels=mapping,
             progress=bar,
         )
     except BatchError as exc:

@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 from helpers import make_screen, write_tiny_model
 
+from napari_hpa.core.batch.cluster import run_chunk
+from napari_hpa.core.batch.decode import ModelRef
 from napari_hpa.core.batch.pipeline import ThreadTuner
 from napari_hpa.core.batch.run import BatchError, BatchProgress, run_batch
 from napari_hpa.core.batch.table import CsvWriter, Row, parts_dir, table_columns
+from napari_hpa.core.image.channels import apply_channel_map, parse_channel_map
 from napari_hpa.core.image.io import read_image
 from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.model.predict import Predictor
-from napari_hpa.core.tasks import HPA28_CLASSES
+from napari_hpa.core.tasks import HPA28_CLASSES, HPA_CHANNELS
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +315,45 @@ def test_any_name_round_trips_through_a_record() -> None:
     parsed = [parse_record(r) for _o, r in complete_records(io.BytesIO(blob))]
     assert [decode_image(p[0]) for p in parsed] == names
     assert all(p[1:] == ["m@1", "0.5", " x "] for p in parsed)
+
+
+def test_channels_and_blank_images_in_workers_and_dask_tasks(model: Path, tmp_path: Path) -> None:
+    """Issue 18, item 20: the ``--channels`` map travels to the decode workers (where the
+    model runs: the CPU default) and into a Dask task (``run_chunk``), with the Predictor's
+    own numbers; an all-black image is a ``warning`` row there, without a predicted class."""
+    import tifffile
+
+    folder = tmp_path / "seven"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        tifffile.imwrite(folder / f"s{i}.tif", rng.integers(0, 255, (7, 48, 48), np.uint8))
+    tifffile.imwrite(folder / "black.tif", np.zeros((7, 48, 48), np.uint8))
+    mapping = parse_channel_map("microtubules=2,protein=4,nucleus=0,er=6", HPA_CHANNELS)
+    out = tmp_path / "r.csv"
+    summary = run_batch(
+        folder, out, model, device="cpu", workers=1, infer="workers", channels=mapping
+    )
+    assert (summary.ok, summary.warnings, summary.errors, summary.workers) == (2, 1, 0, 1)
+    rows = {Path(r["image"]).name: r for r in read_rows(out)}
+    black = rows["black.tif"]
+    assert black["status"] == "warning" and black["predicted"] == ""
+    assert black["error"].startswith(f"{folder / 'black.tif'}: blank image (every pixel is 0)")
+    assert summary.warning_messages == [black["error"]]
+    predictor = Predictor(model, device="cpu")
+    for name in ("s0.tif", "s1.tif"):
+        pred = predictor.predict_one(apply_channel_map(read_image(folder / name), mapping))
+        got = np.array([float(rows[name][c]) for c in HPA28_CLASSES])
+        np.testing.assert_allclose(got, pred.probabilities, atol=2e-6)
+        assert rows[name]["status"] == "ok"
+    sources = sorted(str(p) for p in folder.iterdir())
+    ref = ModelRef.of(predictor)
+    args = ("cpu", 4, "tiles", str(tmp_path / "parts"), HPA28_CLASSES, False, None, None)
+    chunk = run_chunk(sources, ref, *args, mapping)
+    assert (chunk.done, chunk.errors, chunk.warnings) == (3, 0, 1)
+    parts = {Path(r["image"]).name: r for r in read_rows(Path(chunk.part))}
+    assert parts["black.tif"]["status"] == "warning" and parts["black.tif"]["predicted"] == ""
+    for name in ("s0.tif", "s1.tif"):
+        x = np.array([float(parts[name][c]) for c in HPA28_CLASSES])
+        y = np.array([float(rows[name][c]) for c in HPA28_CLASSES])
+        np.testing.assert_allclose(x, y, atol=1e-5)

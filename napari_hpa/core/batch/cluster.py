@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..image.channels import ChannelMap
 from ..model.predict import Predictor
 from .decode import Mode, ModelRef, cached_predictor, inline_stream
 from .pipeline import BatchProgress, Pipeline, RunOptions
@@ -53,6 +54,8 @@ class ChunkResult:
     errors: int
     error_messages: list[str] = field(default_factory=list)
     last_image: str | None = None
+    warnings: int = 0
+    warning_messages: list[str] = field(default_factory=list)
 
 
 def run_chunk(
@@ -66,6 +69,7 @@ def run_chunk(
     cells: bool,
     cam_dir: str | None,
     cam_root: str | None,
+    channels: ChannelMap | None = None,
 ) -> ChunkResult:
     """Classify ``sources`` on this Dask worker into a new part file (one task)."""
     predictor = cached_predictor(ref, device, batch_size)
@@ -73,14 +77,23 @@ def run_chunk(
     writer = CsvWriter(tmp, classes, cells, float_format="%.9g", lock=False)
     try:
         cams = Path(cam_dir) if cam_dir else None
-        options = RunOptions(mode, cam_dir=cams, cam_root=Path(cam_root) if cam_root else None)
+        root = Path(cam_root) if cam_root else None
+        options = RunOptions(mode, cam_dir=cams, cam_root=root, channels=channels)
         pipe = Pipeline(predictor, writer, options)
-        pipe.run(inline_stream(predictor, sources, mode))
+        pipe.run(inline_stream(predictor, sources, mode, channels))
     finally:
         writer.close()
     os.replace(tmp, final)
     last = sources[-1] if sources else None
-    return ChunkResult(str(final), pipe.done, pipe.errors, pipe.error_messages[:5], last)
+    return ChunkResult(
+        str(final),
+        pipe.done,
+        pipe.errors,
+        pipe.error_messages[:5],
+        last,
+        pipe.warnings,
+        pipe.warning_messages[:5],
+    )
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[list[str]]:
@@ -153,6 +166,7 @@ def run_dask(
             mode == "cells",
             str(cam_dir) if cam_dir else None,
             str(cam_root) if cam_root else None,
+            options.channels,
         )
         chunks = _chunks(pending, size)
         inflight: list[Any] = []  # distributed futures
@@ -177,7 +191,14 @@ def run_dask(
                 inflight.remove(fut)
                 result: ChunkResult = fut.result()  # a task's exception is a bug: raise it
                 merge_parts(writer, [Path(result.part)])
-                tally.record(result.done, result.errors, result.error_messages, result.last_image)
+                tally.record(
+                    result.done,
+                    result.errors,
+                    result.error_messages,
+                    result.last_image,
+                    result.warning_messages,
+                    result.warnings,
+                )
         tally.report(force=True)
     finally:
         client.close()

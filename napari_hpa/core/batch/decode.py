@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..image.channels import ChannelMap, apply_channel_map
+from ..image.exposure import exposure_problem
 from ..image.io import ImageData, ImageReadError, read_image
 from ..model.predict import Predictor
 from ..process import pid_alive
@@ -91,7 +93,11 @@ def cached_predictor(ref: ModelRef, device: str = "cpu", batch_size: int = 8) ->
 # ----------------------------------------------------------------------------- decoding
 @dataclass
 class Decoded:
-    """A decoded image, ready for the model, or the reason it could not be."""
+    """A decoded image, ready for the model, or the reason it could not be.
+
+    ``warning`` names a blank or saturated image (:func:`.exposure.exposure_problem`):
+    it is classified, but its row gets no predicted class.
+    """
 
     source: str
     tiles: np.ndarray | None = None
@@ -99,6 +105,7 @@ class Decoded:
     image: ImageData | None = None
     labels: np.ndarray | None = None
     error: str | None = None
+    warning: str | None = None
 
 
 def error_message(source: str, exc: BaseException) -> str:
@@ -109,21 +116,31 @@ def error_message(source: str, exc: BaseException) -> str:
     return " ".join(f"{source}: {text}".split())
 
 
-def decode(predictor: Predictor, source: str, mode: Mode) -> Decoded:
-    """Read one image and do the CPU work for ``mode``; never raises for a bad image."""
+def decode(
+    predictor: Predictor, source: str, mode: Mode, channels: ChannelMap | None = None
+) -> Decoded:
+    """Read one image and do the CPU work for ``mode``; never raises for a bad image.
+
+    ``channels`` is the ``--channels`` map (which plane is which model channel). A
+    blank or saturated image is decoded as any other, with its :attr:`Decoded.warning`
+    (in cells mode it is not segmented: it has no cells to trust).
+    """
     try:
-        image = read_image(source)
+        image = apply_channel_map(read_image(source), channels)
+        problem = exposure_problem(image.data, image.channel_names, predictor.spec.input.invert)
+        warning = f"{source}: {problem}" if problem else None
         if mode in ("tiles", "probs"):
             tiles, _ = predictor.prepare(image)
             if mode == "probs":
-                return Decoded(source, probs=predictor.predict_prepared([tiles])[0])
-            return Decoded(source, tiles=tiles)
+                probs = predictor.predict_prepared([tiles])[0]
+                return Decoded(source, probs=probs, warning=warning)
+            return Decoded(source, tiles=tiles, warning=warning)
         predictor.prepare(image, whole=True)  # fail early (channels) in the worker
-        if mode == "cells":
+        if mode == "cells" and warning is None:
             from ..image.cells import segment_image
 
             return Decoded(source, image=image, labels=segment_image(image))
-        return Decoded(source, image=image)
+        return Decoded(source, image=image, warning=warning)
     except MemoryError:
         return Decoded(source, error=f"{source}: not enough memory to decode the image")
     except Exception as exc:  # a batch must go on: every image's failure becomes a row
@@ -160,8 +177,8 @@ def _noop() -> None:
     """Warm-up task: makes the pool start its workers (and run their initializer) now."""
 
 
-def _decode_task(source: str, mode: Mode) -> Decoded:
-    return decode(_WORKER["predictor"], source, mode)
+def _decode_task(source: str, mode: Mode, channels: ChannelMap | None = None) -> Decoded:
+    return decode(_WORKER["predictor"], source, mode, channels)
 
 
 def _mp_context() -> mp.context.BaseContext:
@@ -176,11 +193,11 @@ def _mp_context() -> mp.context.BaseContext:
 
 
 def inline_stream(
-    predictor: Predictor, sources: Iterable[str], mode: Mode
+    predictor: Predictor, sources: Iterable[str], mode: Mode, channels: ChannelMap | None = None
 ) -> Iterator[Decoded | None]:
     """Decode in this process (``workers=0``, Dask tasks): simple, no overlap."""
     for source in sources:
-        yield decode(predictor, source, mode)
+        yield decode(predictor, source, mode, channels)
 
 
 class PoolStream:
@@ -191,7 +208,7 @@ class PoolStream:
     partial batch or poll for cancellation. A crashed worker (a decoder
     segfault, the OOM killer) breaks the pool: the images in flight are retried
     one at a time in a fresh pool and the one that crashes it again gets an
-    error row.
+    error row. ``channels`` (the ``--channels`` map) goes with every task.
     """
 
     def __init__(
@@ -202,9 +219,11 @@ class PoolStream:
         mode: Mode,
         threads: int = 1,
         batch_size: int = 8,
+        channels: ChannelMap | None = None,
     ) -> None:
         self.ref, self.workers, self.window, self.mode = ref, workers, max(1, window), mode
         self.threads, self.batch_size = max(1, threads), max(1, batch_size)
+        self.channels = channels
         self._pool: ProcessPoolExecutor | None = None
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -247,7 +266,8 @@ class PoolStream:
                     if source is None:
                         break
                     try:
-                        inflight[self._pool.submit(_decode_task, source, self.mode)] = source
+                        task = self._pool.submit(_decode_task, source, self.mode, self.channels)
+                        inflight[task] = source
                     except BrokenProcessPool:  # a worker died since the last result
                         suspects = [*inflight.values(), source]
                         inflight.clear()
@@ -282,7 +302,8 @@ class PoolStream:
         crashes = 0
         for source in suspects:
             try:
-                result = self._pool.submit(_decode_task, source, self.mode).result()
+                task = self._pool.submit(_decode_task, source, self.mode, self.channels)
+                result = task.result()
                 crashes = 0
                 yield result
             except BrokenProcessPool as exc:

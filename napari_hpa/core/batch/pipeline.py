@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path
+from ..image.channels import ChannelMap
 from ..image.io import ImageReadError
+from ..image.writers import MAPS_SUFFIX, write_maps
 from ..model.checkpoint import ModelSpec
 from ..model.predict import Prediction, PredictionCancelled, Predictor, decide
 from .decode import Decoded, Mode, error_message
@@ -42,8 +43,9 @@ MAX_ERROR_MESSAGES = 20
 class BatchProgress:
     """Where a run stands; passed to the ``progress`` callback.
 
-    ``done`` and ``errors`` count images finished in this run (``done`` includes
-    the errors); ``skipped`` were already in the table; ``total`` is all images
+    ``done``, ``errors`` and ``warnings`` count images finished in this run (``done``
+    includes the others; a warning is a blank or saturated image, classified without a
+    predicted class); ``skipped`` were already in the table; ``total`` is all images
     found. ``recent_errors`` holds the messages since the previous callback, so
     a viewer can list corrupt files as they occur even though calls are throttled.
     """
@@ -55,6 +57,7 @@ class BatchProgress:
     elapsed: float
     last_image: str | None = None
     recent_errors: list[str] = field(default_factory=list)
+    warnings: int = 0
 
     @property
     def remaining(self) -> int:
@@ -97,6 +100,8 @@ class RunOptions:
         seconds; polled between batches to cancel.
     total, skipped
         All images found, and those already in the table (for the progress counts).
+    channels
+        The ``--channels`` map (model channel -> image plane) every image is read with.
     """
 
     mode: Mode
@@ -106,6 +111,7 @@ class RunOptions:
     should_stop: StopFn | None = None
     total: int = 0
     skipped: int = 0
+    channels: ChannelMap | None = None
 
 
 class Pipeline:
@@ -125,8 +131,9 @@ class Pipeline:
         self.progress_fn = options.progress
         self.should_stop = options.should_stop
         self.total, self.skipped = options.total, options.skipped
-        self.done = self.errors = 0
+        self.done = self.errors = self.warnings = 0
         self.error_messages: list[str] = []
+        self.warning_messages: list[str] = []
         self.cancelled = False
         self._recent: list[str] = []
         self._batch: list[Decoded] = []
@@ -181,7 +188,7 @@ class Pipeline:
             return
         if item.probs is not None:  # a worker ran the model
             p = item.probs.astype(np.float32)
-            self._write([Row(item.source, self.predictor.model_id, p, decide(p, self.spec))])
+            self._write([self._row(item, p)])
             return
         if self.mode != "tiles":
             self._write(self._one(item))
@@ -201,12 +208,15 @@ class Pipeline:
         # its rows are simply not written (the re-run does them).
         tiles = [d.tiles for d in batch if d.tiles is not None]  # add() batches only tiles
         probs = self.predictor.predict_prepared(tiles, self.should_stop)
-        model = self.predictor.model_id
-        rows = [
-            Row(d.source, model, p.astype(np.float32), decide(p, self.predictor.spec))
-            for d, p in zip(batch, probs, strict=True)
-        ]
+        rows = [self._row(d, p.astype(np.float32)) for d, p in zip(batch, probs, strict=True)]
         self._write(rows)
+
+    def _row(self, item: Decoded, probs: np.ndarray) -> Row:
+        """Make an image's row: its predicted classes, or none and a blank image's warning."""
+        model = self.predictor.model_id
+        if item.warning is not None:
+            return Row(item.source, model, probs, [], status="warning", error=item.warning)
+        return Row(item.source, model, probs, decide(probs, self.spec))
 
     def _one(self, item: Decoded) -> list[Row]:
         """Per-cell or CAM mode: a whole image at a time, through the Predictor's own API."""
@@ -215,6 +225,11 @@ class Pipeline:
         image = item.image
         want_cam = self.cam_dir is not None
         try:
+            if item.warning is not None:  # a blank image: no class, no cells, no maps of them
+                if self.mode == "cells":
+                    return [Row(item.source, model, status="warning", error=item.warning)]
+                pred = self.predictor.predict_one(image, should_stop=self.should_stop)
+                return [self._row(item, pred.probabilities)]
             if self.mode == "cells":
                 assert item.labels is not None
                 cells = self.predictor.predict_cells(image, item.labels, self.should_stop)
@@ -244,25 +259,25 @@ class Pipeline:
             return [Row(item.source, model, status="error", error=error_message(item.source, exc))]
 
     def _save_cam(self, pred: Prediction) -> None:
-        """TIFF of the predicted classes' maps, written before the row, atomically."""
-        import tifffile
+        """TIFF of the predicted classes' maps, written before the row.
 
+        Through :func:`~napari_hpa.core.image.writers.write_maps`: atomically, and in a
+        file that records its image, so two folders' ``x.png`` (``batch a b --cam``) get
+        two files, and a re-run replaces each image's own file and nobody else's.
+        """
         assert self.cam_dir is not None
         if not pred.cams:
             return
-        path = cam_path(self.cam_dir, pred.source, self.cam_root)
+        folder, stem = cam_place(self.cam_dir, pred.source, self.cam_root)
         classes = sorted(pred.cams)
         stack = np.stack([pred.cams[c] for c in classes]).astype(np.float32)
         names = [pred.classes[c] for c in classes]
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            meta = {"axes": "CYX", "Labels": names}
-            with atomic_path(path) as tmp:
-                tifffile.imwrite(tmp, stack, metadata=meta, imagej=False)
+            write_maps(folder, stem, pred.source, stack, names)
         except OSError as exc:  # a full disk or a read-only folder stops the run, row unwritten
             raise BatchError(
-                f"{path}: cannot write the activation map ({exc.strerror or exc}); "
-                "the rows before are kept and a re-run resumes"
+                f"{folder / stem}{MAPS_SUFFIX}: cannot write the activation map "
+                f"({exc.strerror or exc}); the rows before are kept and a re-run resumes"
             ) from None
 
     def _write(self, rows: list[Row]) -> None:
@@ -277,9 +292,13 @@ class Pipeline:
         for image, group in by_image.items():
             self.done += 1
             self._last_image = image
-            if group[0].status != "ok":
+            message = plain_text(group[0].error)  # one line, as in the table
+            if group[0].status == "warning":
+                self.warnings += 1
+                if len(self.warning_messages) < MAX_ERROR_MESSAGES:
+                    self.warning_messages.append(message)
+            elif group[0].status != "ok":
                 self.errors += 1
-                message = plain_text(group[0].error)  # one line, as in the table
                 self._recent.append(message)
                 if len(self.error_messages) < MAX_ERROR_MESSAGES:
                     self.error_messages.append(message)
@@ -295,13 +314,27 @@ class Pipeline:
                 torch.set_num_threads(threads)
         self.report()
 
-    def record(self, done: int, errors: int, messages: Sequence[str], last: str | None) -> None:
-        """Count images finished elsewhere (a Dask worker) and report them."""
+    def record(
+        self,
+        done: int,
+        errors: int,
+        messages: Sequence[str],
+        last: str | None,
+        warnings: Sequence[str] = (),
+        n_warnings: int = 0,
+    ) -> None:
+        """Count images finished elsewhere (a Dask worker) and report them.
+
+        ``warnings`` are the first of the ``n_warnings`` blank or saturated images' lines.
+        """
         self.done += done
         self.errors += errors
+        self.warnings += n_warnings
         self._recent.extend(messages)
         room = MAX_ERROR_MESSAGES - len(self.error_messages)
         self.error_messages.extend(list(messages)[: max(0, room)])
+        room = MAX_ERROR_MESSAGES - len(self.warning_messages)
+        self.warning_messages.extend(list(warnings)[: max(0, room)])
         self._last_image = last or self._last_image
         self.report()
 
@@ -321,18 +354,24 @@ class Pipeline:
                 self.elapsed,
                 self._last_image,
                 recent,
+                self.warnings,
             )
         )
 
 
-def cam_path(cam_dir: Path, source: str, root: Path | None) -> Path:
-    """``<cam_dir>/<source relative to root>_cam.tif``: subfolders kept, so ids never collide."""
+def cam_place(cam_dir: Path, source: str, root: Path | None) -> tuple[Path, str]:
+    """Folder and stem of an image's maps: ``<cam_dir>/<source relative to root>``.
+
+    Subfolders of ``root`` are kept. Without one root (several folders), or for an
+    image outside it, the maps go flat into ``cam_dir``; same-named images then get
+    ``x-2_cam.tif`` ..., as :func:`~napari_hpa.core.image.writers.write_maps` decides.
+    """
     src = Path(source)
     try:
         rel = src.resolve().relative_to(root.resolve()) if root is not None else Path(src.name)
     except ValueError:
         rel = Path(src.name)
-    return cam_dir / rel.parent / f"{rel.name}_cam.tif"
+    return cam_dir / rel.parent, rel.name
 
 
 # ----------------------------------------------------------------------------- defaults

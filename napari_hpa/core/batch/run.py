@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..image.channels import ChannelMap
 from ..image.io import ImageReadError
 from ..image.sources import find_images
 from ..model.predict import Predictor
@@ -74,6 +75,8 @@ class BatchSummary:
 
     ``workers`` decode processes were used; ``threads`` is the model's final
     torch thread count and ``tuning`` the (threads, images/s) the tuner measured.
+    ``warnings`` counts blank or saturated images (rows of status ``warning``: the
+    probabilities, no predicted class); ``warning_messages`` holds the first lines.
     """
 
     done: int
@@ -89,11 +92,13 @@ class BatchSummary:
     workers: int = 0
     threads: int | None = None
     tuning: list[tuple[int, float]] = field(default_factory=list)
+    warnings: int = 0
+    warning_messages: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
-        """Images classified without error in this run."""
-        return self.done - self.errors
+        """Images classified without error or warning in this run."""
+        return self.done - self.errors - self.warnings
 
     @property
     def rate(self) -> float:
@@ -136,6 +141,7 @@ def run_batch(
     chunk_size: int | None = None,
     threads: int | None = None,
     infer: str = "auto",
+    channels: ChannelMap | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> BatchSummary:
@@ -177,6 +183,11 @@ def run_batch(
         decodes and classifies with one thread: no OpenMP barriers shared with
         the decoders, the fastest on a CPU), or ``"auto"`` (workers on a CPU in
         per-image mode, else main).
+    channels
+        Which image plane is which model channel (``--channels``, parsed by
+        :func:`~napari_hpa.core.image.channels.parse_channel_map`); None: by name or
+        position as the reader gives them. An image the map does not fit gets an
+        error row.
     progress
         Called with a :class:`BatchProgress` at most every 0.1 s and at the end.
     should_stop
@@ -212,10 +223,11 @@ def run_batch(
         ref = ModelRef.of(predictor)
         if in_workers:
             per_worker = threads or max(1, usable_cpus() // n)
-            pool = PoolStream(ref, n, 2 * n + 2, "probs", per_worker, predictor.batch_size)
+            window = 2 * n + 2
+            pool = PoolStream(ref, n, window, "probs", per_worker, predictor.batch_size, channels)
         else:
             window = 2 * n + 1 if mode != "tiles" else max(2 * n + 2, 2 * predictor.batch_size)
-            pool = PoolStream(ref, n, window, mode)
+            pool = PoolStream(ref, n, window, mode, channels=channels)
         pool.start()
     try:
         found = list_sources(sources, glob, recursive)
@@ -230,7 +242,9 @@ def run_batch(
     try:
         pending = [s for s in found if s not in writer.state.done]
         skipped = len(found) - len(pending)
-        options = RunOptions(mode, cam, root, progress, should_stop, len(found), skipped)
+        options = RunOptions(
+            mode, cam, root, progress, should_stop, len(found), skipped, channels or None
+        )
         if scheduler is not None:
             from .cluster import run_dask
 
@@ -247,7 +261,7 @@ def run_batch(
             pipe = Pipeline(predictor, writer, options)
             if pool is None or not pending:
                 with _main_threads(predictor, threads):
-                    pipe.run(inline_stream(predictor, pending, mode))
+                    pipe.run(inline_stream(predictor, pending, mode, channels))
             else:
                 if predictor.device.type == "cpu" and threads is None and not in_workers:
                     pipe.tuner = ThreadTuner(thread_candidates(n))
@@ -280,6 +294,8 @@ def run_batch(
         if pipe.tuner
         else (pool.threads if in_workers and pool else threads),
         tuning=list(pipe.tuner.history) if pipe.tuner else [],
+        warnings=pipe.warnings,
+        warning_messages=pipe.warning_messages,
     )
 
 

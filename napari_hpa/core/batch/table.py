@@ -24,8 +24,9 @@ with it.
 
 Columns: ``image`` (the source; :func:`.records.decode_image` gives the exact name
 back), [``cell``], ``model``, one probability per class (named by the class),
-``predicted`` (space-separated class indices), ``status`` (``ok`` or ``error``) and
-``error`` (the message).
+``predicted`` (space-separated class indices), ``status`` (``ok``, ``error``, or
+``warning``: a blank or saturated image, its probabilities but no predicted class) and
+``error`` (the message, one line naming the image; a warning's reason for a warning row).
 """
 
 from __future__ import annotations
