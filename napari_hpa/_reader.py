@@ -7,18 +7,24 @@ yellow, blended additively: a partial set (a Kaggle ``_green.png`` alone, a set
 without ``_yellow``) opens with the channels found, since the models say which
 ones they can do without. RGB files open as red/green/blue channel layers (what
 Predict needs), gray files as one layer. A file that cannot be read gives a
-napari notification with the reason first and the file, never a traceback.
+napari notification with the reason first and the file, never a traceback: that
+includes any image-named path that is not a regular file (a FIFO ``x.png``, a broken
+link) or cannot be looked at (a name over 255 bytes, a folder without permission),
+which :func:`read_image` refuses at once instead of napari's own reader blocking on it.
 napari chooses this reader without asking for HPA channel files and OME-TIFF
 (``_reader_preference``); plain images are left to the user's choice.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .core.image.files import long_name
 from .core.image.io import ImageReadError, read_image
 from .core.image.sources import IMAGE_EXTENSIONS, find_images, is_hpa_source, split_hpa_name
 
@@ -32,10 +38,35 @@ def _supported_file(p: Path) -> bool:
     return p.name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+#: ``stat`` errors that mean "nothing is there": such a path is not ours to open.
+_MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+def _look(p: Path) -> tuple[int | None, bool]:
+    """Look at ``p`` without raising: ``(st_mode, there)``.
+
+    ``Path.is_dir`` raises for a name over 255 bytes or a folder without permission.
+    ``st_mode`` follows links (None when ``stat`` fails). ``there`` is False only when
+    nothing is at ``p``: a dangling link, a link loop, an over-long name or a denied
+    folder is there, and reading it says which.
+    """
+    try:
+        return os.stat(p).st_mode, True
+    except ValueError:  # a NUL byte: no file can have that name
+        return None, False
+    except OSError as exc:
+        return None, exc.errno not in _MISSING or os.path.islink(p)
+
+
 def _source_for(path: PathLike) -> tuple[str | None, str]:
-    """Return the source to open for ``path`` and a note for the user ('' if none)."""
+    """Return the source to open for ``path`` and a note for the user ('' if none).
+
+    Every image-named path that is there goes to :func:`read_image`, whatever it is (a
+    FIFO, a device, a dangling link): it refuses them at once, with the reason.
+    """
     p = Path(path).expanduser()
-    if p.is_dir():
+    mode, there = _look(p)
+    if mode is not None and stat.S_ISDIR(mode):
         try:
             sources = find_images(p, recursive=False)
         except ImageReadError:
@@ -49,11 +80,11 @@ def _source_for(path: PathLike) -> tuple[str | None, str]:
                 "Use Next image in the Annotate panel to walk through the others."
             )
         return sources[0], note
-    if p.is_file():
-        return (str(p), "") if _supported_file(p) else (None, "")
-    if p.is_symlink() and _supported_file(p):  # broken or looping: read() says which
-        return str(p), ""
-    if is_hpa_source(p):  # <folder>/<id> of an HPA channel set
+    if _supported_file(p):
+        return (str(p), "") if there else (None, "")
+    if mode is not None:  # a file of another kind: not ours
+        return None, ""
+    if is_hpa_source(p) or (long_name(p) and not p.suffix):  # <folder>/<id> of an HPA set
         return str(p), ""
     return None, ""
 
@@ -61,7 +92,7 @@ def _source_for(path: PathLike) -> tuple[str | None, str]:
 def openable_path(path: PathLike) -> str:
     """Return a path ``viewer.open`` accepts: an HPA ``<folder>/<id>`` becomes its first file."""
     p = Path(path).expanduser()
-    if not p.exists() and is_hpa_source(p):
+    if not os.path.exists(p) and is_hpa_source(p):  # os.path: never raises
         members = sorted(p.parent.glob(f"{p.name}_*"))
         hit = next((m for m in members if split_hpa_name(m)), None)
         if hit is not None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from reliability_counts import record_bad_input
 
 from napari_hpa import _reader, _sample_data
 from napari_hpa._writer import write_labels
@@ -70,6 +74,53 @@ def test_rgb_gray_and_ome_tiff(tmp_path: Path) -> None:
     layers = _read(tmp_path / "x.ome.tif")
     assert [kw["colormap"] for _, kw, _ in layers] == ["red", "green", "blue", "yellow"]
     np.testing.assert_allclose(layers[3][0], ome[3])
+
+
+@contextlib.contextmanager
+def _no_hang(seconds: float = 10.0) -> Iterator[None]:
+    """Fail instead of hanging: SIGALRM interrupts a blocking ``open`` (of a FIFO)."""
+
+    def fire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_fifo_and_over_long_names_are_refused_with_the_reason(tmp_path: Path, notes) -> None:
+    """Issue 18, items 12 and 16: a bare FIFO ``x.png`` and paths with a name over 255 bytes
+    are napari-hpa's to refuse, at once, with one notification naming the path and the
+    reason (before: the FIFO was left to napari's own reader, which blocks on it, and an
+    over-long name raised OSError out of ``get_reader``)."""
+    fifo = tmp_path / "bare.png"
+    os.mkfifo(fifo)
+    long_dir = tmp_path / ("x" * 300)
+    cases = [
+        ("fifo_png", fifo, "not a regular file: it is a FIFO (named pipe)"),
+        ("name_over_255", tmp_path / f"{'x' * 300}.png", "file name is too long (304 bytes"),
+        ("name_over_255_folder", long_dir, "file name is too long (300 bytes"),
+        ("name_over_255_parent", long_dir / "a.png", "file name is too long (300 bytes"),
+    ]
+    for kind, path, reason in cases:
+        notes.clear()
+        try:
+            with _no_hang():
+                reader = _reader.get_reader(str(path))
+                assert reader is not None, path
+                assert reader(str(path)) == _reader.NOTHING
+            (message,) = [m for n, m in notes if n == "show_error"]
+            assert reason in message and str(path) in message, message
+        except BaseException:
+            record_bad_input(kind, "reader", ok=False)
+            raise
+        record_bad_input(kind, "reader", ok=True)
+    assert _reader.get_reader(str(tmp_path / "absent.png")) is None  # nothing there: not ours
 
 
 def test_unsupported_paths_get_no_reader(tmp_path: Path) -> None:
