@@ -68,6 +68,7 @@ def main() -> int:
     viewer = napari.Viewer(title="napari-hpa", show=True)
     window = viewer.window._qt_window
     window.showMaximized()
+    window.resize(QApplication.primaryScreen().size())  # Xvfb has no window manager
     app = QApplication.instance()
     settle(app, 1.0)
     _, predict = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")
