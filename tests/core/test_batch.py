@@ -357,3 +357,23 @@ def test_channels_and_blank_images_in_workers_and_dask_tasks(model: Path, tmp_pa
         x = np.array([float(parts[name][c]) for c in HPA28_CLASSES])
         y = np.array([float(rows[name][c]) for c in HPA28_CLASSES])
         np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_a_model_that_overflows_gives_error_rows_never_nan_ok_rows(
+    screen: Path, model: Path, tmp_path: Path
+) -> None:
+    """Finite but absurd weights (loadable) overflow to NaN: each image is an error row."""
+    from safetensors.numpy import load_file, save_file
+
+    blown = tmp_path / "blown"
+    shutil.copytree(model, blown)
+    weights = blown / "model.safetensors"
+    tensors = {k: (v * 1e30 if v.dtype.kind == "f" else v) for k, v in load_file(weights).items()}
+    save_file(tensors, weights)
+    out = tmp_path / "results.csv"
+    summary = run_batch(screen, out, blown, device="cpu", workers=1, batch_size=4, infer="main")
+    rows = read_rows(out)
+    assert not [r for r in rows if r["status"] == "ok"]
+    nan_rows = [r for r in rows if "non-finite outputs" in r["error"]]
+    assert len(nan_rows) == 37 and summary.ok == 0
+    assert all(r["status"] == "error" and r["error"].startswith(r["image"]) for r in nan_rows)

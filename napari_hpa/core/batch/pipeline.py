@@ -22,7 +22,14 @@ from ..image.channels import ChannelMap
 from ..image.io import ImageReadError
 from ..image.writers import MAPS_SUFFIX, write_maps
 from ..model.checkpoint import ModelSpec
-from ..model.predict import Prediction, PredictionCancelled, Predictor, decide
+from ..model.predict import (
+    NonFiniteOutput,
+    Prediction,
+    PredictionCancelled,
+    Predictor,
+    decide,
+    is_finite,
+)
 from .decode import Decoded, Mode, error_message
 from .records import plain_text
 from .table import BatchError, ResultWriter, Row
@@ -214,6 +221,9 @@ class Pipeline:
     def _row(self, item: Decoded, probs: np.ndarray) -> Row:
         """Make an image's row: its predicted classes, or none and a blank image's warning."""
         model = self.predictor.model_id
+        if not is_finite(probs):  # a damaged model: never an ``ok`` row of NaN
+            error = f"{item.source}: {NonFiniteOutput(model)}"
+            return Row(item.source, model, status="error", error=error)
         if item.warning is not None:
             return Row(item.source, model, probs, [], status="warning", error=item.warning)
         return Row(item.source, model, probs, decide(probs, self.spec))
