@@ -60,6 +60,9 @@ class PredictionResult:
         per-tile class maps, kept by ``predict_one(..., keep_activations=True)``).
     cells_display
         The cells layer's data, features and colormap (``_results.CellsDisplay``).
+    exposure
+        Why the image has no usable signal (blank or saturated), or None: measured in
+        the worker, since it reads every pixel and the GUI thread must not.
     """
 
     image: ImageData
@@ -72,6 +75,7 @@ class PredictionResult:
     timings: dict[str, float] = field(default_factory=dict)
     cells_display: Any = None
     predictor: Predictor | None = None
+    exposure: str | None = None
 
     @property
     def source(self) -> str:

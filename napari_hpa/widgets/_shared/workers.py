@@ -16,6 +16,7 @@ import numpy as np
 
 from ... import layers as L
 from ...core.image.channels import ChannelMismatchError
+from ...core.image.exposure import exposure_problem
 from ...core.image.io import ImageReadError, read_image
 from ...core.labels.store import AnnotationStore
 from ...core.model.checkpoint import CheckpointError
@@ -95,6 +96,7 @@ def run_prediction(
             cam_factor=R.cam_factor(image.data.shape),
             timings=timings,
             predictor=predictor,
+            exposure=exposure_problem(image.data, image.channel_names, entry.spec.input.invert),
         )
         first = list(dict.fromkeys([*result.order()[:3], *prediction.predicted]))[:8]
         if prediction.activations is not None:

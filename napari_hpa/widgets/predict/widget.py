@@ -29,7 +29,6 @@ from qtpy.QtWidgets import (
 )
 
 from ... import layers as L
-from ...core.image.exposure import exposure_problem
 from ...core.model import preferences as settings
 from ...core.model.registry import ModelEntry, list_models
 from .._shared import results as R
@@ -438,9 +437,8 @@ class PredictWidget(QWidget):
         from napari.utils.notifications import show_warning
 
         seen, problem = self._exposure
-        if seen is not result:
-            image, invert = result.image, result.entry.spec.input.invert
-            problem = exposure_problem(image.data, image.channel_names, invert)
+        if seen is not result:  # measured in the worker (result.exposure)
+            problem = result.exposure
             self._exposure = (result, problem)
             if problem:
                 show_warning(f"{result.image.image_id}: {problem}")
