@@ -273,7 +273,7 @@ def start_retrain(request: RetrainRequest, manager: JobManager | None = None) ->
         raise JobError(f"unknown preset {request.preset!r} (known: {', '.join(PRESETS)})")
     try:
         parent = registry.resolve_model(request.base)
-    except LookupError as exc:
+    except (LookupError, ValueError) as exc:  # CheckpointError: a refused model.json
         raise JobError(str(exc.args[0]) if exc.args else str(exc)) from None
     name = request.name or parent.name
     task = parent.spec.task

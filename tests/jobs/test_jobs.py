@@ -423,3 +423,15 @@ def test_preferred_model_setting() -> None:
     settings.set_preferred_model(None, task="hpa28")
     assert settings.preferred_model("hpa28") is None
     assert settings.settings_path().parent == registry.user_home()
+
+
+def test_a_parent_whose_model_json_is_refused_is_a_job_error(tmp_path: Path) -> None:
+    """Retrain on a damaged parent (input.std 0) says why in one line, never a traceback."""
+    folder = write_tiny_model(tmp_path / "models")
+    meta = json.loads((folder / "model.json").read_text())
+    meta["input"]["std"] = [0.0] * len(meta["input"]["std"])
+    (folder / "model.json").write_text(json.dumps(meta))
+    db = tmp_path / "annotations.sqlite"
+    AnnotationStore(db).close()
+    with pytest.raises(JobError, match="std"):
+        start_retrain(RetrainRequest(str(folder), db), JobManager(tmp_path / "jobs"))
