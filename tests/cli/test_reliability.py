@@ -12,7 +12,6 @@ whose summary line pytest prints at the end.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import ctypes
 import json
@@ -21,14 +20,14 @@ import resource
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from corpus import GOOD_IMAGES, KINDS, BadInput, build_corpus, write_rgb_model
 from helpers import batch_args
-from reliability_counts import record_bad_input
+from reliability_counts import counted
 
 from napari_hpa.cli import main
 from napari_hpa.core.image import io
@@ -60,19 +59,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BadInput]:
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_rgb_model(tmp_path_factory.mktemp("model"))
-
-
-@contextlib.contextmanager
-def counted(kind: str, path_name: str) -> Iterator[None]:
-    """Record one kind x path as handled if the block's assertions pass, else as failed."""
-    try:
-        yield
-    except pytest.skip.Exception:
-        raise
-    except BaseException:
-        record_bad_input(kind, path_name, ok=False)
-        raise
-    record_bad_input(kind, path_name, ok=True)
 
 
 def _root_reads_everything(bad: BadInput) -> None:

@@ -9,11 +9,9 @@ second once the model is loaded); the bundled plankton model on real plankton im
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from conftest import shared_data
 from corpus import write_rgb_model
 from helpers import write_tiny_model
 from PIL import Image
-from reliability_counts import record_bad_input
+from reliability_counts import counted
 
 from napari_hpa.cli import main
 from napari_hpa.core.image.writers import maps_owner
@@ -31,19 +29,6 @@ from napari_hpa.core.image.writers import maps_owner
 PLANKTON = "plankton121-efficientnet_lite0"
 #: A --channels map of the 7-plane TIFFs below for a model of the four HPA channels.
 SEVEN_MAP = "microtubules=2,protein=4,nucleus=0,er=6"
-
-
-@contextlib.contextmanager
-def counted(kind: str, path_name: str) -> Iterator[None]:
-    """Record one bad input as handled if the block's assertions pass, else as failed."""
-    try:
-        yield
-    except pytest.skip.Exception:
-        raise
-    except BaseException:
-        record_bad_input(kind, path_name, ok=False)
-        raise
-    record_bad_input(kind, path_name, ok=True)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

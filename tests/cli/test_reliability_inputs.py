@@ -30,7 +30,7 @@ import tifffile
 from corpus import write_rgb_model
 from helpers import write_tiny_model
 from PIL import Image
-from reliability_counts import record_bad_input
+from reliability_counts import counted
 
 from napari_hpa.cli import main
 
@@ -40,19 +40,6 @@ EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto s
 
 
 # ----------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def counted(kind: str, path_name: str) -> Iterator[None]:
-    """Record one bad input as handled if the block's assertions pass, else as failed."""
-    try:
-        yield
-    except pytest.skip.Exception:
-        raise
-    except BaseException:
-        record_bad_input(kind, path_name, ok=False)
-        raise
-    record_bad_input(kind, path_name, ok=True)
-
-
 class Hang(Exception):
     """Raised by :func:`no_hang` when the block took too long (it was blocked)."""
 

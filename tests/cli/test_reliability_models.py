@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import tiny_spec, write_tiny_model
-from reliability_counts import record_bad_input
+from reliability_counts import counted
 from safetensors.torch import load_file, save_file
 
 from napari_hpa.cli import main
@@ -53,19 +53,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def counted(kind: str, path_name: str) -> Iterator[None]:
-    """Count one bad input on one path: handled if the block's assertions pass."""
-    try:
-        yield
-    except pytest.skip.Exception:
-        raise
-    except BaseException:
-        record_bad_input(kind, path_name, ok=False)
-        raise
-    record_bad_input(kind, path_name, ok=True)
-
-
 def one_line(err: str, *needles: str) -> str:
     """``err`` is one line, no traceback, holding every needle; return it."""
     lines = err.strip().splitlines()

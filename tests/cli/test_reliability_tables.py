@@ -8,7 +8,6 @@ bad input is counted in ``reliability_counts`` (the summary line pytest prints).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import os
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from helpers import write_tiny_model
 from PIL import Image
-from reliability_counts import record_bad_input
+from reliability_counts import counted
 
 from napari_hpa.cli import main
 from napari_hpa.core.batch.table import BatchError, CsvWriter, Row
@@ -44,19 +43,6 @@ ODD_NAMES = [
     os.fsdecode(b"caf\xe9-latin1.png"),  # not UTF-8: a surrogate escape in Python
 ]
 TASK = "hpa28"
-
-
-@contextlib.contextmanager
-def counted(kind: str, path_name: str) -> Iterator[None]:
-    """Record one bad input as handled if the block's assertions pass, else as failed."""
-    try:
-        yield
-    except pytest.skip.Exception:
-        raise
-    except BaseException:
-        record_bad_input(kind, path_name, ok=False)
-        raise
-    record_bad_input(kind, path_name, ok=True)
 
 
 def one_line(err: str, *names: str) -> str:

@@ -10,7 +10,11 @@ what a plain ``pytest`` run is.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import pytest
 
 
 @dataclass
@@ -50,6 +54,22 @@ def record_bad_input(kind: str, path_name: str, ok: bool) -> None:
         COUNTS.bad_inputs_handled += 1
     else:
         COUNTS.failures.append(f"bad input {kind} on {path_name}")
+
+
+@contextlib.contextmanager
+def counted(kind: str, path_name: str) -> Iterator[None]:
+    """Record one bad input as handled if the block's assertions pass, else as failed.
+
+    A skip inside the block records nothing: the input was not tried.
+    """
+    try:
+        yield
+    except pytest.skip.Exception:
+        raise
+    except BaseException:
+        record_bad_input(kind, path_name, ok=False)
+        raise
+    record_bad_input(kind, path_name, ok=True)
 
 
 def record_crash_trial(kind: str, survived: bool, lost: int) -> None:
