@@ -23,8 +23,13 @@ def test_import_contracts_are_kept() -> None:
     assert proc.stdout.count("KEPT") >= 3
 
 
+@pytest.mark.slow
 def test_core_type_checks() -> None:
-    """``mypy`` with the ``[tool.mypy]`` settings (files: napari_hpa/core) finds no error."""
+    """``mypy`` with the ``[tool.mypy]`` settings (files: napari_hpa/core) finds no error.
+
+    Slow (about a minute from a clean cache), so ``.ci/run`` runs mypy itself before
+    pytest, and pre-commit runs it on every commit.
+    """
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (it is in the test extras)")
     proc = subprocess.run(

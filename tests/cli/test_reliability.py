@@ -468,16 +468,31 @@ def test_plugin_broken_model_notifies(
 
 
 # ----------------------------------------------------------------------------- crash safety
-@pytest.mark.parametrize("kind", ["annotations", "training", "model_write", "batch"])
-def test_sigkill_trials_lose_nothing(kind: str, tmp_path: Path) -> None:
-    """20 real SIGKILLs at random points per kind (tests/crash_trials.py says what is checked)."""
+CRASH_KINDS = ["annotations", "training", "model_write", "batch"]
+
+
+def _sigkill_trials(kind: str, n: int, tmp_path: Path, seed: int) -> None:
+    """``n`` real SIGKILLs at random points (tests/support/crash_trials.py says what is checked)."""
     from crash_trials import run_trials
     from reliability_counts import record_crash_trial
 
-    results = run_trials(kind, 20, tmp_path, seed=0)
+    results = run_trials(kind, n, tmp_path, seed=seed)
     for r in results:
         record_crash_trial(kind, r.survived, r.lost)
-    assert len(results) == 20
+    assert len(results) == n
     failed = [f"trial {i}: {r.detail}" for i, r in enumerate(results) if not r.survived]
     assert not failed, failed
     assert sum(r.lost for r in results) == 0
+
+
+@pytest.mark.parametrize("kind", CRASH_KINDS)
+def test_sigkill_trials_lose_nothing(kind: str, tmp_path: Path) -> None:
+    """6 real SIGKILLs per kind in the default run (the 10-minute budget); 20 more under slow."""
+    _sigkill_trials(kind, 6, tmp_path, seed=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", CRASH_KINDS)
+def test_sigkill_trials_lose_nothing_20(kind: str, tmp_path: Path) -> None:
+    """20 more real SIGKILLs per kind at other random points (``-m slow``)."""
+    _sigkill_trials(kind, 20, tmp_path, seed=1)
