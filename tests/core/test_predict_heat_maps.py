@@ -1,6 +1,6 @@
 """Heat maps: seamless across tile borders, masked to the cells or the foreground (issue 17, 7).
 
-The probabilities never see the tiles that only the maps use.
+The probabilities never see the pass that only the maps use.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def test_probabilities_do_not_see_the_map_only_tiles(predictor, field):
     kept = predictor.predict_one(field, keep_activations=True)
     cams = predictor.predict_one(field, cam_classes=[0, 5])
     assert kept.activations is not None
-    assert len(kept.activations.maps) == 9 > kept.activations.grid.scored == 4
+    # the maps are one pass over the whole 320 x 320 image (10 x 10 cells), never scored
+    assert kept.activations.maps.shape == (1, 28, 10, 10) and kept.activations.grid.scored == 4
     # the scored tiles are those of a plain prediction, run in the same batches
     tiles, _ = predictor.prepare(field)
     logits, _ = predictor.run_tiles(tiles, with_cam=True)

@@ -1,21 +1,27 @@
-"""Where a heat map may show: inside the cells, or else on the image's foreground.
+"""Heat maps: the network's maps they are drawn from, and where they may show.
 
 A class activation map is the network's evidence at every place of the tile, the
 empty background included, and there it is often strongest (the network reads the
 dark around a cell as much as the cell). A heat map is shown only where there is
 something to classify: the segmented cells when there are any, else the stained
 foreground that :func:`~napari_hpa.core.image.cell_scale.foreground` finds (the
-segmenter's own threshold).
+segmenter's own threshold). :class:`Activations` keeps the network's maps of an image,
+so a viewer draws any class later without running the network again.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage as ndi
 
 from ..image.cell_scale import downscale, foreground
+from .tiles import TileGrid, resize
 
-__all__ = ["heat_mask", "mask_map"]
+__all__ = ["Activations", "heat_mask", "mask_map", "place_whole_map"]
 
 #: Smoothing (pixels at the map's size) before the foreground threshold.
 FOREGROUND_SIGMA = 2.0
@@ -24,6 +30,24 @@ FOREGROUND_FACTOR = 0.5
 #: Holes in a fluorescence foreground up to this fraction of the image are filled (a dim
 #: spot in a cell); larger ones are the background between cells and stay out.
 SMALL_HOLE = 0.002
+
+
+@dataclass
+class Activations:
+    """The network's class maps of one image, kept to draw heat maps later.
+
+    With ``span`` set, ``maps`` is (1, K, h, w): one pass of the network over the
+    whole resized image (fully convolutional), whose map covers ``span`` (y, x)
+    pixels of the resized frame from its top left (more than ``grid.resized`` where
+    the network's stride does not divide it). Without, ``maps`` are the logits maps
+    (T, K, h, w) of the tiles that ``grid`` places. :meth:`~.predict.Predictor.activation_maps`
+    turns any classes of them into maps at the image's size (or a fraction of it)
+    without running the network again.
+    """
+
+    maps: np.ndarray
+    grid: TileGrid
+    span: tuple[int, int] | None = None
 
 
 def heat_mask(
@@ -82,3 +106,16 @@ def mask_map(cam: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if cam.shape != mask.shape:
         raise ValueError(f"a {mask.shape} mask for a {cam.shape} map")
     return np.where(mask, cam, np.float32(np.nan)).astype(np.float32)
+
+
+def place_whole_map(heat: torch.Tensor, grid: TileGrid, span: tuple[int, int]) -> np.ndarray:
+    """Whole-image maps (1, K, h, w) -> (K, H, W) at ``grid.original``'s size.
+
+    The map is drawn over the ``span`` it covers from the resized image's top left,
+    cut to the resized image, then taken back through the pad to the original frame.
+    """
+    up = F.interpolate(heat.float(), size=span, mode="bilinear", align_corners=False)[0]
+    resized = np.ascontiguousarray(up[:, : grid.resized[0], : grid.resized[1]].numpy())
+    top, bottom, left, right = grid.pad
+    full = resize(resized, (grid.original[0] + top + bottom, grid.original[1] + left + right))
+    return full[:, top : top + grid.original[0], left : left + grid.original[1]]

@@ -20,12 +20,17 @@ import torch
 
 from ..image.io import ImageData
 from .checkpoint import LoadedModel, ModelSpec, load_model
-from .heat import mask_map
+from .heat import Activations, mask_map, place_whole_map
 from .metrics import decide_multilabel
 from .registry import ModelEntry, resolve_model
 from .tiles import TileGrid, prepare_cell, prepare_tiles, stitch_maps
 
 CamRequest = Sequence[int] | Literal["predicted", "all"] | None
+
+#: The activation maps come from one pass of the network over the whole resized image
+#: when it has at most this many pixels (the bundled HPA models: 320 x 320); a larger one
+#: is mapped tile by tile, with half-shifted tiles over the borders.
+WHOLE_PASS_PIXELS = 1024 * 1024
 
 
 class PredictionCancelled(Exception):
@@ -80,19 +85,6 @@ def is_oom(exc: BaseException) -> bool:
     )
     oom_type: type | tuple[()] = found if isinstance(found, type) else ()
     return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
-
-
-@dataclass
-class Activations:
-    """The network's per-tile class maps of one image, kept to draw heat maps later.
-
-    ``maps`` are the logits maps (T, K, h, w) of the tiles that ``grid`` places;
-    :meth:`Predictor.activation_maps` turns any classes of them into maps at the
-    image's size (or a fraction of it) without running the network again.
-    """
-
-    maps: np.ndarray
-    grid: TileGrid
 
 
 @dataclass
@@ -335,13 +327,18 @@ class Predictor:
         wanted = [int(c) for c in classes]
         out: dict[int, np.ndarray] = {}
         for start in range(0, len(wanted), 4):
-            out.update(self._stitch(activations.maps, grid, wanted[start : start + 4]))
+            chosen = wanted[start : start + 4]
+            out.update(self._stitch(activations.maps, grid, chosen, activations.span))
         if mask is not None:
             out = {c: mask_map(m, mask) for c, m in out.items()}
         return out
 
     def _stitch(
-        self, cams: np.ndarray, grid: TileGrid, classes: list[int]
+        self,
+        cams: np.ndarray,
+        grid: TileGrid,
+        classes: list[int],
+        span: tuple[int, int] | None = None,
     ) -> dict[int, np.ndarray]:
         if not classes:
             return {}
@@ -349,8 +346,47 @@ class Predictor:
             heat = torch.sigmoid(torch.from_numpy(cams[:, classes]))
         else:
             heat = torch.softmax(torch.from_numpy(cams), dim=1)[:, classes]
-        stitched = stitch_maps(heat.numpy(), grid)
+        if span is None:
+            stitched = stitch_maps(heat.numpy(), grid)
+        else:
+            stitched = place_whole_map(heat, grid, span)
         return {c: np.clip(stitched[i], 0, 1) for i, c in enumerate(classes)}
+
+    def _map_activations(
+        self,
+        image: ImageData,
+        whole: bool,
+        tiles: np.ndarray,
+        grid: TileGrid,
+        cams: np.ndarray,
+        should_stop: Callable[[], bool] | None,
+    ) -> Activations:
+        """Return the maps to draw heat maps from, apart from the scored tiles' outputs.
+
+        A tile's map is least reliable at its edge (the receptive field is cut there),
+        so tiles that only touch (a resized image an exact multiple of the tile) leave
+        a line on the stitched map. The network is fully convolutional: one pass over
+        the whole resized image (put back together from the tiles) has no tile edges
+        inside it. An image over :data:`WHOLE_PASS_PIXELS` is mapped by its tiles plus
+        the half-shifted ones (``prepare(seamless=True)``). Neither pass is scored.
+        """
+        h, w = grid.resized
+        size = grid.size
+        # the network's stride, read off the tiles' maps: how many pixels one map cell covers
+        cell = (size / cams.shape[-2], size / cams.shape[-1])
+        if len(grid.origins) == 1:  # one tile is the whole image: its map is the whole map
+            return Activations(cams, grid, span=(size, size))
+        if h * w <= WHOLE_PASS_PIXELS:
+            full = np.empty((tiles.shape[1], h, w), np.float32)
+            for (y, x), tile in zip(grid.origins, tiles, strict=True):
+                full[:, y : y + size, x : x + size] = tile
+            _, cam = self.run_tiles(full[None], True, should_stop)
+            assert cam is not None
+            span = (round(cam.shape[-2] * cell[0]), round(cam.shape[-1] * cell[1]))
+            return Activations(cam, grid, span=span)
+        more, wide = self.prepare(image, whole=whole, seamless=True)
+        _, shifted = self.run_tiles(more[wide.scored :], True, should_stop)
+        return Activations(np.concatenate([cams, shifted]) if shifted is not None else cams, wide)
 
     def predict(
         self,
@@ -387,21 +423,20 @@ class Predictor:
         ``keep_activations`` keeps the network's raw maps in
         ``Prediction.activations`` instead, so that a viewer can draw any class
         later (:meth:`activation_maps`) without running the network again.
-        Maps also run the half-shifted tiles (``prepare(seamless=True)``), after
-        and apart from the scored ones: the probabilities are those of the same
-        tiles in the same batches as without maps.
+        The maps come from a pass of their own (:meth:`_map_activations`), after the
+        scored tiles: the probabilities are those of the same tiles in the same
+        batches as without it.
         """
         want_maps = cam_classes is not None or keep_activations
-        tiles, grid = self.prepare(image, whole=whole, seamless=want_maps)
-        logits, cams = self.run_tiles(tiles[: grid.scored], want_maps, should_stop)
-        if cams is not None and grid.maps_only:
-            _, shifted = self.run_tiles(tiles[grid.scored :], True, should_stop)
-            cams = np.concatenate([cams, shifted]) if shifted is not None else cams
+        tiles, grid = self.prepare(image, whole=whole)
+        logits, cams = self.run_tiles(tiles, want_maps, should_stop)
         probs = self.to_probabilities(logits)
         if not is_finite(probs):
             raise NonFiniteOutput(self.model_id)
         predicted = decide(probs, self.spec)
-        activations = None if cams is None else Activations(cams, grid)
+        activations = None
+        if cams is not None:
+            activations = self._map_activations(image, whole, tiles, grid, cams, should_stop)
         maps: dict[int, np.ndarray] = {}
         if activations is not None and cam_classes is not None:
             chosen = self._cam_classes(cam_classes, probs, predicted)
