@@ -33,7 +33,6 @@ from ..tasks import Task
 from .architectures.base import (
     MAX_CLASSES,
     MAX_IN_CHANNELS,
-    MAX_PARAMETERS,
     ClassifierNet,
     bounded_int,
     build_model,
@@ -49,28 +48,37 @@ from .folders import (
     writer_tag,
 )
 from .names import check_model_name, model_name_problem, printable
+from .sanity import (
+    MAX_JSON_DEPTH,
+    MAX_META_BYTES,
+    check_not_pickle,
+    missing_weights_hint,
+    read_meta,
+    weights_problem,
+)
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 CARD_FILE = "README.md"
-_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 _REQUIRED_FIELDS = ("schema_version", "name", "version", "arch", "task", "input")
 
-#: Bounds on ``model.json`` (a file from anywhere), checked before anything it sizes is
-#: allocated: the file itself, its nesting, the tile size and the resize target.
-MAX_META_BYTES = 4 * 2**20
-MAX_JSON_DEPTH = 32
+#: Bounds on what ``model.json`` sizes, checked before anything is allocated: the tile
+#: size and the resize target (the file's own size and nesting: :mod:`.sanity`).
 MIN_TILE, MAX_TILE = 8, 4096
 MAX_FIT = 16384
 MAX_VERSION = 10**9
 #: Re-exported: the model format's errors and folder checks are what callers of it catch and use.
+#: So are the load-time checks' names that lived here before :mod:`.sanity` held them.
 __all__ = [
+    "MAX_JSON_DEPTH",
+    "MAX_META_BYTES",
     "CheckpointError",
     "VersionExistsError",
     "check_free_space",
     "clean_partial_versions",
     "prepare_models_dir",
+    "weights_problem",
 ]
 
 
@@ -247,19 +255,6 @@ class LoadedModel:
         return self.spec.id
 
 
-def _too_deep(data: Any, limit: int) -> bool:
-    """Tell whether JSON data nest deeper than ``limit`` (iteratively: no recursion)."""
-    stack = [(data, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in children)
-    return False
-
-
 def read_spec(folder: str | Path) -> ModelSpec:
     """Read and validate ``model.json`` only (cheap: for listing models).
 
@@ -267,49 +262,12 @@ def read_spec(folder: str | Path) -> ModelSpec:
     parsed further, and every way it can be wrong is a :class:`CheckpointError`
     naming it, so one bad folder cannot break a listing.
     """
-    folder = Path(folder)
-    meta = folder / META_FILE
-    try:
-        if not meta.is_file():
-            raise CheckpointError(f"{meta}: no model.json in this folder")
-        size = meta.stat().st_size
-        if size > MAX_META_BYTES:
-            raise CheckpointError(
-                f"{meta}: {size:,} bytes is too large for a model.json (at most {MAX_META_BYTES:,})"
-            )
-        data = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta}: not readable JSON ({exc})") from None
-    except RecursionError:
-        raise CheckpointError(f"{meta}: not readable JSON (nested too deeply)") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{meta}: expected a JSON object")
-    if _too_deep(data, MAX_JSON_DEPTH):
-        raise CheckpointError(f"{meta}: nested deeper than {MAX_JSON_DEPTH} levels")
+    meta = Path(folder) / META_FILE
+    data = read_meta(meta)
     try:
         return ModelSpec.from_dict(data)
     except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         raise CheckpointError(f"{meta}: {printable(exc, limit=300)}") from None
-
-
-def _check_not_pickle(weights: Path) -> None:
-    try:
-        with weights.open("rb") as fh:
-            head = fh.read(8)
-        size = weights.stat().st_size
-    except OSError as exc:
-        raise CheckpointError(f"{weights}: cannot read ({exc.strerror or exc})") from None
-    # Pickles start with 0x80 (protocol 2+); torch zip archives with "PK".
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise CheckpointError(
-            f"{weights}: this is a pickle/torch archive, not safetensors; napari-hpa never "
-            "unpickles model files (they can run code). Convert it with "
-            "`napari-hpa import-weights` (weights_only) first."
-        )
-    if size > 4 * MAX_PARAMETERS + MAX_META_BYTES:
-        raise CheckpointError(
-            f"{weights}: {size:,} bytes is larger than any model napari-hpa loads"
-        )
 
 
 def load_model(folder: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
@@ -322,13 +280,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Loaded
     spec = read_spec(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
-        try:
-            others = [p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES]
-        except OSError:
-            others = []
-        hint = f" (found {', '.join(others)}: pickled weights are refused)" if others else ""
-        raise CheckpointError(f"{weights}: weights file missing{hint}")
-    _check_not_pickle(weights)
+        raise CheckpointError(f"{weights}: weights file missing{missing_weights_hint(folder)}")
+    check_not_pickle(weights)
     try:
         net = build_model(
             spec.arch, len(spec.input.channels), spec.task.num_classes, **spec.arch_kwargs
@@ -356,19 +309,6 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> Loaded
         ) from None
     net.eval().to(device)
     return LoadedModel(spec=spec, net=net, path=folder)
-
-
-def weights_problem(state: dict[str, torch.Tensor]) -> str | None:
-    """Say what makes a state dict unusable (NaN/Inf weights, a negative variance), or None.
-
-    Either gives NaN probabilities for every image.
-    """
-    for key, value in state.items():
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return f"the weights hold NaN or infinite values ({printable(key, limit=80)})"
-        if key.endswith("running_var") and bool((value < 0).any()):
-            return f"a batch-norm variance is negative ({printable(key, limit=80)})"
-    return None
 
 
 def checked_name(name: str) -> str:
