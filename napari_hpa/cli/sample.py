@@ -35,14 +35,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _existing(outdir: Path, n: int) -> list[str]:
-    """Return the files in ``outdir`` that writing ``n`` sets would replace."""
-    names = ["labels.csv"] + [
-        f"synth_{i:04d}_{c}.png" for i in range(n) for c in ("red", "green", "blue", "yellow")
-    ]
-    return [name for name in names if (outdir / name).exists()]
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-hpa sample``; return the exit code."""
     from . import UserError
@@ -54,15 +46,10 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir).expanduser()
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f"{outdir}: is a file, not a folder; give a folder for the images")
-    taken = _existing(outdir, args.n) if outdir.is_dir() else []
-    if taken:
-        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
-        raise UserError(
-            f"{outdir}: already holds {taken[0]}{more}; nothing was overwritten "
-            "(choose an empty or new folder)"
-        )
-    try:
+    try:  # an earlier sample set is never overwritten; a failure leaves the folder as it was
         write_samples(outdir, n=args.n, size=args.size, seed=args.seed)
+    except FileExistsError as exc:
+        raise UserError(f"{outdir}: {exc.strerror}") from None
     except OSError as exc:
         where = exc.filename or outdir
         raise UserError(

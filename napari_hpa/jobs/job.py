@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.model import registry
+from ..core.model.checkpoint import partial_versions
 from ..core.process import group_alive, pid_alive, proc_start_ticks, signal_group
 from .progress import Progress, event_kind
 from .record import (
@@ -421,18 +422,25 @@ class Job:
         return self.state
 
     def _discard_outputs(self) -> None:
-        """Delete what a cancelled trainer left (``.tmp-<name>-v*``, a version saved on exit)."""
+        """Delete what this job's cancelled trainer left (temporary versions, a version saved).
+
+        Only the trainer's own: a temporary folder records the process writing it
+        (:func:`~napari_hpa.core.model.checkpoint.partial_versions`), so another run of
+        the same name, or a model whose name starts alike, keeps its save.
+        """
+        import re
         import shutil
 
         root = Path(self.record.meta.get("models_dir") or registry.user_models_dir())
-        if root.is_dir():
-            for tmp in root.glob(f".tmp-{self.record.model_name}-v*"):
+        name = self.record.model_name
+        if root.is_dir() and self.record.pid:
+            for tmp in partial_versions(root, name, self.record.pid, self.record.pid_start_ticks):
                 shutil.rmtree(tmp, ignore_errors=True)
         path = self.record.result_path
         if path and self.record.kind == "train":
             folder = Path(path)
-            if folder.parent.resolve() == root.resolve() and folder.name.startswith(
-                f"{self.record.model_name}-v"
+            if folder.parent.resolve() == root.resolve() and re.fullmatch(
+                re.escape(name) + r"-v\d+", folder.name
             ):
                 shutil.rmtree(folder, ignore_errors=True)
             self.record.meta["discarded_model"] = self.record.result_model

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.labels.store import AnnotationStore
+from ..core.labels.schema import connect_readonly
+from ..core.labels.store import AnnotationStore, open_readonly
 from ..core.model import registry
 from ..core.tasks import Task
 from ..core.train.data import split_indices
@@ -176,7 +177,7 @@ def summarize(db: str | Path, task: Task) -> DataSummary:
     if not db.is_file():
         return DataSummary(db, task.name, 0, 0, error=f"{db}: no annotation database yet")
     try:
-        with AnnotationStore(db) as store:
+        with open_readonly(db) as store:  # a colleague's read-only share will do
             per_class = store.class_counts(task.name)
             n_images = len(store.corrected_images(task.name))
             n_cells = len(store.corrected_cells(task.name))
@@ -192,12 +193,16 @@ def summarize(db: str | Path, task: Task) -> DataSummary:
 
 # ------------------------------------------------------------------ snapshot and split
 def snapshot_db(src: str | Path, dest: str | Path) -> Path:
-    """Copy a live SQLite database with the online backup API (consistent even mid-write)."""
+    """Copy a live SQLite database with the online backup API (consistent even mid-write).
+
+    ``src`` is only read (:func:`~napari_hpa.core.labels.schema.connect_readonly`), so it
+    may lie in a read-only folder.
+    """
     src, dest = Path(src), Path(dest)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such database")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True, timeout=10.0)
+    source = connect_readonly(src, 10.0)
     target = sqlite3.connect(dest)
     try:
         source.backup(target)
@@ -315,7 +320,7 @@ def _prepare(
     name: str,
 ) -> list[str]:
     snapshot = snapshot_db(request.db, job.folder / SNAPSHOT_FILE)
-    with AnnotationStore(snapshot) as store:
+    with open_readonly(snapshot) as store:
         corrected = [(src, set(labels)) for src, _id, labels in store.corrected_images(task_key)]
     if len(corrected) < MIN_IMAGES_TOTAL:
         raise JobError(

@@ -8,7 +8,8 @@ by their bare id (:func:`export_id`), as Kaggle's HPA ``Id`` column names them.
 Every output is checked before anything is written (:mod:`.targets`: never the
 database, an image or another binary file, never the images' folder for the TIFFs)
 and written to a temporary file beside it, then renamed over it (``core/atomic``): a
-full disk or a kill leaves the previous export, never a truncated one.
+full disk or a kill leaves the previous export, never a truncated one. The cell TIFFs
+and their table are one set, moved in together (:mod:`.staging`) or not at all.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_open, atomic_path, write_text
+from ..atomic import atomic_open, write_text
 from ..image.sources import split_hpa_name
+from .staging import staged_set
 from .store import AnnotationStore
 from .targets import ExportError, check_text_target, check_tiff_folder, stack_path
 
@@ -273,6 +275,11 @@ def export_cell_tiff(
     replaces the image's own stack and nothing else (another file of that name keeps
     it: the stack takes ``<id>_2.tif``).
 
+    The set is all or nothing (:func:`.staging.staged_set`): every file is written
+    into a temporary folder inside ``out_dir`` first and moved in, ``cell_labels.csv``
+    last, only when all were written; a failure (a full disk) leaves the previous
+    export as it was, every stack and its table.
+
     Returns
     -------
     list of Path
@@ -295,7 +302,10 @@ def export_cell_tiff(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     taken: set[str] = {Path(CELL_CSV).stem.lower()}
-    with atomic_open(table, "w", newline="", encoding="utf-8") as fh:
+    with (
+        staged_set(out_dir, last=(CELL_CSV,)) as stage,
+        open(stage / CELL_CSV, "w", newline="", encoding="utf-8") as fh,
+    ):
         writer = csv.writer(fh)
         writer.writerow(CELL_COLUMNS)
         for s in summaries:
@@ -305,10 +315,8 @@ def export_cell_tiff(
             path = stack_path(out_dir, _safe(str(s.export_name)), s.source, taken)
             present = set().union(*(lab for lab, _o in s.cells.values()))
             classes = [c for c in range(n_classes) if all_classes or c in present]
-            with atomic_path(path) as tmp:
-                _write_stack(
-                    tmp, mask, s.cells, classes, [_name(names, c) for c in classes], s.source
-                )
+            names_of = [_name(names, c) for c in classes]
+            _write_stack(stage / path.name, mask, s.cells, classes, names_of, s.source)
             written.append(path)
             info = store.cell_info(s.source)
             for cell, (lab, origin) in s.cells.items():
@@ -317,7 +325,8 @@ def export_cell_tiff(
                 ids = sorted(lab)
                 label_ids = " ".join(map(str, ids))
                 labels = ";".join(_name(names, c) for c in ids)
-                row = [s.export_name, s.source, path.name, cell, p["area"], f"{y:.1f}", f"{x:.1f}"]
+                row = [s.export_name, s.source, path.name, cell, p["area"]]
+                row += [f"{y:.1f}", f"{x:.1f}"]
                 writer.writerow([*row, label_ids, labels, origin or ""])
     return written
 

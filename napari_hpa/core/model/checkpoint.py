@@ -17,6 +17,7 @@ import errno
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -328,6 +329,45 @@ def version_folder_name(spec: ModelSpec) -> str:
     return f"{spec.name}-v{spec.version}"
 
 
+#: ``.tmp-<folder>~<host>~<pid>~<start ticks>~<random>``: a version being written.
+_TEMP_VERSION = re.compile(
+    re.escape(TMP_PREFIX) + r"(?P<folder>.+)~(?P<host>[^~]+)~(?P<pid>\d+)~(?P<ticks>\d+)~[0-9a-f]+"
+)
+
+
+def temp_version_path(root: Path, folder_name: str) -> Path:
+    """Return a new temporary folder for version ``folder_name``; its name says who writes it."""
+    return root / f"{TMP_PREFIX}{folder_name}~{writer_tag()}~{uuid.uuid4().hex[:8]}"
+
+
+def partial_versions(
+    root: str | Path, name: str, pid: int, start_ticks: int | None = None
+) -> list[Path]:
+    """Return the temporary version folders of model ``name`` that process ``pid`` wrote.
+
+    Only folders of ``<name>-v<N>`` (not another model whose name starts alike,
+    ``<name>-vision``), written on this machine by ``pid`` (started at
+    ``start_ticks``, when both it and the folder know: a reused pid is another
+    process). For a cancelled job to remove its own trainer's leftovers and never
+    another run's save in progress.
+    """
+    host = writer_tag().split("~", 1)[0]
+    own = re.compile(re.escape(name) + r"-v\d+")
+    found = []
+    try:
+        entries = sorted(Path(root).iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        m = _TEMP_VERSION.fullmatch(entry.name)
+        if m is None or not own.fullmatch(m["folder"]) or m["host"] != host:
+            continue
+        ticks = int(m["ticks"])
+        if int(m["pid"]) == pid and not (start_ticks and ticks and ticks != start_ticks):
+            found.append(entry)
+    return found
+
+
 def save_model(
     net: torch.nn.Module,
     spec: ModelSpec,
@@ -378,7 +418,7 @@ def save_model(
         raise VersionExistsError(
             f"{final}: this model version already exists; versions are immutable"
         )
-    tmp = root / f"{TMP_PREFIX}{final.name}~{writer_tag()}~{uuid.uuid4().hex[:8]}"
+    tmp = temp_version_path(root, final.name)
     try:
         tmp.mkdir()
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model": spec.id})

@@ -220,14 +220,18 @@ def load_folder_per_class(
 
 
 def load_annotations(db_path: str | Path, task: Task) -> TrainData:
-    """Images whose labels a user corrected in the annotation database, for ``task``."""
-    from ..labels.store import AnnotationStore, AnnotationStoreError
+    """Images whose labels a user corrected in the annotation database, for ``task``.
+
+    The database is only read (:func:`~napari_hpa.core.labels.store.open_readonly`): a
+    read-only folder will do, and a writer elsewhere is never waited for.
+    """
+    from ..labels.store import AnnotationStoreError, open_readonly
 
     db_path = Path(db_path).expanduser()
     if not db_path.is_file():
         raise DataError(f"{db_path}: no such annotation database")
     try:
-        with AnnotationStore(db_path) as store:
+        with open_readonly(db_path) as store:
             rows = store.corrected_images(task.name)
     except AnnotationStoreError as exc:
         raise DataError(str(exc)) from None

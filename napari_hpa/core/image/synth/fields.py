@@ -12,13 +12,17 @@ downsampled. Typical cost on one core: ~15 ms at 128 px, ~0.2 s at 512 px.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ...atomic import atomic_open, atomic_path
 from ...tasks import HPA28_CLASSES, HPA_CHANNELS
 from .canvas import (
     F32,
@@ -177,6 +181,14 @@ def to_uint8(plane: np.ndarray) -> np.ndarray:
     return (np.clip(plane, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def sample_files(n: int, fmt: str = "png") -> list[str]:
+    """Return the names :func:`write_samples` writes for ``n`` sets: ``labels.csv``, then images."""
+    ext = fmt.lower().lstrip(".")
+    return ["labels.csv"] + [
+        f"synth_{i:04d}_{color}.{ext}" for i in range(n) for color in CHANNEL_COLORS
+    ]
+
+
 def write_samples(
     outdir: str | Path,
     n: int = 4,
@@ -185,6 +197,7 @@ def write_samples(
     classes: Sequence[int] | None = None,
     fmt: str = "png",
     n_labels: int | tuple[int, int] = (1, 3),
+    overwrite: bool = False,
 ) -> Path:
     """Write ``n`` fields in HPA file layout plus a Kaggle ``labels.csv``; return ``outdir``.
 
@@ -192,6 +205,13 @@ def write_samples(
     grayscale; ``fmt`` "png" or "tif"), and ``labels.csv`` with header ``Id,Target``
     (Target: space-separated ascending class ids). Fields are ``make_dataset(n,
     size, seed, classes, n_labels)``.
+
+    Each file is written to a temporary file and renamed (``core/atomic``), and
+    ``labels.csv`` last, so a folder with a ``labels.csv`` holds every set it lists.
+    Unless ``overwrite``, nothing is drawn when any of the files is already there
+    (:class:`FileExistsError` naming the folder), and a failure part way (a full
+    disk) removes the files this call wrote, leaving the folder as it was. With
+    ``overwrite``, a failure leaves every file whole, old or new.
     """
     from PIL import Image
 
@@ -199,13 +219,34 @@ def write_samples(
     if ext not in ("png", "tif", "tiff"):
         raise ValueError(f"fmt must be 'png' or 'tif', got {fmt!r}")
     out = Path(outdir)
+    if not overwrite:
+        taken = [name for name in sample_files(n, ext) if os.path.lexists(out / name)]
+        if taken:
+            more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+            raise FileExistsError(
+                errno.EEXIST,
+                f"already holds {taken[0]}{more}; nothing was overwritten "
+                "(choose an empty or new folder)",
+                str(out),
+            )
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i, f in enumerate(make_dataset(n, size, seed, classes, n_labels)):
-        sid = f"synth_{i:04d}"
-        for plane, color in zip(f.image, CHANNEL_COLORS, strict=True):
-            Image.fromarray(to_uint8(plane)).save(out / f"{sid}_{color}.{ext}")
-        rows.append([sid, " ".join(str(v) for v in f.labels)])
-    with open(out / "labels.csv", "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows([["Id", "Target"], *rows])
+    written: list[Path] = []
+    try:
+        for i, f in enumerate(make_dataset(n, size, seed, classes, n_labels)):
+            sid = f"synth_{i:04d}"
+            for plane, color in zip(f.image, CHANNEL_COLORS, strict=True):
+                path = out / f"{sid}_{color}.{ext}"
+                with atomic_path(path) as tmp:  # the format follows tmp's suffix, the target's
+                    Image.fromarray(to_uint8(plane)).save(tmp)
+                written.append(path)
+            rows.append([sid, " ".join(str(v) for v in f.labels)])
+        with atomic_open(out / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([["Id", "Target"], *rows])
+    except BaseException:
+        if not overwrite:  # they were not there before: the folder goes back to how it was
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        raise
     return out
