@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..core.batch.run import BatchError, BatchProgress, BatchSummary, run_batch
 from ..core.image.files import long_name
-from . import UserError, announce_model, chosen_model
+from . import UserError, announce_model, chosen_model, shown
 from .options import add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, write_failed
 
@@ -160,21 +160,21 @@ def _report(s: BatchSummary) -> None:
     warned = f", {s.warnings} blank or saturated (no class)" if s.warnings else ""
     print(
         f"{state}: {s.done} image(s) in {s.elapsed:.1f} s ({rate}): {s.ok} ok, "
-        f"{s.errors} error(s){warned}; {s.skipped} already in {s.path} (skipped); "
-        f"model {s.model}"
+        f"{s.errors} error(s){warned}; {s.skipped} already in {shown(s.path)} (skipped); "
+        f"model {shown(s.model)}"
     )
     for msg in s.warning_messages[:SHOW_ERRORS]:  # each names its image
-        print(f"napari-hpa batch: warning: {msg}", file=sys.stderr)
+        print(f"napari-hpa batch: warning: {shown(msg)}", file=sys.stderr)
     if s.warnings > SHOW_ERRORS:
         print(
             f"napari-hpa batch: warning: {s.warnings - SHOW_ERRORS} more blank or saturated "
-            f"image(s): their rows in {s.path} have status 'warning'",
+            f"image(s): their rows in {shown(s.path)} have status 'warning'",
             file=sys.stderr,
         )
     if s.errors:
         print(f"{s.errors} image(s) could not be classified; first messages:", file=sys.stderr)
-        for msg in s.error_messages[:SHOW_ERRORS]:
-            print(f"  {msg}", file=sys.stderr)
+        for msg in s.error_messages[:SHOW_ERRORS]:  # they may quote model.json's channels
+            print(f"  {shown(msg)}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ from ..core.model.checkpoint import CheckpointError
 from ..core.model.metrics import evaluate
 from ..core.tasks import BUILTIN_TASKS
 from ..core.train.data import DataError, load_csv, load_folder_per_class, targets_matrix
-from . import UserError, announce_model, chosen_model
+from . import UserError, announce_model, chosen_model, shown
 from .options import add_channels_option, channel_map
 from .outputs import check_output_folder, reporting_writes
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     announce_model(choice)
     for w in data.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {shown(w)}", file=sys.stderr)
     if args.cells:
         return _run_cells(args, predictor, data.samples, mapping)
     kept, probs = [], []
@@ -163,11 +163,11 @@ def _read(source: str, mapping: ChannelMap | None, invert: bool = False) -> Imag
     try:
         image = apply_channel_map(read_image(source), mapping)
     except ImageReadError as exc:
-        print(f"warning: skipping {exc}", file=sys.stderr)
+        print(f"warning: skipping {shown(exc)}", file=sys.stderr)
         return None
     problem = exposure_problem(image.data, image.channel_names, invert)  # the model's invert
     if problem:
-        print(f"warning: {source}: {problem}", file=sys.stderr)
+        print(f"warning: {shown(source)}: {problem}", file=sys.stderr)
     return image
 
 

@@ -17,7 +17,7 @@ from ..core.image.sources import find_images
 from ..core.image.writers import write_maps
 from ..core.model.checkpoint import CheckpointError
 from ..core.model.predict import NonFiniteOutput, Prediction, Predictor
-from . import UserError, announce_model, chosen_model
+from . import UserError, announce_model, chosen_model, shown
 from .options import add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, reporting_writes
 
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     errors: list[str] = []
     sources = _sources(args.paths, errors)
     for message in errors:
-        print(f"napari-hpa predict: error: {message}", file=sys.stderr)
+        print(f"napari-hpa predict: error: {shown(message)}", file=sys.stderr)
     if not sources:
         return 2
     choice = chosen_model(args.model)
@@ -159,28 +159,29 @@ def run(args: argparse.Namespace) -> int:
         except (ImageReadError, ChannelMismatchError, NonFiniteOutput) as exc:
             message = str(exc) if isinstance(exc, ImageReadError) else f"{source}: {exc}"
             errors.append(message)
-            print(f"napari-hpa predict: error: {message}", file=sys.stderr)
+            print(f"napari-hpa predict: error: {shown(message)}", file=sys.stderr)
             continue
         warning = exposure_problem(image.data, image.channel_names, predictor.spec.input.invert)
         if warning:
             warnings[pred.source] = warning
-            print(f"napari-hpa predict: warning: {pred.source}: {warning}", file=sys.stderr)
+            print(f"napari-hpa predict: warning: {shown(pred.source)}: {warning}", file=sys.stderr)
         pred = _no_answer(pred, warning)
         predictions.append(pred)
         if args.cam and pred.cams and not warning:  # no answer, no map of it
             with reporting_writes(cam_dir):
                 cams[pred.source] = str(_save_cams(pred, cam_dir))
-        if args.out is None:
+        if args.out is None:  # class names come from model.json, a source from a file name
             if warning:
-                print(f"{pred.source}\t[]\tno answer: {warning}")
+                print(f"{shown(pred.source)}\t[]\tno answer: {warning}")
                 continue
-            top = ", ".join(f"{name} {p:.2f}" for name, p in pred.top(args.top))
-            print(f"{pred.source}\t[{', '.join(pred.predicted_names)}]\t{top}")
+            top = ", ".join(f"{shown(name)} {p:.2f}" for name, p in pred.top(args.top))
+            predicted = ", ".join(shown(name) for name in pred.predicted_names)
+            print(f"{shown(pred.source)}\t[{predicted}]\t{top}")
     if args.out is not None:
         with reporting_writes(args.out):
             if args.out.suffix.lower() == ".csv":
                 write_csv(predictions, args.out, cams if args.cam else None)
             else:
                 write_json(predictions, args.out, errors, warnings, cams)
-        print(f"wrote {len(predictions)} result(s) with {predictor.model_id} to {args.out}")
+        print(f"wrote {len(predictions)} result(s) with {predictor.model_id} to {shown(args.out)}")
     return 2 if errors else 0
