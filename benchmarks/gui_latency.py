@@ -62,18 +62,46 @@ class Heartbeat:
         return ", ".join(f"{1000 * g:.0f} ms at {e - g - t0:.2f}-{e - t0:.2f} s" for g, e in pairs)
 
 
-def trace(widget, events: list[tuple[float, float, str]]) -> None:
-    """Record (start, end, name) of the widget's main-thread handlers."""
-    for name in ("show_result", "show_cells", "_on_progress", "_on_result"):
+#: The Predict dock's main-thread handlers that are timed (and profiled with --profile).
+HANDLERS = ("show_result", "show_cells", "_on_progress", "_on_result", "_on_cam")
+
+
+def trace(widget, events: list[tuple[float, float, str]], profiles: dict | None = None) -> None:
+    """Record (start, end, name) of the widget's main-thread handlers.
+
+    With ``profiles`` (name -> ``cProfile.Profile``), each handler also runs under
+    its profiler, to say what inside it takes the time.
+    """
+    import cProfile
+
+    for name in HANDLERS:
         original = getattr(widget, name)
 
         def wrapped(*a, _f=original, _n=name):
             start = time.perf_counter()
-            out = _f(*a)
+            if profiles is None:
+                out = _f(*a)
+            else:
+                prof = profiles.setdefault(_n, cProfile.Profile())
+                out = prof.runcall(_f, *a)
             events.append((start, time.perf_counter(), _n))
             return out
 
         setattr(widget, name, wrapped)
+
+
+def print_profiles(profiles: dict, top: int) -> None:
+    """Print each handler's ``top`` entries by cumulative time (napari-hpa's and napari's)."""
+    import io
+    import pstats
+
+    for name, prof in profiles.items():
+        out = io.StringIO()
+        stats = pstats.Stats(prof, stream=out).sort_stats("cumulative")
+        stats.print_stats(top)
+        lines = [ln for ln in out.getvalue().splitlines() if ln.strip()]
+        print(f"  profile of {name}:")
+        print("\n".join("    " + ln for ln in lines[-top - 1 :]))
 
 
 def baseline(app, viewer, beat: Heartbeat, steps: int = 20) -> float:
@@ -104,6 +132,13 @@ def main() -> int:
         "--trace",
         action="store_true",
         help="also print the main-thread steps and the longest stalls",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="profile the handlers of the warm run; print the N costliest calls of each",
     )
     args = parser.parse_args()
 
@@ -137,7 +172,8 @@ def main() -> int:
     )
 
     events: list[tuple[float, float, str]] = []
-    trace(widget, events)
+    profiles: dict | None = {} if args.profile else None
+    trace(widget, events, profiles)
     beat = Heartbeat()
     frame = baseline(app, viewer, beat)
     print(f"baseline: zoom redraws without prediction, max stall {frame:.0f} ms")
@@ -145,6 +181,8 @@ def main() -> int:
     for run in ("cold", "warm"):
         beat.start()
         events.clear()
+        if profiles is not None:
+            profiles.clear()  # the warm run's are printed
         t0 = time.perf_counter()
         widget.predict_button.click()
         click_ms = 1000 * (time.perf_counter() - t0)
@@ -166,6 +204,8 @@ def main() -> int:
         if args.trace:
             print("  longest gaps: " + beat.worst(t0, 4))
             print("  " + "; ".join(f"{s - t0:.2f}-{e - t0:.2f} {n}" for s, e, n in events))
+    if profiles:
+        print_profiles(profiles, args.profile)
     viewer.close()
     print(f"torch threads used by the worker: {torch.get_num_threads()}")
     print(f"warm_max_stall_ms={warm:.0f} baseline_frame_ms={frame:.0f}")

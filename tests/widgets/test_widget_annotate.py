@@ -170,8 +170,12 @@ def test_cell_click_and_cell_labels(setup, hpa_dir):
     assert "cell" in annotate.scope_label.text()
     assert _checked(annotate) == set(result.cells[cell].predicted)
     outline = R.find_layer(viewer, "selected-cell")  # the cell outlined in white
-    assert outline.visible and outline.data.sum() == (cells.data == cell).sum()
-    r0, c0 = np.argwhere(cells.data == cell).min(axis=0)
+    # the whole cell (the cells layer holds its inside, its outline is the id + offset)
+    whole = (result.labels == cell).sum()
+    edge = cell + L.meta(cells)["offset"]
+    assert whole == (cells.data == cell).sum() + (cells.data == edge).sum()
+    assert outline.visible and outline.data.sum() == whole
+    r0, c0 = np.argwhere(result.labels == cell).min(axis=0)
     np.testing.assert_allclose(outline.translate, (r0, c0))
     assert viewer.layers.selection.active is not outline
 

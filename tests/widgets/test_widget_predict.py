@@ -77,7 +77,7 @@ def test_predict_shows_table_cam_and_cells(make_napari_viewer, qtbot, hpa_dir, t
     assert probs == sorted(probs, reverse=True)
     predicted = {table.item(r, 0).text() for r in range(28) if table.item(r, 2).text() == "yes"}
     assert predicted == set(result.prediction.predicted_names)
-    overlay = viewer.text_overlay
+    overlay = viewer.canvas.overlays.text  # viewer.text_overlay is deprecated in napari 0.9
     assert overlay.visible and result.prediction.top(1)[0][0] in overlay.text
 
     cam = R.find_layer(viewer, "cam")
@@ -88,15 +88,24 @@ def test_predict_shows_table_cam_and_cells(make_napari_viewer, qtbot, hpa_dir, t
 
     cells = R.find_layer(viewer, "cells")
     assert type(cells).__name__ == "Labels" and cells.data.shape == (256, 256)
-    assert cells.data.max() > 0 and set(result.cells) == set(np.unique(cells.data)) - {0}
+    # the outlines are drawn into the data in the worker (a cell's id + offset), so napari
+    # never finds them itself on the main thread (contour 0)
+    offset = L.meta(cells)["offset"]
+    assert cells.contour == 0 and offset == int(result.labels.max())
+    values = set(np.unique(cells.data)) - {0}
+    assert {R.cell_of(cells, v) for v in values} == set(result.cells)
+    assert {v - offset for v in values if v > offset} == set(result.cells)  # all outlined
     assert {"top_class", "classes", "probability"} <= set(cells.features.columns)
     some = int(cells.features["index"][0])
-    pos = np.argwhere(cells.data == some)[0]
+    pos = np.argwhere(cells.data == some)[0]  # inside the cell: its own id
     status = cells.get_status(tuple(pos), world=True)
     assert result.cells[some].top(1)[0][0] in status["coordinates"]
-    color = cells.colormap.map(np.array([some]))[0]
+    edge = np.argwhere(cells.data == some + offset)[0]
+    assert result.cells[some].top(1)[0][0] in cells.get_status(tuple(edge), world=True)["value"]
+    inside, color = cells.colormap.map(np.array([some, some + offset]))
     expected = R.class_colors(28)[int(np.argmax(result.cells[some].probabilities))]
-    np.testing.assert_allclose(color, expected, atol=1e-3)
+    np.testing.assert_allclose(color, expected, atol=1e-3)  # the outline in its colour
+    assert inside[3] == 0  # the inside is clear
 
     # a class that was not predicted: its map is computed in the background, then shown
     other = result.order()[-1]

@@ -50,7 +50,8 @@ class PredictionResult:
     labels
         (H, W) cell labels, or None (not segmented, or not yet).
     cams
-        Class index -> activation map, downsampled by ``cam_factor`` (filled on demand).
+        Class index -> its heat map, downsampled by ``cam_factor`` and ready to draw
+        (``results.HeatImage``, made in the worker; filled on demand).
     cam_factor
         Integer downsampling factor of the maps in ``cams``.
     timings
@@ -70,7 +71,7 @@ class PredictionResult:
     prediction: Prediction
     cells: dict[int, Prediction] = field(default_factory=dict)
     labels: np.ndarray | None = None
-    cams: dict[int, np.ndarray] = field(default_factory=dict)
+    cams: dict[int, Any] = field(default_factory=dict)
     cam_factor: int = 1
     timings: dict[str, float] = field(default_factory=dict)
     cells_display: Any = None

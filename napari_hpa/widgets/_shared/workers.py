@@ -100,9 +100,10 @@ def run_prediction(
         )
         first = list(dict.fromkeys([*result.order()[:3], *prediction.predicted]))[:8]
         if prediction.activations is not None:
-            result.cams = predictor.activation_maps(
+            maps = predictor.activation_maps(
                 prediction.activations, first, result.cam_factor, heat_mask_of(result)
             )
+            result.cams = R.prepare_heats(maps)
         timings["classify"] = time.perf_counter() - t
         if not find_cells:
             return result
@@ -129,8 +130,10 @@ def run_prediction(
         if n and prediction.activations is not None:
             # the maps drawn so far were masked to the foreground: now to the cells
             mask = heat_mask_of(result, labels)
-            masked = predictor.activation_maps(
-                prediction.activations, list(result.cams), result.cam_factor, mask
+            masked = R.prepare_heats(
+                predictor.activation_maps(
+                    prediction.activations, list(result.cams), result.cam_factor, mask
+                )
             )
             result.cams.update(masked)
             display.heat = {prediction.classes[c]: m for c, m in masked.items()}
@@ -154,13 +157,13 @@ def heat_mask_of(result: PredictionResult, labels: np.ndarray | None = None) -> 
     return heat_mask(result.image.data, result.cam_factor, labels=cells, invert=invert)
 
 
-def compute_cam(result: PredictionResult, class_index: int) -> tuple[int, np.ndarray]:
-    """Worker: the activation map of one more class, from the stored network output."""
+def compute_cam(result: PredictionResult, class_index: int) -> tuple[int, R.HeatImage]:
+    """Worker: the heat map of one more class, from the stored network output, ready to draw."""
     assert result.predictor is not None and result.prediction.activations is not None
     maps = result.predictor.activation_maps(
         result.prediction.activations, [class_index], result.cam_factor, heat_mask_of(result)
     )
-    return class_index, maps[class_index]
+    return class_index, R.prepare_heat(maps[class_index])
 
 
 def store_prediction(store: AnnotationStore, result: PredictionResult) -> None:

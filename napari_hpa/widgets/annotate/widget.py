@@ -212,8 +212,7 @@ class AnnotateWidget(QWidget):
         layer = R.find_layer(self.viewer, "cells")
         if layer is None or not layer.visible or layer.mode not in ("pan_zoom", "pick"):
             return None
-        value = layer.get_value(position, world=True)
-        cell = int(value) if value is not None and int(value) > 0 else None
+        cell = R.cell_of(layer, layer.get_value(position, world=True))  # inside or outline
         self.session.select_cell(cell)
         return cell
 

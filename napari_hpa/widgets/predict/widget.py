@@ -13,7 +13,6 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -420,9 +419,7 @@ class PredictWidget(QWidget):
             return
         R.show_cells(self.viewer, result.cells_display, result.source, self.state.ref_layer)
         self.viewer.tooltip.visible = True  # hovering a cell shows its classes
-        palette = R.class_colors(len(result.classes))
-        tops = {int(np.argmax(p.probabilities)) for p in result.cells.values()}
-        self.table.set_colors({c: palette[c] for c in tops})
+        self.table.set_colors(result.cells_display.top_colors)
         self._set_status(result)
         self.session.set_result(result)
 
@@ -490,7 +487,7 @@ class PredictWidget(QWidget):
         self.cam_worker.returned.connect(partial(self._on_cam, result))
         self.cam_worker.start()
 
-    def _on_cam(self, result: PredictionResult, outcome: tuple[int, np.ndarray]) -> None:
+    def _on_cam(self, result: PredictionResult, outcome: tuple[int, Any]) -> None:
         class_index, cam = outcome
         self.state.cam_running = None
         self.cam_worker = None
