@@ -309,3 +309,12 @@ def clear_results(viewer: napari.Viewer, keep_source: str | None = None) -> None
         m = meta(layer)
         if m.get("kind") in ("cam", "cells", "selected-cell") and m.get("source") != keep_source:
             viewer.layers.remove(layer)
+
+
+def channel_layer_of(viewer: napari.Viewer, source: str) -> Any:
+    """Return the first napari-hpa channel layer that shows ``source``, or None."""
+    for layer in viewer.layers:
+        m = meta(layer)
+        if m.get("kind") == "channel" and m.get("source") == source:
+            return layer
+    return None

@@ -149,7 +149,9 @@ class BatchWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.error_list = QListWidget()
         self.error_list.setMaximumHeight(90)
-        self.error_list.setToolTip("images that could not be read or classified")
+        self.error_list.setToolTip(
+            "images that could not be read or classified, and blank or saturated ones (warning)"
+        )
 
         self.summary_table = QTableWidget(0, 3)
         self.summary_table.setHorizontalHeaderLabels(["class", "images", ""])
@@ -282,6 +284,7 @@ class BatchWidget(QWidget):
             self.status_label.setText(
                 f"{p.skipped + p.done}/{p.total} images · {p.rate:.1f} img/s · "
                 f"ETA {format_seconds(p.eta)} · {p.errors} error(s)"
+                + (f" · {p.warnings} warning(s)" if p.warnings else "")
                 + (f" · {p.skipped} already done" if p.skipped else "")
             )
 
@@ -296,9 +299,12 @@ class BatchWidget(QWidget):
         self.summary = summary
         state = "Cancelled" if summary.cancelled else "Done"
         self.status_label.setText(
-            f"{state}: {summary.ok} ok, {summary.errors} error(s), {summary.skipped} already "
-            f"in the table; {summary.rate:.1f} img/s. Results: {summary.path}"
+            f"{state}: {summary.ok} ok, {summary.warnings} warning(s), {summary.errors} "
+            f"error(s), {summary.skipped} already in the table; {summary.rate:.1f} img/s. "
+            f"Results: {summary.path}"
         )
+        for message in summary.warning_messages:  # blank or saturated images: no class
+            self.error_list.addItem(f"warning: {message}")
         self.show_summary(summary.per_class_counts)
         self.load_results(summary.path)
         self.finished.emit(summary)
@@ -380,12 +386,12 @@ class BatchWidget(QWidget):
         """Show a result's image in place of the image shown, with its prediction.
 
         As Annotate's Next image does: the previous image's results go (the session's
-        prediction, its heat map and cells) and its channel layers give way to the new
-        image's, one additive layer per channel as the reader makes them, so Predict and
-        Annotate can use them. The old layers are removed rather than refilled in place:
-        an open Annotate dock follows the image by the layers that arrive (it does not
-        listen to the session's ``image_changed``, emitted too), and would otherwise
-        write the corrections to the previous image.
+        prediction, its heat map and cells) and the channel layers show the new image,
+        refilled in place where the channels are the same (they keep the user's contrast
+        and visibility), one additive layer per channel as the reader makes them. The
+        session's ``image_changed`` tells the other docks: Annotate follows it, so the
+        corrections go to the image shown. A warning row (a blank or saturated image)
+        is said to be one, with its reason, not called an error.
         """
         from ..core.image.io import ImageReadError, read_image
 
@@ -400,14 +406,15 @@ class BatchWidget(QWidget):
         session = session_for(self.viewer)
         session.set_result(None)
         show_text(self.viewer, None)
-        for layer in [lyr for lyr in self.viewer.layers if L.meta(lyr).get("kind") == "channel"]:
-            self.viewer.layers.remove(layer)
         L.replace_image(self.viewer, image)
         session.image_changed.emit(image.source)
         predicted = ", ".join(self._predicted_names(r)) or "-"
         top = ", ".join(f"{n} {p:.2f}" for n, p in self._top(r, 3))
         cell = f" cell {r['cell']}" if r.get("cell") not in (None, "") else ""
         text = f"{image.image_id}{cell}: {predicted}" + (f"  (top: {top})" if top else "")
-        if r.get("status") != "ok":
-            text = f"{image.image_id}: error: {r.get('error', '')}"
+        status = str(r.get("status", ""))
+        if status == "warning":  # its probabilities, no class: the image has no signal
+            text = f"{image.image_id}{cell}: warning: {r.get('error', '')}"
+        elif status != "ok":
+            text = f"{image.image_id}{cell}: error: {r.get('error', '')}"
         show_text(self.viewer, text, max_lines=CANVAS_LINES)

@@ -12,6 +12,7 @@ import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import write_tiny_model
 
@@ -116,6 +117,9 @@ def test_second_double_click_replaces_the_image(make_napari_viewer, qtbot, tmp_p
         )
         assert predict.session.result.source == first and R.find_layer(viewer, "cam")
 
+        channels = [lyr for lyr in viewer.layers if L.meta(lyr).get("kind") == "channel"]
+        channels[0].contrast_limits = (0.1, 0.9)  # the user's own contrast
+        channels[3].visible = False
         _double_click(qtbot, widget, 1)
         shown = lambda: {L.meta(layer).get("source") for layer in viewer.layers}  # noqa: E731
         qtbot.waitUntil(lambda: second in shown(), timeout=5_000)
@@ -123,8 +127,13 @@ def test_second_double_click_replaces_the_image(make_napari_viewer, qtbot, tmp_p
     names = [layer.name for layer in viewer.layers]
     assert names == ["microtubules", "protein", "nucleus", "ER"], names  # one image, not two
     assert {L.meta(layer)["source"] for layer in viewer.layers} == {second}
+    # refilled in place: the same layers, the user's visibility kept (issue 17, item 3)
+    assert all(a is b for a, b in zip(viewer.layers, channels, strict=True))
+    assert not viewer.layers[3].visible
     assert predict.session.result is None and predict.table.rowCount() == 0
-    assert annotate.source == second  # its corrections go to the image shown
+    # Annotate follows the session's image_changed: its corrections go to the image shown
+    assert annotate.source == second and annotate.image_id == Path(second).name
+    assert Path(second).name in annotate.image_label.text()
     overlay = viewer.canvas.overlays.text
     assert overlay.visible and Path(second).name in overlay.text
     # The row's predicted classes are long (a random tiny model predicts many): wrapped
@@ -162,3 +171,30 @@ def test_cancel(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == summary.done == len({r["image"] for r in rows})
+
+
+def test_warning_rows_are_counted_and_not_called_errors(
+    make_napari_viewer, qtbot, tmp_path: Path
+) -> None:
+    """A blank image is a 'warning' row (its probabilities, no class): the end line counts
+    it, the problems list names it, and opening it says warning, not error."""
+    from PIL import Image
+
+    folder = tmp_path / "screen"
+    write_samples(folder, n=2, size=64, seed=2)
+    for colour in ("red", "green", "blue", "yellow"):  # a blank set: one value everywhere
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(folder / f"blank_{colour}.png")
+    viewer, widget = _widget(make_napari_viewer, folder, tmp_path / "results.csv")
+    with qtbot.waitSignal(widget.finished, timeout=120_000) as blocker:
+        widget.run_button.click()
+    summary = blocker.args[0]
+    assert summary.warnings == 1 and summary.errors == 0 and summary.ok == 2
+    line = widget.status_label.text()
+    assert "2 ok, 1 warning(s), 0 error(s)" in line, line
+    problems = [widget.error_list.item(i).text() for i in range(widget.error_list.count())]
+    assert len(problems) == 1 and problems[0].startswith("warning: ") and "blank" in problems[0]
+    row = next(r for r in range(3) if widget.results_table.item(r, 1).text() == "warning")
+    _double_click(qtbot, widget, row)
+    qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=5_000)
+    text = viewer.canvas.overlays.text.text
+    assert "blank: warning:" in text and "error" not in text, text

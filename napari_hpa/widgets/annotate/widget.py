@@ -11,7 +11,6 @@ the folder.
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -33,11 +32,8 @@ from qtpy.QtWidgets import (
 )
 
 from ... import layers as L
-from ...core.image.io import ImageReadError
-from ...core.image.sources import find_images
-from ...core.labels.store import AnnotationStore, AnnotationStoreError, default_db_path
+from ...core.labels.store import AnnotationStore
 from ...core.model import preferences as settings
-from ...core.model.registry import sample_data_dir, user_home
 from ...core.tasks import Task, get_task
 from .._shared import results as R
 from .._shared.canvas_text import show_text
@@ -45,7 +41,7 @@ from .._shared.scrolling import scroll_body
 from .._shared.session import PredictionResult, connect_while_alive, session_for
 from .._shared.tooltips import tip
 from .._shared.wording import counted
-from .._shared.workers import read_source, store_prediction
+from .._shared.workers import read_source
 from .canvas_input import (
     NUMBER_KEYS,
     NumberKeys,
@@ -54,7 +50,18 @@ from .canvas_input import (
     click_callback,
     remove_input,
 )
+from .checklist import fill_checklist
+from .database import (
+    STORE_ERRORS,
+    db_path_for,
+    not_saved,
+    open_store,
+    store_problem,
+    store_result,
+)
 from .export import ExportButtons
+from .folder import folder_images
+from .unsaved import PendingLabel, Unsaved
 
 if TYPE_CHECKING:
     import napari
@@ -81,6 +88,8 @@ class AnnotateWidget(QWidget):
         self._loader: Any = None
         self._writer: Any = None
         self._bound: list[weakref.ref] = []
+        #: Corrections the database could not take yet (a full disk): shown, retried.
+        self._unsaved = Unsaved()
         #: The canvas's mouse-drag callback: a click on a cell selects it.
         self._on_click = click_callback(self.select_at)
         self._build()
@@ -96,13 +105,11 @@ class AnnotateWidget(QWidget):
                 (self.viewer.layers.events.removed, self._on_removed_event),
                 (self.session.prediction_changed, self._on_prediction),
                 (self.session.cell_selected, self._on_cell_selected),
+                (self.session.image_changed, self._on_image_changed),
             ],
             cleanup=partial(remove_input, self._bound, self.viewer, self._on_click, self),
         )
-        if self.session.result is not None:
-            self._on_prediction(self.session.result)
-        else:
-            self._refresh()
+        self._on_prediction(self.session.result)  # None: refresh
 
     # -- layout -----------------------------------------------------------------------
     def _build(self) -> None:
@@ -200,6 +207,13 @@ class AnnotateWidget(QWidget):
     def _on_cell_selected(self, _cell: Any) -> None:
         self._refresh()
 
+    def _on_image_changed(self, source: str) -> None:
+        """Follow an image another dock showed in the same layers (Batch's double-click)."""
+        if source == self.source:
+            return
+        layer = L.channel_layer_of(self.viewer, source)
+        self._set_image(source, str(L.meta(layer).get("image_id", "")))
+
     def _on_layer_inserted(self, layer: Any) -> None:
         m = L.meta(layer)
         if m:  # our layers get the keys too: a layer's own keys win over the viewer's
@@ -230,18 +244,8 @@ class AnnotateWidget(QWidget):
         self._refresh()
 
     def db_path_for(self, source: str) -> Path:
-        """Return the annotations database of an image.
-
-        It is in the image's folder, else (layers not from a file, the bundled
-        samples, read-only folders) in the user folder.
-        """
-        samples = sample_data_dir().resolve()
-        if not source.startswith("layer:") and samples not in Path(source).resolve().parents:
-            path = default_db_path(source)
-            folder = path.parent if path.parent.exists() else path.parent.parent
-            if folder.is_dir() and os.access(folder, os.W_OK):
-                return path
-        return user_home() / "annotations.sqlite"
+        """Return the annotations database of an image (``database.db_path_for``)."""
+        return db_path_for(source)
 
     def _open_store(self, source: str) -> None:
         from napari.utils.notifications import show_error
@@ -251,14 +255,10 @@ class AnnotateWidget(QWidget):
             return
         if self.store is not None:
             self.store.close()
-            self.store = None
-        try:
-            self.store = AnnotationStore(path)
-        except (AnnotationStoreError, OSError) as exc:
-            show_error(f"Cannot open the annotations database: {exc}")
-            self.db_label.setText(f"Database: none ({exc})")
-            return
-        self.db_label.setText(f"Database: {path}")
+        self.store, problem = open_store(path)
+        self.db_label.setText(f"Database: {path if problem is None else f'none ({problem})'}")
+        if problem is not None:
+            show_error(f"Cannot open the annotations database: {problem}")
 
     def _on_prediction(self, result: PredictionResult | None) -> None:
         """Store a new prediction's labels (in a worker: the mask is big), then show them."""
@@ -271,17 +271,18 @@ class AnnotateWidget(QWidget):
         self._set_image(result.source, result.image.image_id)
         if self.store is None:
             return
-        worker = create_worker(store_prediction, self.store, result, _start_thread=False)
+        worker = create_worker(store_result, self.store, result, _start_thread=False)
         worker.returned.connect(partial(self._on_stored, worker))
         self._writer = worker
         worker.start()
 
-    def _on_stored(self, worker: Any, _: Any = None) -> None:
-        # A result is published twice (image level, then with the cells): the first
-        # writer's end must not mark the second one's rows as stored.
+    def _on_stored(self, worker: Any, problem: str | None = None) -> None:
+        # A result is published twice (image, then cells): only the last writer's end counts.
         if worker is self._writer:
             self._writer = None
         self._refresh()
+        if problem:
+            self.status.setText(f"The prediction was not saved: {problem}")
 
     # -- the checklist ---------------------------------------------------------------------
     @property
@@ -302,41 +303,28 @@ class AnnotateWidget(QWidget):
         """Rebuild the checklist from the database (effective labels of the current level)."""
         classes = self.task.classes
         probs = self._probabilities()
-        if probs is None and self.store is not None and self.source:
-            scores = self.store.model_scores(self.source, self.task.name, self.cell)
-            probs = np.array([scores.get(i, -1.0) for i in range(len(classes))]) if scores else None
+        effective: set[int] = set()
+        model: set[int] = set()
+        user: dict[int, bool] = {}
+        try:
+            if probs is None and self.store is not None and self.source:
+                scores = self.store.model_scores(self.source, self.task.name, self.cell)
+                if scores:
+                    probs = np.array([scores.get(i, -1.0) for i in range(len(classes))])
+            if self.store is not None and self.source:
+                effective = self.store.effective_labels(self.source, self.task.name, self.cell)
+                user = self.store.user_labels(self.source, self.task.name, self.cell)
+                model = self.store.model_labels(self.source, self.task.name, self.cell)
+        except STORE_ERRORS as exc:
+            self._store_failed(exc)
+        level = (self.source, self.task.name, self.cell)
+        effective, waiting = self._unsaved.overlay(*level, effective)
         self._order = (
             list(np.argsort(-probs, kind="stable"))
             if probs is not None
             else list(range(len(classes)))
         )
-        effective: set[int] = set()
-        model: set[int] = set()
-        user: dict[int, bool] = {}
-        if self.store is not None and self.source:
-            effective = self.store.effective_labels(self.source, self.task.name, self.cell)
-            user = self.store.user_labels(self.source, self.task.name, self.cell)
-            model = self.store.model_labels(self.source, self.task.name, self.cell)
-        self.list.blockSignals(True)
-        self.list.clear()
-        for rank, c in enumerate(self._order):
-            key = f"[{rank + 1}] " if rank < 9 else "      "
-            p = "" if probs is None or probs[c] < 0 else f"  {probs[c]:.2f}"
-            mine = "  ✎ yours" if c in user else ""
-            item = QListWidgetItem(f"{key}{classes[c]}{p}{mine}")
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(Qt.Checked if c in effective else Qt.Unchecked)
-            item.setData(Qt.UserRole, int(c))
-            origin = "yours" if c in user else "model"
-            item.setToolTip(
-                f"{classes[c]}: model says {'yes' if c in model else 'no'}; shown: {origin}"
-            )
-            if c in user:
-                font = item.font()
-                font.setBold(True)
-                item.setFont(font)
-            self.list.addItem(item)
-        self.list.blockSignals(False)
+        fill_checklist(self.list, classes, self._order, probs, effective, user, model, waiting)
         self._update_labels()
 
     def _update_labels(self) -> None:
@@ -363,15 +351,7 @@ class AnnotateWidget(QWidget):
         if result is None or result.labels is None or result.cells_display is None:
             return
         box = result.cells_display.boxes.get(self.cell) if self.cell else None
-        ref = next(
-            (
-                lyr
-                for lyr in self.viewer.layers
-                if L.meta(lyr).get("source") == result.source
-                and L.meta(lyr).get("kind") == "channel"
-            ),
-            None,
-        )
+        ref = L.channel_layer_of(self.viewer, result.source)
         R.show_selected(self.viewer, result.labels, box, self.cell or None, result.source, ref)
 
     def _on_item_changed(self, item: QListWidgetItem) -> None:
@@ -382,18 +362,35 @@ class AnnotateWidget(QWidget):
         """Set one class of the current image or cell (written to the database at once)."""
         if self.store is None or not self.source:
             return
-        self.store.set_user_label(self.source, self.task.name, class_index, value, cell=self.cell)
+        # written at once below, or kept (shown as not saved) and retried with the next one
+        self._unsaved.add(PendingLabel(self.source, self.task.name, self.cell, class_index, value))
+        try:
+            self._unsaved.flush(self.store)
+        except STORE_ERRORS as exc:
+            self._refresh()
+            self._store_failed(exc)
+            return
         self.status.setText(
             f"{'Set' if value else 'Cleared'} {self.task.classes[class_index]}"
             + (f" for cell {self.cell}" if self.cell else "")
         )
         self._refresh()
 
+    def _store_failed(self, exc: BaseException) -> None:
+        """Say in one line that the database failed (after it was opened); nothing raises."""
+        problem = store_problem(exc, None if self.store is None else self.store.path)
+        self.status.setText(not_saved(problem, len(self._unsaved)))
+
     def toggle(self, class_index: int) -> None:
         """Flip one class of the current image or cell."""
         if self.store is None or not self.source:
             return
-        now = self.store.effective_labels(self.source, self.task.name, self.cell)
+        try:
+            now = self.store.effective_labels(self.source, self.task.name, self.cell)
+        except STORE_ERRORS as exc:
+            self._store_failed(exc)
+            return
+        now, _ = self._unsaved.overlay(self.source, self.task.name, self.cell, now)
         self.set_label(class_index, class_index not in now)
 
     def toggle_rank(self, rank: int) -> None:
@@ -405,7 +402,10 @@ class AnnotateWidget(QWidget):
         """Tell whether the image (or the selected cell) has a stored prediction to accept."""
         if self.store is None or not self.source:
             return False
-        return self.store.model_id(self.source, self.task.name, self.cell) is not None
+        try:
+            return self.store.model_id(self.source, self.task.name, self.cell) is not None
+        except STORE_ERRORS:
+            return False
 
     def accept_prediction(self) -> None:
         """Make the model's prediction the user's labels for the image or the selected cell."""
@@ -415,7 +415,12 @@ class AnnotateWidget(QWidget):
             where = f"cell {self.cell}" if self.cell else "this image"
             self.status.setText(f"There is no prediction to accept for {where}: Predict first.")
             return
-        edits = self.store.accept_model(self.source, self.task.name, cell=self.cell)
+        try:
+            self._unsaved.flush(self.store)
+            edits = self.store.accept_model(self.source, self.task.name, cell=self.cell)
+        except STORE_ERRORS as exc:
+            self._store_failed(exc)
+            return
         self.status.setText(
             f"Accepted the prediction ({counted(len(edits), 'class', 'classes')} confirmed)."
         )
@@ -430,7 +435,11 @@ class AnnotateWidget(QWidget):
         self._replay(self.store.redo if self.store else None, "Redid")
 
     def _replay(self, action: Callable[[], Any] | None, verb: str) -> None:
-        edits = action() if action is not None else None
+        try:
+            edits = action() if action is not None else None
+        except STORE_ERRORS as exc:
+            self._store_failed(exc)
+            return
         if not edits:
             self.status.setText("Nothing to undo." if verb == "Undid" else "Nothing to redo.")
             return
@@ -442,12 +451,7 @@ class AnnotateWidget(QWidget):
     # -- walking the folder ----------------------------------------------------------------
     def neighbours(self) -> list[str]:
         """List the images of the current image's folder, sorted (what Next/Previous walk)."""
-        if not self.source or self.source.startswith("layer:"):
-            return []
-        try:
-            return find_images(Path(self.source).parent, recursive=False)
-        except ImageReadError:
-            return []
+        return folder_images(self.source)
 
     def step(self, offset: int) -> str | None:
         """Open the image ``offset`` places away in the folder (in a worker); its source."""
