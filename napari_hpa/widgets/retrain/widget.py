@@ -411,11 +411,25 @@ class RetrainWidget(JobFollowerMixin, QWidget):
                 widget.select_model(select)
         return widgets
 
-    def _select_model(self, entry: registry.ModelEntry) -> None:
-        settings.set_preferred_model(entry.id, entry.spec.task.name)
+    def _select_model(self, entry: registry.ModelEntry, done: str) -> None:
+        """Select ``entry`` in Predict and remember it; say ``done``, or why it is not kept.
+
+        The settings file may be impossible to write (``SettingsError``: its folder is
+        a file, read-only, full): the model is still used in this session, and the
+        status says in one line that napari and the CLI will not remember it (the
+        file's path is in the status's tooltip: the line must fit three lines).
+        """
+        where = ""
+        try:
+            settings.set_preferred_model(entry.id, entry.spec.task.name)
+        except settings.SettingsError as exc:
+            where, reason = str(exc), str(exc).rsplit(": ", 1)[-1]
+            done = f"Using {entry.id} in this session only; not remembered: {reason}."
         self._refresh_predict_widgets(select=entry)
         self.state.base_path = str(entry.path)
         self.refresh_models()
+        self.status.setText(done)
+        self.status.setToolTip(where)
 
     def use_new_model(self, *_: Any) -> None:
         """Select the new version in Predict and remember it as the preferred model."""
@@ -423,8 +437,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         child = result_entry(job) if job is not None else None
         if child is None:
             return
-        self._select_model(child)
-        self.status.setText(f"Using {child.id}. Roll back to {child.spec.parent} any time.")
+        self._select_model(child, f"Using {child.id}. Roll back to {child.spec.parent} any time.")
 
     def roll_back(self, *_: Any) -> None:
         """Select the parent again in Predict and remember it as the preferred model."""
@@ -437,8 +450,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         except (LookupError, ValueError) as exc:
             self.status.setText(f"Cannot roll back: {exc}")
             return
-        self._select_model(parent)
-        self.status.setText(f"Rolled back to {parent.id}.")
+        self._select_model(parent, f"Rolled back to {parent.id}.")
 
     def show_log(self, *_: Any) -> QDialog:
         """Open the log of the current (or last) job in a dialog and return the dialog."""
