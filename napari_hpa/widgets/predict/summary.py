@@ -2,6 +2,8 @@
 
 Plain text from a :class:`~napari_hpa.widgets._shared.session.PredictionResult`
 (no Qt); :func:`~napari_hpa.widgets._shared.canvas_text.show_text` puts it on the canvas.
+:class:`StatusLine` also warns once per result, with a napari notification, that a
+blank or saturated image has no answer.
 """
 
 from __future__ import annotations
@@ -37,3 +39,26 @@ def overlay_text(result: PredictionResult, lines: int = OVERLAY_LINES) -> str:
     if more:
         out.append(f"   + {more} more predicted")
     return "\n".join(out)
+
+
+class StatusLine:
+    """The Predict dock's status line, which warns once per result of a blank image."""
+
+    def __init__(self) -> None:
+        self._warned: PredictionResult | None = None
+
+    def text(self, result: PredictionResult, no_nucleus: bool = False) -> str:
+        """``[Warning: <image>: <problem>. ]<status_text>[ · no cells ...]``.
+
+        The problem (blank or saturated, ``result.exposure``) was measured in the
+        worker; the first time a result is shown with one, it is also a notification.
+        """
+        problem = result.exposure
+        if problem and self._warned is not result:
+            from napari.utils.notifications import show_warning
+
+            show_warning(f"{result.image.image_id}: {problem}")
+        self._warned = result
+        warning = f"Warning: {result.image.image_id}: {problem}. " if problem else ""
+        note = " · no cells: the image has no nucleus channel" if no_nucleus else ""
+        return warning + status_text(result) + note

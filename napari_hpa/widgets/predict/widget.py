@@ -44,7 +44,7 @@ from .._shared.tooltips import tip
 from .._shared.workers import compute_cam, run_prediction
 from .channels import ChannelBox
 from .model_card import ModelCardDialog
-from .summary import overlay_text, status_text
+from .summary import StatusLine, overlay_text
 from .table import ProbabilityTable
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class PredictWidget(QWidget):
         self.worker: Any = None
         self.cam_worker: Any = None
         self._entries: list[ModelEntry] = []
-        self._exposure: tuple[PredictionResult | None, str | None] = (None, None)
+        self.status_line = StatusLine()  # warns once per result of a blank image
         self._build()
         self.refresh_models()
         layers = self.viewer.layers.events
@@ -424,22 +424,7 @@ class PredictWidget(QWidget):
         self.session.set_result(result)
 
     def _set_status(self, result: PredictionResult) -> None:
-        note = " · no cells: the image has no nucleus channel" if self.state.no_nucleus else ""
-        problem = self._exposure_problem(result)
-        warning = f"Warning: {result.image.image_id}: {problem}. " if problem else ""
-        self.status.setText(warning + status_text(result) + note)
-
-    def _exposure_problem(self, result: PredictionResult) -> str | None:
-        """Warn once per result (a notification) that a blank or saturated image has no answer."""
-        from napari.utils.notifications import show_warning
-
-        seen, problem = self._exposure
-        if seen is not result:  # measured in the worker (result.exposure)
-            problem = result.exposure
-            self._exposure = (result, problem)
-            if problem:
-                show_warning(f"{result.image.image_id}: {problem}")
-        return problem
+        self.status.setText(self.status_line.text(result, self.state.no_nucleus))
 
     def _on_session_result(self, result: PredictionResult | None) -> None:
         if result is not None:
