@@ -347,7 +347,7 @@ def main() -> None:
     predictor = Predictor(model, device="cpu", batch_size=args.batch_size or default_batch_size())
     images = work / f"images{args.size}"
     if len(list(images.glob("*_red.png"))) < args.n:
-        t = timed(lambda: write_samples(images, n=args.n, size=args.size, seed=0))
+        t = timed(lambda: write_samples(images, n=args.n, size=args.size, seed=0, overwrite=True))
         print(f"generated {args.n} HPA sets of {args.size} px in {t:.0f} s")
     sources = find_images(images)[: args.n]
     print(f"images: {len(sources)} HPA sets (4 PNG each) of {args.size}x{args.size} px")
@@ -423,7 +423,7 @@ def main() -> None:
 
     small = work / f"rss{args.rss_size}"
     if not any(small.glob("*_red.png")):
-        write_samples(small, n=min(50, args.rss_small), size=args.rss_size, seed=1)
+        write_samples(small, n=min(50, args.rss_small), size=args.rss_size, seed=1, overwrite=True)
     light = rss_model(work / "rss-models", args.rss_model)
     print(f"memory part: model {light.name}, {args.rss_size} px images")
     rss = {}

@@ -97,8 +97,8 @@ def main() -> None:
     t0 = time.perf_counter()
     classes = [int(c) for c in args.classes.split(",")] if args.classes else None
     kw = {"size": args.size, "classes": classes, "n_labels": (1, args.max_labels)}
-    train = write_samples(root / "train", n=args.train, seed=101, **kw)
-    test = write_samples(root / "test", n=args.test, seed=202, **kw)
+    train = write_samples(root / "train", n=args.train, seed=101, overwrite=True, **kw)
+    test = write_samples(root / "test", n=args.test, seed=202, overwrite=True, **kw)
     print(f"data: {args.train} train + {args.test} test images in {time.perf_counter() - t0:.0f} s")
 
     train_cmd = ["train", "--data", str(train), "--labels", str(train / "labels.csv"),
