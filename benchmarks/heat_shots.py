@@ -1,4 +1,4 @@
-"""Screenshots of heat maps on real images: a fluorescence field and plankton (run under Xvfb).
+"""Screenshots of heat maps on real images: fluorescence fields, a DULoc set, plankton (Xvfb).
 
     xvfb-run -a -s "-screen 0 1366x768x24" python benchmarks/heat_shots.py --out /tmp/shots_heat
 
@@ -40,12 +40,32 @@ IMAGES = [
         "hpa28-efficientnet_lite0",
     ),
     (
+        "duloc",  # 1536 px, resized to 320: exactly 2 x 2 tiles (the maps: one whole pass)
+        [
+            DATA / "hpa_duloc_single_cells" / "images" / f"comb1_mixed_img24_{c}.jpg"
+            for c in ("red", "green", "blue", "yellow")
+        ],
+        "comb1_mixed_img24_red.jpg",
+        "hpa28-efficientnet_lite0",
+    ),
+    (
         "plankton",
         [DATA / "plankton_ndsb2015" / "images" / "ctenophore_lobate" / "74176.jpg"],
         "74176.jpg",
         "plankton121-efficientnet_lite0",
     ),
 ]
+
+
+def border_ratio(cam: np.ndarray) -> float:
+    """The map's change across its middle row or column (a 2 x 2 grid's tile border) over
+    the median change between rows or columns: about 1 when no line shows there."""
+    ratios = []
+    for axis in (0, 1):
+        steps = np.abs(np.diff(cam, axis=axis)).mean(axis=1 - axis)
+        middle = cam.shape[axis] // 2
+        ratios.append(float(steps[middle - 2 : middle + 1].max() / max(np.median(steps), 1e-9)))
+    return max(ratios)
 
 
 def main() -> int:
@@ -86,7 +106,8 @@ def main() -> int:
         alpha = cam.colormap.map(np.clip(norm, 0, 1).ravel())[:, 3]
         print(
             f"{name}: {cam.name}, blending {cam.blending}, cells {len(result.cells)}, "
-            f"drawn {np.mean(alpha > 0):.2f} of the map, max alpha {alpha.max():.2f}"
+            f"drawn {np.mean(alpha > 0):.2f} of the map, max alpha {alpha.max():.2f}, "
+            f"border step / median {border_ratio(cam.data):.1f}"
         )
         settle(app, 1.0)
         grab(app, window, args.out / f"{name}_heat.png")

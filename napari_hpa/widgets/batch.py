@@ -413,8 +413,10 @@ class BatchWidget(QWidget):
         cell = f" cell {r['cell']}" if r.get("cell") not in (None, "") else ""
         text = f"{image.image_id}{cell}: {predicted}" + (f"  (top: {top})" if top else "")
         status = str(r.get("status", ""))
+        # the row's message names the file; on the canvas the image's id leads instead
+        reason = str(r.get("error", "")).removeprefix(f"{r['image']}: ")
         if status == "warning":  # its probabilities, no class: the image has no signal
-            text = f"{image.image_id}{cell}: warning: {r.get('error', '')}"
+            text = f"{image.image_id}{cell}: warning: {reason}"
         elif status != "ok":
-            text = f"{image.image_id}{cell}: error: {r.get('error', '')}"
+            text = f"{image.image_id}{cell}: error: {reason}"
         show_text(self.viewer, text, max_lines=CANVAS_LINES)

@@ -99,7 +99,7 @@ def test_a_full_disk_keeps_the_correction_and_says_so(
     filler = _fill(small_disk)
     _row(annotate, first).setCheckState(Qt.Checked)  # the user ticks a class
     line = annotate.status.text()
-    assert line.startswith("Not saved: ") and "disk is full" in line, line
+    assert line.startswith("Not saved: the disk is full. "), line
     assert "\n" not in line and "kept here" in line
     assert _row(annotate, first).checkState() == Qt.Checked  # the correction stays
     assert "not saved" in _row(annotate, first).text()

@@ -36,21 +36,27 @@ def db_path_for(source: str) -> Path:
 
 
 def store_problem(exc: BaseException, path: Path | str | None) -> str:
-    """Say in one line that the database at ``path`` failed, and why."""
+    """Say in one short line why the database at ``path`` failed.
+
+    The file is left out (the dock names its database just below the status), and
+    so is the store's "the last change was not saved": the dock says what it keeps.
+    """
     text = str(exc).strip()
     reason = text.splitlines()[0] if text else type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror:
         reason = exc.strerror
-    where = str(path) if path is not None else "the annotations database"
-    return reason if where in reason else f"{where}: {reason}"
+    if path is not None and reason.startswith(f"{path}: "):
+        reason = reason[len(f"{path}: ") :]
+    return reason.removesuffix("; the last change was not saved")
 
 
 def open_store(path: Path) -> tuple[AnnotationStore | None, str | None]:
     """Open the database at ``path``: the store and None, or None and why not (one line)."""
     try:
         return AnnotationStore(path), None
-    except STORE_ERRORS as exc:
-        return None, store_problem(exc, path)
+    except STORE_ERRORS as exc:  # the file is named: nothing else names it then
+        reason = store_problem(exc, path)
+        return None, reason if str(path) in reason else f"{path}: {reason}"
 
 
 def not_saved(problem: str, waiting: int) -> str:
