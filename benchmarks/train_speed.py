@@ -118,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from napari_hpa.core.image.synth import write_samples
-    from napari_hpa.core.model.predict import choose_device
+    from napari_hpa.core.model.device import choose_device
     from napari_hpa.core.train.data import load_csv
 
     device = choose_device(args.device)

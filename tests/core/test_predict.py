@@ -9,7 +9,8 @@ from helpers import write_tiny_model
 
 from napari_hpa.core.image.io import ImageData
 from napari_hpa.core.model.checkpoint import load_model
-from napari_hpa.core.model.predict import Predictor, choose_device, decide
+from napari_hpa.core.model.device import choose_device
+from napari_hpa.core.model.predict import Predictor, decide
 from napari_hpa.core.tasks import HPA_CHANNELS, get_task
 
 

@@ -57,6 +57,7 @@ from .sanity import (
     read_meta,
     weights_problem,
 )
+from .views import VIEW_MODES
 
 SCHEMA_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -99,7 +100,10 @@ class InputSpec:
     crop becomes one tile (:func:`~napari_hpa.core.model.tiles.prepare_cell`):
     ``"stretch"`` resizes the crop to the tile (older models), ``"square"`` pads
     the masked crop to a square with zeros first, so a cell keeps its shape and
-    fills the tile as the cells the model was trained on did.
+    fills the tile as the cells the model was trained on did. ``views`` is what the
+    Predictor averages per tile (:mod:`~napari_hpa.core.model.views`): ``"none"``, the
+    tile as it is; ``"flip4"``, its 4 flips; ``"d4"``, its 8 rotations and flips.
+    A cell's orientation means nothing, so the averaged answer is steadier.
     """
 
     channels: list[str]
@@ -112,6 +116,7 @@ class InputSpec:
     invert: bool = False
     pad_square: bool = False
     cell_fit: str = "stretch"
+    views: str = "none"
 
     def __post_init__(self) -> None:
         n = len(self.channels)
@@ -140,6 +145,8 @@ class InputSpec:
             raise ValueError(f"unknown normalize mode {self.normalize!r}")
         if self.cell_fit not in ("stretch", "square"):
             raise ValueError(f"unknown cell_fit {self.cell_fit!r}")
+        if self.views not in VIEW_MODES:
+            raise ValueError(f"unknown input.views {self.views!r} (one of {', '.join(VIEW_MODES)})")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputSpec:
@@ -155,6 +162,7 @@ class InputSpec:
             invert=bool(data.get("invert", False)),
             pad_square=bool(data.get("pad_square", False)),
             cell_fit=str(data.get("cell_fit", "stretch")),
+            views=str(data.get("views", "none")),
         )
 
 

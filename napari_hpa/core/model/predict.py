@@ -1,8 +1,9 @@
 """Run a model on images: the one inference path for GUI, CLI, batch and evaluation.
 
-The :class:`Predictor` chooses the device (CUDA, then MPS, then CPU), batches
-tiles across images, uses mixed precision on CUDA, and survives running out of
-GPU memory by halving the batch and finally falling back to the CPU.
+The :class:`Predictor` chooses the device (:mod:`.device`), batches tiles across
+images, averages each tile's test-time views (:mod:`.views`, ``input.views``), uses
+mixed precision on CUDA, and survives running out of GPU memory by halving the batch
+and finally falling back to the CPU.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import torch
 
 from ..image.io import ImageData
 from .checkpoint import LoadedModel, ModelSpec, load_model
+from .device import choose_device, is_oom
 from .heat import Activations, mask_map, place_whole_map
 from .metrics import decide_multilabel
 from .registry import ModelEntry, resolve_model
 from .tiles import TileGrid, prepare_cell, prepare_tiles, stitch_maps
+from .views import with_views
 
 CamRequest = Sequence[int] | Literal["predicted", "all"] | None
 
@@ -55,36 +58,6 @@ class NonFiniteOutput(ValueError):
 def is_finite(probabilities: np.ndarray) -> bool:
     """Return True when every probability is a finite number (see :class:`NonFiniteOutput`)."""
     return bool(np.isfinite(probabilities).all())
-
-
-def choose_device(preference: str | torch.device = "auto") -> torch.device:
-    """Return the device to use: ``auto`` picks CUDA, then Apple MPS, then the CPU."""
-    pref = str(preference).lower()
-    if pref == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            "CUDA was requested but no CUDA GPU is available; use --device cpu or auto"
-        )
-    if pref == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise ValueError("MPS was requested but is not available on this machine")
-    return torch.device(pref)
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Tell a GPU out-of-memory error (the only one worth a retry on a smaller batch)."""
-    found = getattr(torch, "OutOfMemoryError", None) or getattr(
-        torch.cuda, "OutOfMemoryError", None
-    )
-    oom_type: type | tuple[()] = found if isinstance(found, type) else ()
-    return isinstance(exc, oom_type) or "out of memory" in str(exc).lower()
 
 
 @dataclass
@@ -258,7 +231,7 @@ class Predictor:
         return all_logits, (np.concatenate(cams) if cams else None)
 
     def to_probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Per-tile logits (T, K) -> one probability vector (K,) per image (mean over tiles)."""
+        """Logits (T, K) of an image's tiles and views -> its probabilities (K,): their mean."""
         t = torch.from_numpy(logits)
         probs = torch.sigmoid(t) if self.spec.task.multilabel else torch.softmax(t, dim=1)
         return probs.mean(dim=0).numpy()
@@ -275,6 +248,7 @@ class Predictor:
         """
         if not tiles_per_image:
             return np.zeros((0, self.spec.task.num_classes), np.float32)
+        tiles_per_image = [with_views(t, self.spec.input.views) for t in tiles_per_image]
         counts = [len(t) for t in tiles_per_image]
         logits, _ = self.run_tiles(np.concatenate(tiles_per_image), should_stop=should_stop)
         out, start = [], 0
@@ -429,7 +403,11 @@ class Predictor:
         """
         want_maps = cam_classes is not None or keep_activations
         tiles, grid = self.prepare(image, whole=whole)
-        logits, cams = self.run_tiles(tiles, want_maps, should_stop)
+        # the tiles' own maps are the first rows: with_views puts the tiles first
+        logits, cams = self.run_tiles(
+            with_views(tiles, self.spec.input.views), want_maps, should_stop
+        )
+        cams = None if cams is None else cams[: len(tiles)]
         probs = self.to_probabilities(logits)
         if not is_finite(probs):
             raise NonFiniteOutput(self.model_id)

@@ -42,8 +42,9 @@ from torch import nn
 
 from ..model.architectures.base import ClassifierNet
 from ..model.checkpoint import LoadedModel, check_free_space, model_bytes
+from ..model.device import choose_device, is_oom
 from ..model.metrics import binary_log_loss, evaluate, log_loss, tune_thresholds
-from ..model.predict import Predictor, choose_device, is_oom
+from ..model.predict import Predictor
 from .augment import (
     ImageCache,
     TrainDataset,
