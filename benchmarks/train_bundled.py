@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/train_bundled.py hpa|plankton|all [--quick]
-    python benchmarks/train_bundled.py plankton --reuse   # keep the trained weights
+    python benchmarks/train_bundled.py plankton|hpa --reuse   # keep the trained weights
 
 ``hpa`` writes ``models/hpa28-efficientnet_lite0/``, ``plankton`` writes
 ``models/plankton121-efficientnet_lite0/`` (each replaced as a whole: model.safetensors,
@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="plankton: keep the bundled trained weights, redo the prior correction, "
-        "evaluation and card (minutes instead of an hour)",
+        help="keep the bundled trained weights; plankton: redo the prior correction, "
+        "evaluation and card; hpa: redo model.json's input, the held-out figures and the "
+        "card (minutes instead of an hour)",
     )
     args = parser.parse_args(argv)
     t0 = time.time()
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from bundled import hpa
 
         kwargs = {} if args.budget is None else {"finetune_budget_s": args.budget}
-        hpa.run(quick=args.quick, **kwargs)
+        hpa.run(quick=args.quick, reuse=args.reuse, **kwargs)
     print(f"done in {(time.time() - t0) / 60:.1f} min")
     return 0
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run(quick: bool = False, finetune_budget_s: float | None = None) -> Path:
-    """Train, then save the model folder (``train_bundled.py hpa``)."""
+def run(quick: bool = False, finetune_budget_s: float | None = None, reuse: bool = False) -> Path:
+    """Train, then save the model folder (``train_bundled.py hpa``).
+
+    ``reuse`` keeps the bundled weights and redoes only model.json's input, the
+    held-out figures and the card (``--reuse``, minutes instead of 70).
+    """
     from . import card, recipe
 
+    if reuse:
+        return card.rescore()
     recipe.run(quick=quick, staged_budget_s=finetune_budget_s)
     return card.finish()

@@ -59,9 +59,17 @@ def previous_model() -> Path:
     return V2_DIR
 
 
-def through_predictor(folder: Path, items: list[Item], idx: list[int]) -> dict[str, Any]:
-    """Held-out figures of a saved model folder, images re-read from disk."""
-    pred = Predictor(load_model(folder), device="cpu", batch_size=16)
+def through_predictor(
+    folder: Path, items: list[Item], idx: list[int], views: str | None = None
+) -> dict[str, Any]:
+    """Held-out figures of a saved model folder, images re-read from disk.
+
+    ``views`` overrides the folder's ``input.views`` (the card's side-by-side column).
+    """
+    loaded = load_model(folder)
+    if views is not None:
+        loaded.spec.input.views = views
+    pred = Predictor(loaded, device="cpu", batch_size=16)
     probs = np.zeros((len(idx), K), np.float32)
     cells: list[np.ndarray] = [np.zeros((0, K), np.float32)] * len(idx)
     duloc = [j for j, i in enumerate(idx) if items[i].source == "duloc"]
@@ -82,11 +90,8 @@ def through_predictor(folder: Path, items: list[Item], idx: list[int]) -> dict[s
 
 
 def finish() -> Path:
-    """Build model.json, save, score through the Predictor (new and @2), write the card."""
+    """Build model.json from the trained weights, then save, score and write the card."""
     res = json.loads((OUT / "results.json").read_text())
-    items = load_items()
-    train, held = split(items)
-    assert [items[i].key for i in held] == res["split"]["held_out"], "split changed since training"
     net = make_net(res["channel_policy"]["er_live"])
     net.load_state_dict(torch.load(OUT / "net.pt", weights_only=True))
     er_live = res["channel_policy"]["er_live"]
@@ -117,14 +122,41 @@ def finish() -> Path:
             "total_seconds": res["total_seconds"],
         },
     )
+    return save_and_card(net, spec, res)
+
+
+def rescore() -> Path:
+    """Keep the bundled weights; redo model.json's input, the held-out figures and the card.
+
+    ``train_bundled.py hpa --reuse``: for a change of inference (``input.views``) that
+    needs no training. The training report (``report/training.json``) is the one saved
+    with the weights.
+    """
+    folder = MODELS / NAME
+    loaded = load_model(folder)
+    res = json.loads((folder / "report" / "training.json").read_text())
+    spec = loaded.spec
+    spec.input = I.input_spec()
+    spec.metrics = {}
+    return save_and_card(loaded.net, spec, res)
+
+
+def save_and_card(net: torch.nn.Module, spec: ModelSpec, res: dict[str, Any]) -> Path:
+    """Save, score through the Predictor (views, no views, @2), write model.json and the card."""
+    items = load_items()
+    train, held = split(items)
+    assert [items[i].key for i in held] == res["split"]["held_out"], "split changed since training"
     replace_model_folder(NAME)
     folder = save_model(net, spec, MODELS, folder_name=NAME)
     new = through_predictor(folder, items, held)
+    plain = through_predictor(folder, items, held, views="none")
     old = through_predictor(previous_model(), items, held)
-    h_new, h_old = headline(new["figures"]), headline(old["figures"])
-    for h, r in ((h_new, new), (h_old, old)):
+    heads = [headline(r["figures"]) for r in (new, plain, old)]
+    for h, r in zip(heads, (new, plain, old), strict=True):
         h["duloc_cell_top1_crop_only"] = r["cell_metrics"]["cell_top1_crop_only"]
-    log(f"through the Predictor: {h_new}")
+    h_new, h_plain, h_old = heads
+    log(f"through the Predictor ({spec.input.views} views): {h_new}")
+    log(f"the same weights, no views: {h_plain}")
     log(f"@2 on the same images: {h_old}")
     spec.metrics = {
         "headline_set": "held-out images and sets (split by set, see the card)",
@@ -132,6 +164,7 @@ def finish() -> Path:
         "top3": h_new["composite_top3"],
         "macro_f1": h_new["composite_macro_f1"],
         **{k: v for k, v in h_new.items() if v is not None},
+        "without_views": {k: v for k, v in h_plain.items() if v is not None},
         "previous_version": {k: v for k, v in h_old.items() if v is not None},
     }
     replace_model_folder(NAME)
@@ -141,7 +174,10 @@ def finish() -> Path:
         rep.mkdir()
         write_json(rep / "training.json", res)
         write_json(rep / "split.json", {**res["split"], "seed": SEED})
-        write_json(rep / "held_out_figures.json", {"v3": new["figures"], "v2": old["figures"]})
+        write_json(
+            rep / "held_out_figures.json",
+            {"v3": new["figures"], "v3_no_views": plain["figures"], "v2": old["figures"]},
+        )
         write_json(
             rep / "held_out_predictions.json",
             [
@@ -158,7 +194,7 @@ def finish() -> Path:
             ],
         )
         (tmp / "README.md").write_text(
-            model_card(spec, items, train, held, res, h_new, h_old), "utf-8"
+            model_card(spec, items, train, held, res, h_new, h_old, h_plain), "utf-8"
         )
 
     final = save_model(net, spec, MODELS, folder_name=NAME, write_extra=extra)
@@ -166,8 +202,8 @@ def finish() -> Path:
     return final
 
 
-def _row(name: str, key: str, new: dict, old: dict) -> str:
-    return f"| {name} | {fmt(new.get(key))} | {fmt(old.get(key))} |"
+def _row(name: str, key: str, new: dict, old: dict, plain: dict) -> str:
+    return f"| {name} | {fmt(new.get(key))} | {fmt(plain.get(key))} | {fmt(old.get(key))} |"
 
 
 def model_card(
@@ -178,6 +214,7 @@ def model_card(
     res: dict[str, Any],
     new: dict[str, Any],
     old: dict[str, Any],
+    plain: dict[str, Any],
 ) -> str:
     n = {
         src: (sum(items[i].source == src for i in train), sum(items[i].source == src for i in held))
@@ -229,37 +266,49 @@ def model_card(
         "",
         "## Held-out results (through the Predictor, this model beside @2 on the same images)",
         "",
-        "| figure | v3 (this) | @2 |",
-        "|---|---|---|",
+        f"`input.views: {spec.input.views}`: the Predictor averages each tile's and each cell's",
+        "8 rotations and flips (D4). That was chosen on validation folds of the training items",
+        "(docs/benchmarks.md, HPA inference options) before these figures were computed; the",
+        "same weights without views are the middle column.",
+        "",
+        f"| figure | v3 (this: {spec.input.views} views) | v3, no views | @2 |",
+        "|---|---|---|---|",
         _row(
-            f"DULoc 4-channel sets ({n['duloc'][1]}): whole-set top-1", "duloc_set_top1", new, old
+            f"DULoc 4-channel sets ({n['duloc'][1]}): whole-set top-1",
+            "duloc_set_top1",
+            new,
+            old,
+            plain,
         ),
-        _row("DULoc sets: whole-set top-3", "duloc_set_top3", new, old),
+        _row("DULoc sets: whole-set top-3", "duloc_set_top3", new, old, plain),
         _row(
             f"DULoc cells ({fmt(new.get('duloc_cells_per_set'), 1)} per set, segmented by napari): per-cell top-1",
             "duloc_cell_top1",
             new,
             old,
+            plain,
         ),
         _row(
             "DULoc cells: per-cell top-1, the crop alone (no image context)",
             "duloc_cell_top1_crop_only",
             new,
             old,
+            plain,
         ),
-        _row("DULoc cells: per-cell top-3", "duloc_cell_top3", new, old),
-        _row("DULoc cells: per-cell macro F1 (thresholds)", "duloc_cell_macro_f1", new, old),
-        _row("DULoc: set's top class = most cells' top class", "duloc_agreement", new, old),
-        _row(f"composites ({n['composite'][1]}): top-1", "composite_top1", new, old),
-        _row("composites: top-3", "composite_top3", new, old),
-        _row("composites: macro F1 (thresholds)", "composite_macro_f1", new, old),
+        _row("DULoc cells: per-cell top-3", "duloc_cell_top3", new, old, plain),
+        _row("DULoc cells: per-cell macro F1 (thresholds)", "duloc_cell_macro_f1", new, old, plain),
+        _row("DULoc: set's top class = most cells' top class", "duloc_agreement", new, old, plain),
+        _row(f"composites ({n['composite'][1]}): top-1", "composite_top1", new, old, plain),
+        _row("composites: top-3", "composite_top3", new, old, plain),
+        _row("composites: macro F1 (thresholds)", "composite_macro_f1", new, old, plain),
         _row(
             f"Kaggle green ({n['kaggle'][1]}, multi-label): macro AUROC",
             "kaggle_macro_auroc",
             new,
             old,
+            plain,
         ),
-        _row("Kaggle green: macro F1 (thresholds)", "kaggle_macro_f1", new, old),
+        _row("Kaggle green: macro F1 (thresholds)", "kaggle_macro_f1", new, old, plain),
         "",
         "Chance: top-1 1/28 = 0.036 and top-3 0.107 over 28 classes (the DULoc sets have 5).",
         f"With {n['duloc'][1]} held-out sets and {n['composite'][1]} composites, one set is "

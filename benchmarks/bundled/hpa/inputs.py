@@ -48,6 +48,9 @@ def input_spec() -> InputSpec:
         std=[0.5] * 4,
         normalize="percentile",
         cell_fit="square",
+        # the 8 D4 views of every tile and cell, averaged: chosen on validation folds of
+        # the training items (benchmarks/hpa_inference_options.py, docs/benchmarks.md)
+        views="d4",
     )
 
 
