@@ -16,6 +16,7 @@ import pytest
 from napari_hpa.core.image.io import ImageData, read_image
 from napari_hpa.core.model import predict as P
 from napari_hpa.core.model.predict import Predictor
+from napari_hpa.core.model.views import with_views
 from tests.conftest import shared_data
 
 MODEL = "hpa28-efficientnet_lite0"
@@ -61,7 +62,8 @@ def test_probabilities_are_those_of_the_scored_tiles_bit_for_bit(predictor, name
     kept = predictor.predict_one(image, keep_activations=True)
     with_maps = predictor.predict_one(image, cam_classes="predicted")
     tiles, _ = predictor.prepare(image)
-    logits, _ = predictor.run_tiles(tiles, with_cam=True)  # what the maps' run scored before
+    # what the maps' run scores: the tiles and their test-time views (input.views)
+    logits, _ = predictor.run_tiles(with_views(tiles, predictor.spec.input.views), with_cam=True)
     expected = predictor.to_probabilities(logits).astype(np.float32)
     np.testing.assert_array_equal(kept.probabilities, expected)
     np.testing.assert_array_equal(with_maps.probabilities, expected)

@@ -13,6 +13,7 @@ from napari_hpa.core.model.heat import heat_mask, mask_map
 from napari_hpa.core.model.predict import Predictor
 from napari_hpa.core.model.registry import sample_data_dir
 from napari_hpa.core.model.tiles import prepare_tiles
+from napari_hpa.core.model.views import with_views
 
 MODEL = "hpa28-efficientnet_lite0"  # 160-px tiles, the longer side resized to 320
 
@@ -62,7 +63,8 @@ def test_probabilities_do_not_see_the_map_only_tiles(predictor, field):
     assert kept.activations.maps.shape == (1, 28, 10, 10) and kept.activations.grid.scored == 4
     # the scored tiles are those of a plain prediction, run in the same batches
     tiles, _ = predictor.prepare(field)
-    logits, _ = predictor.run_tiles(tiles, with_cam=True)
+    scored = with_views(tiles, predictor.spec.input.views)  # and their test-time views
+    logits, _ = predictor.run_tiles(scored, with_cam=True)
     np.testing.assert_array_equal(kept.probabilities, predictor.to_probabilities(logits))
     np.testing.assert_array_equal(kept.probabilities, cams.probabilities)
     # the network's two heads (pooled maps, linear on pooled features) agree to rounding
