@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -136,6 +137,23 @@ def test_finetune_writes_child_and_leaves_parent_untouched(
     again = train_model(tiny_config(parent.path.parent, base=str(parent.path), epochs=1), same)
     assert again.path.name == "tiny-v2" and read_spec(again.path).training["new_head"] is False
     assert _hash_tree(parent.path) == before
+
+
+def test_a_child_keeps_its_parents_cell_context_and_views(
+    trained, easy_dir: Path, tmp_path: Path
+) -> None:
+    """How cells and views are scored is the parent's policy, not something a retrain resets."""
+    parent, _ = trained
+    folder = tmp_path / "models" / "tiny-v1"
+    shutil.copytree(parent.path, folder)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["cell_context"], meta["input"]["views"] = 0.5, "d4"
+    (folder / "model.json").write_text(json.dumps(meta))
+    same = load_csv(easy_dir, easy_dir / "labels.csv", EASY)
+    child = train_model(tiny_config(folder.parent, base=str(folder), epochs=1), same)
+    spec = read_spec(child.path)
+    assert spec.parent == "tiny@1"
+    assert spec.cell_context == 0.5 and spec.input.views == "d4"
 
 
 def test_freeze_bn_keeps_the_parents_statistics(trained, easy_dir: Path, tmp_path: Path) -> None:

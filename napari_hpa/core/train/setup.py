@@ -55,6 +55,8 @@ def setup_model(config: TrainConfig, task: Task) -> tuple[ClassifierNet, ModelSp
             inp,
             arch_kwargs=dict(ps.arch_kwargs),
             parent=ps.id,
+            # how a cell's answer leans on its image is the parent's policy, like its views
+            cell_context=ps.cell_context,
         )
         return net, spec, info
     try:
