@@ -31,9 +31,16 @@ _FLIPS: tuple[_View, ...] = (
     lambda x: x[..., ::-1, :],
     lambda x: x[..., ::-1, ::-1],
 )
-_D4: tuple[_View, ...] = _FLIPS + tuple(
-    (lambda x, flip=flip: flip(_transpose(x))) for flip in _FLIPS
-)
+
+
+def _transposed(flip: _View) -> _View:
+    def view(x: np.ndarray) -> np.ndarray:
+        return flip(_transpose(x))
+
+    return view
+
+
+_D4: tuple[_View, ...] = _FLIPS + tuple(_transposed(flip) for flip in _FLIPS)
 _VIEWS: dict[str, tuple[_View, ...]] = {"none": _FLIPS[:1], "flip4": _FLIPS, "d4": _D4}
 
 
