@@ -12,6 +12,7 @@ was closed are picked up the same way at the next start, and one still running
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ class JobFollowerMixin:
     plot: TrainingPlot
     result_box: ComparePanel
     _closed: bool
+    _gone: threading.Event
     _final_shown: str | None
     _unshown: int
     _last_ui: float
@@ -74,7 +76,9 @@ class JobFollowerMixin:
         def deliver(outcome: Any) -> None:
             if worker in self.state.pending:
                 self.state.pending.remove(worker)
-            if self._closed or (latest is not None and self.state.latest.get(latest) is not worker):
+            if self._closed or self._gone.is_set():
+                return  # the dock was closed or deleted while the worker ran
+            if latest is not None and self.state.latest.get(latest) is not worker:
                 return
             with one_paint(self):
                 done(outcome)

@@ -10,6 +10,7 @@ images, and the table shows what improved and what got worse.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +87,11 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         self.manager = manager or JobManager()
         self.state = RetrainState()
         self._closed = False
+        # set when Qt deletes the widget (napari closed without a closeEvent): a worker
+        # that finishes later must not touch it. A plain Event, not a method of the
+        # widget, so that the slot outlives the widget's wrapper.
+        self._gone = threading.Event()
+        self.destroyed.connect(self._gone.set)
         self._entries: list[registry.ModelEntry] = []
         self._final_shown: str | None = None
         self._unshown = 0
