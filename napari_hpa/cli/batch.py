@@ -1,10 +1,13 @@
 """``napari-hpa batch``: classify a whole screen into a resumable CSV or Parquet table.
 
-Bad images do not stop the run: each gets an error row, and the exit code is 0
-when the run finished (the number of errors and the first messages are printed
-at the end). A blank or saturated image gets a row of status ``warning`` with no
-predicted class, and a ``warning:`` line naming it. A bad folder or output is a user
-error: one line, exit code 2.
+Bad images do not stop the run: each gets an error row, the rest of the folder goes
+on, and at the end the number of errors and the first messages (one line each, naming
+the file) are printed and the exit code is 2, so that a script or a cluster job sees that
+some images were not classified. A run whose images all were classified exits 0; so does
+a resumed run, which skips the rows already in the table, error rows included. A blank or
+saturated image gets a row of status ``warning`` with no predicted class, and a
+``warning:`` line naming it; it does not change the exit code. A bad folder or output is
+a user error: one line, exit code 2, before any image is read.
 """
 
 from __future__ import annotations
@@ -228,4 +231,4 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
     bar.announce()  # a run with nothing left to do sends no progress
     _report(summary)
-    return 0
+    return 2 if summary.errors else 0

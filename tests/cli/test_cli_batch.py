@@ -39,12 +39,14 @@ def _live_group_members(pgid: int) -> list[int]:
     return alive
 
 
-def test_exit_0_with_corrupt_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_images_are_error_rows_the_rest_goes_on_and_the_exit_code_is_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     screen = make_screen(tmp_path / "screen")
     model = write_tiny_model(tmp_path / "models", fit=64)
     out = tmp_path / "results.csv"
     args = ["batch", str(screen), "--out", str(out), "--model", str(model), "--device", "cpu"]
-    assert main([*args, "--workers", "1", "--batch-size", "4"]) == 0
+    assert main([*args, "--workers", "1", "--batch-size", "4"]) == 2  # a script sees it
     captured = capsys.readouterr()
     rows = read_rows(out)
     assert len(rows) == 40
@@ -53,7 +55,7 @@ def test_exit_0_with_corrupt_images(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "37 ok, 3 error(s)" in captured.out
     assert "3 image(s) could not be classified" in captured.err
     assert "notes.png" in captured.err and "img/s" in captured.err  # tqdm bar on stderr
-    # a second run skips everything and still succeeds
+    # a second run skips everything, the error rows too: nothing of this run failed
     assert main([*args, "--quiet"]) == 0
     assert "40 already in" in capsys.readouterr().out
     assert len(read_rows(out)) == 40

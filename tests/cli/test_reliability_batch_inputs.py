@@ -100,7 +100,7 @@ def test_batch_channels_maps_seven_planes_like_predict(
     out = tmp_path / "r.csv"
     with counted("unnamed_7_planes", "batch"):
         rc, _, err = run_cli(batch(hpa_model, [folder], out), capsys)
-        assert rc == 0 and "Traceback" not in err, err
+        assert rc == 2 and "Traceback" not in err, err  # two error rows: exit 2
         table = rows(out)
         for tif in (a, b):
             row = table[str(tif)]
@@ -110,7 +110,7 @@ def test_batch_channels_maps_seven_planes_like_predict(
     mapped = tmp_path / "mapped.csv"
     with counted("channels_plane_out_of_range", "batch --channels"):
         rc, _, err = run_cli(batch(hpa_model, [folder], mapped, "--channels", SEVEN_MAP), capsys)
-        assert rc == 0, err
+        assert rc == 2, err  # four.tif's error row
         table = rows(mapped)
         assert table[str(four)]["status"] == "error"
         error = table[str(four)]["error"]  # (a 4-plane uint8 TIFF reads as RGB(A): 3 planes)

@@ -172,7 +172,7 @@ def test_other_pillow_formats_are_refused_by_content(
     out = tmp_path / "r.csv"
     rc, _, _ = _cli(_batch(rgb_model, folder, out), capsys)
     rows = _rows(out)
-    assert rc == 0 and rows[str(good)]["status"] == "ok"
+    assert rc == 2 and rows[str(good)]["status"] == "ok"  # error rows: exit 2
     for kind, (path, content) in files.items():
         with counted(kind, "batch"):
             row = rows[str(path)]
@@ -242,7 +242,7 @@ def test_fifos_never_block_predict_batch_or_the_reader(
     out = tmp_path / "r.csv"
     rc, _, _ = _cli(_batch(rgb_model, folder, out), capsys)
     rows = _rows(out)
-    assert rc == 0 and rows[str(good)]["status"] == "ok"
+    assert rc == 2 and rows[str(good)]["status"] == "ok"  # error rows: exit 2
     for kind, path in fifos.items():
         with counted(kind, "batch"):
             row = rows[str(path)]
@@ -276,7 +276,7 @@ def test_real_batch_over_fifos_and_an_unreadable_folder(tmp_path: Path, rgb_mode
         )
     finally:
         locked.chmod(0o755)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     rows = _rows(out)
     with counted("unreadable_subfolder", "batch (subprocess)"):
         row = rows[str(locked)]
