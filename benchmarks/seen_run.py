@@ -7,8 +7,9 @@ the docks added from the plugin (``add_plugin_dock_widget``), each image opened 
 ``viewer.open`` with the reader napari chooses (napari-hpa for HPA sets; for a plain
 image napari asks, and napari-hpa is picked as a user picks it in the dialog). For
 every real image (the bundled RGBY field, an HPA composite, a DULoc 4-channel set, a
-Kaggle ``_green.png``) it presses Predict, shows the heat map of the top class and the
-Annotate dock, and saves ``<n>_<image>_<step>.png``; then it shows the Retrain and
+Kaggle ``_green.png``; then a bright-field plankton JPEG with the plankton model) it
+presses Predict, shows the heat map of the top class and the Annotate dock, and saves
+``<n>_<image>_<step>.png``; then it shows the Retrain and
 Batch docks. Copies of the images go to a temporary folder, so no annotations database
 lands beside the data.
 """
@@ -27,6 +28,7 @@ from screenshot import grab, settle, wait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+HPA_MODEL = "hpa28-efficientnet_lite0"
 
 
 def images(work: Path) -> list[tuple[str, Path]]:
@@ -51,6 +53,11 @@ def images(work: Path) -> list[tuple[str, Path]]:
     if greens:
         shutil.copy(greens[0], work / greens[0].name)
         out.append(("kaggle_green", work / greens[0].name))
+    plankton = DATA / "plankton_ndsb2015" / "images" / "chaetognath_other"
+    jpgs = sorted(plankton.glob("*.jpg")) if plankton.exists() else []
+    if jpgs:  # a bright-field image: the heat map must show on its white background
+        shutil.copy(jpgs[0], work / f"plankton_{jpgs[0].name}")
+        out.append(("plankton", work / f"plankton_{jpgs[0].name}"))
     return out
 
 
@@ -83,6 +90,9 @@ def main() -> int:
             viewer.open(str(path), plugin="napari-hpa")
         settle(app, 1.0)
         predict.parentWidget().raise_()
+        model = "plankton121-efficientnet_lite0" if name == "plankton" else HPA_MODEL
+        predict.select_model(model)
+        settle(app, 0.5)
         predict.predict_button.click()
         wait(app, lambda: not predict.state.running, timeout=180)
         settle(app, 1.0)

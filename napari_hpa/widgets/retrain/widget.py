@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QVBoxLayout,
@@ -46,6 +45,7 @@ from .._shared.tooltips import TOOLTIPS, tip
 from .compare_panel import ComparePanel
 from .counts_panel import CountsPanel
 from .follow import UI_INTERVAL_S, JobFollowerMixin, one_paint
+from .log import show_log_dialog
 from .lookup import find_db, find_widgets, image_sources, model_for_tasks
 from .plot import TrainingPlot
 from .state import RetrainState, format_eta, progress_text
@@ -87,9 +87,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         self.manager = manager or JobManager()
         self.state = RetrainState()
         self._closed = False
-        # set when Qt deletes the widget (napari closed without a closeEvent): a worker
-        # that finishes later must not touch it. A plain Event, not a method of the
-        # widget, so that the slot outlives the widget's wrapper.
+        # Qt deleted the widget (no closeEvent): a plain Event outlives the wrapper
         self._gone = threading.Event()
         self.destroyed.connect(self._gone.set)
         self._entries: list[registry.ModelEntry] = []
@@ -461,26 +459,8 @@ class RetrainWidget(JobFollowerMixin, QWidget):
     def show_log(self, *_: Any) -> QDialog:
         """Open the log of the current (or last) job in a dialog and return the dialog."""
         jobs = [j for j in (self.state.job, self.state.compare_job) if j is not None]
-        text = (
-            "\n\n".join(
-                f"=== {j.record.kind} job {j.id} ({j.state}) ===\n"
-                + (f"error: {j.record.error}\n" if j.record.error else "")
-                + f"command: {' '.join(j.record.command)}\n\n{j.log_text() or '(empty log)'}"
-                for j in jobs
-            )
-            or "No job has run yet."
-        )
-        dialog = QDialog(self)
-        dialog.setWindowTitle("Retrain log")
-        view = QPlainTextEdit(text)
-        view.setReadOnly(True)
-        view.setLineWrapMode(QPlainTextEdit.NoWrap)
-        lay = QVBoxLayout(dialog)
-        lay.addWidget(view)
-        dialog.resize(720, 420)
-        dialog.show()
-        self.log_dialog = dialog
-        return dialog
+        self.log_dialog = show_log_dialog(self, jobs)
+        return self.log_dialog
 
     # -- misc -----------------------------------------------------------------------------
     def _update_buttons(self) -> None:
