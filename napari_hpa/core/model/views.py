@@ -14,10 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: The view modes ``model.json`` may name, and how many views each scores per tile.
-VIEW_COUNTS = {"none": 1, "flip4": 4, "d4": 8}
-VIEW_MODES = tuple(VIEW_COUNTS)
-
 _View = Callable[[np.ndarray], np.ndarray]
 
 
@@ -42,11 +38,13 @@ def _transposed(flip: _View) -> _View:
 
 _D4: tuple[_View, ...] = _FLIPS + tuple(_transposed(flip) for flip in _FLIPS)
 _VIEWS: dict[str, tuple[_View, ...]] = {"none": _FLIPS[:1], "flip4": _FLIPS, "d4": _D4}
+#: The view modes ``model.json`` may name.
+VIEW_MODES = tuple(_VIEWS)
 
 
 def view_count(mode: str) -> int:
     """How many views of each tile ``mode`` scores (1 for ``"none"``)."""
-    return VIEW_COUNTS[mode]
+    return len(_VIEWS[mode])
 
 
 def with_views(tiles: np.ndarray, mode: str) -> np.ndarray:

@@ -44,7 +44,6 @@ class JobFollowerMixin:
     status: QLabel
     plot: TrainingPlot
     result_box: ComparePanel
-    _closed: bool
     _gone: threading.Event
     _final_shown: str | None
     _unshown: int
@@ -76,7 +75,7 @@ class JobFollowerMixin:
         def deliver(outcome: Any) -> None:
             if worker in self.state.pending:
                 self.state.pending.remove(worker)
-            if self._closed or self._gone.is_set():
+            if self._gone.is_set():
                 return  # the dock was closed or deleted while the worker ran
             if latest is not None and self.state.latest.get(latest) is not worker:
                 return

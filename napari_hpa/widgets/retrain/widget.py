@@ -86,8 +86,7 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         self.viewer = napari_viewer
         self.manager = manager or JobManager()
         self.state = RetrainState()
-        self._closed = False
-        # Qt deleted the widget (no closeEvent): a plain Event outlives the wrapper
+        # closed, or deleted by Qt with no closeEvent: a plain Event outlives the wrapper
         self._gone = threading.Event()
         self.destroyed.connect(self._gone.set)
         self._entries: list[registry.ModelEntry] = []
@@ -481,5 +480,5 @@ class RetrainWidget(JobFollowerMixin, QWidget):
         """Stop polling; a running training goes on and is picked up at the next start."""
         self.timer.stop()
         self.plot.shutdown()
-        self._closed = True  # workers still in flight end unseen
+        self._gone.set()  # workers still in flight end unseen
         super().closeEvent(event)
