@@ -16,7 +16,8 @@ from ..core.image.io import ImageReadError, read_image
 from ..core.image.sources import find_images
 from ..core.image.writers import write_maps
 from ..core.model.checkpoint import CheckpointError
-from ..core.model.predict import NonFiniteOutput, Prediction, Predictor
+from ..core.model.predict import Predictor
+from ..core.model.prediction import NonFiniteOutput, Prediction
 from . import UserError, announce_model, chosen_model, shown
 from .options import add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, reporting_writes

@@ -10,7 +10,8 @@ from helpers import write_tiny_model
 from napari_hpa.core.image.io import ImageData
 from napari_hpa.core.model.checkpoint import load_model
 from napari_hpa.core.model.device import choose_device
-from napari_hpa.core.model.predict import Predictor, decide
+from napari_hpa.core.model.predict import Predictor
+from napari_hpa.core.model.prediction import decide
 from napari_hpa.core.tasks import HPA_CHANNELS, get_task
 
 
@@ -199,7 +200,7 @@ def test_cells_blend_with_their_image_by_the_models_cell_context(tmp_path: Path)
 
 def test_non_finite_outputs_are_an_error_never_a_probability(tmp_path: Path) -> None:
     """Weights damaged after loading (a NaN) must not come out as NaN 'probabilities'."""
-    from napari_hpa.core.model.predict import NonFiniteOutput, is_finite
+    from napari_hpa.core.model.prediction import NonFiniteOutput, is_finite
 
     predictor = Predictor(write_tiny_model(tmp_path, fit=64), device="cpu")
     image = _image()

@@ -22,14 +22,8 @@ from ..image.channels import ChannelMap
 from ..image.io import ImageReadError
 from ..image.writers import MAPS_SUFFIX, write_maps
 from ..model.checkpoint import ModelSpec
-from ..model.predict import (
-    NonFiniteOutput,
-    Prediction,
-    PredictionCancelled,
-    Predictor,
-    decide,
-    is_finite,
-)
+from ..model.predict import PredictionCancelled, Predictor
+from ..model.prediction import NonFiniteOutput, Prediction, decide, is_finite
 from .decode import Decoded, Mode, error_message
 from .records import plain_text
 from .table import BatchError, ResultWriter, Row

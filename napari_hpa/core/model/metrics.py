@@ -145,7 +145,7 @@ def _best_threshold(t: np.ndarray, p: np.ndarray, grid: np.ndarray, default: flo
 def decide_multilabel(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Decide as the Predictor does: the classes over their threshold, else the top one.
 
-    :func:`napari_hpa.core.model.predict.decide` calls this; returns booleans (N, K).
+    :func:`napari_hpa.core.model.prediction.decide` calls this; returns booleans (N, K).
     """
     p = _as_2d(probs)
     pred = p >= np.asarray(thresholds)[None, :]

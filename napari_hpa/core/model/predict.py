@@ -1,9 +1,10 @@
 """Run a model on images: the one inference path for GUI, CLI, batch and evaluation.
 
-The :class:`Predictor` chooses the device (:mod:`.device`), batches tiles across
-images, averages each tile's test-time views (:mod:`.views`, ``input.views``), uses
-mixed precision on CUDA, and survives running out of GPU memory by halving the batch
-and finally falling back to the CPU.
+The :class:`Predictor` chooses the device (:mod:`.device`) and the backend that runs
+the network (:mod:`.backends`: torch, or on a CPU the exported graph on ONNX Runtime or
+OpenVINO), batches tiles across images, averages each tile's test-time views
+(:mod:`.views`, ``input.views``), uses mixed precision on CUDA, and survives running out
+of GPU memory by halving the batch and finally falling back to the CPU.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from ..image.io import ImageData
+from .backends import Runtime, open_runtime, resolve_backend
 from .checkpoint import LoadedModel, ModelSpec, load_model
 from .device import choose_device, is_oom
 from .heat import Activations, mask_map, place_whole_map
-from .metrics import decide_multilabel
+from .prediction import NonFiniteOutput, Prediction, decide, is_finite
 from .registry import ModelEntry, resolve_model
 from .tiles import TileGrid, prepare_cell, prepare_tiles, stitch_maps
 from .views import with_views
@@ -40,69 +41,6 @@ class PredictionCancelled(Exception):
     """Raised inside :meth:`Predictor.predict` when ``should_stop`` returns True."""
 
 
-class NonFiniteOutput(ValueError):
-    """The network gave NaN or infinite outputs: its weights or ``model.json`` are damaged.
-
-    A ValueError, so every caller that turns a bad image into one line (the CLI, a
-    batch's error row, a napari notification) does the same here: a NaN must never
-    be shown or written as a probability.
-    """
-
-    def __init__(self, model_id: str) -> None:
-        super().__init__(
-            f"model {model_id} gave non-finite outputs (NaN or infinity): its weights or "
-            "model.json (input mean/std) are damaged; retrain it or pick another model"
-        )
-
-
-def is_finite(probabilities: np.ndarray) -> bool:
-    """Return True when every probability is a finite number (see :class:`NonFiniteOutput`)."""
-    return bool(np.isfinite(probabilities).all())
-
-
-@dataclass
-class Prediction:
-    """The result for one image (or one cell)."""
-
-    image_id: str
-    source: str
-    model_id: str
-    classes: tuple[str, ...]
-    probabilities: np.ndarray
-    predicted: list[int]
-    cams: dict[int, np.ndarray] = field(default_factory=dict)
-    activations: Activations | None = field(default=None, repr=False)
-
-    @property
-    def predicted_names(self) -> list[str]:
-        """Names of the predicted classes."""
-        return [self.classes[i] for i in self.predicted]
-
-    def top(self, k: int = 5) -> list[tuple[str, float]]:
-        """Return the ``k`` most probable classes as (name, probability), highest first."""
-        order = np.argsort(-self.probabilities)[:k]
-        return [(self.classes[i], float(self.probabilities[i])) for i in order]
-
-    def to_dict(self) -> dict:
-        """Return a JSON-able summary, no maps (``napari-hpa predict --out FILE.json``)."""
-        return {
-            "image": self.source,
-            "image_id": self.image_id,
-            "model": self.model_id,
-            "probabilities": dict(zip(self.classes, map(float, self.probabilities), strict=True)),
-            "predicted": [int(i) for i in self.predicted],
-            "predicted_names": self.predicted_names,
-        }
-
-
-def decide(probabilities: np.ndarray, spec: ModelSpec) -> list[int]:
-    """Predicted classes: over their threshold (multilabel; at least the top one), or the argmax."""
-    if spec.task.multilabel:
-        chosen = decide_multilabel(np.asarray(probabilities)[None], np.asarray(spec.thresholds))
-        return [int(i) for i in np.flatnonzero(chosen[0])]
-    return [int(np.argmax(probabilities))]
-
-
 class Predictor:
     """A loaded model on a device, ready to classify images.
 
@@ -117,6 +55,11 @@ class Predictor:
         Tiles per forward pass; halved automatically on GPU out-of-memory.
     amp
         Mixed precision (float16 autocast) on CUDA.
+    backend
+        ``"torch"`` (the default: training and comparisons change or compare weights),
+        ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (the fastest installed on a CPU,
+        torch on a GPU; :mod:`.backends.choice`). A runtime that fails to load, run or
+        match torch falls back to torch with one warning.
     """
 
     def __init__(
@@ -125,6 +68,7 @@ class Predictor:
         device: str | torch.device = "auto",
         batch_size: int = 8,
         amp: bool = True,
+        backend: str = "torch",
     ) -> None:
         if isinstance(model, LoadedModel):
             loaded = model
@@ -136,6 +80,33 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.amp = amp
         self.model.net.to(self.device).eval()
+        #: The backend in use: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
+        self.backend = resolve_backend(backend, self.device)
+        self._runtime: Runtime | None = None
+
+    def ensure_backend(self) -> str:
+        """Open the backend now (exporting the model on its first use); return its name.
+
+        Otherwise the first forward pass opens it. Batch calls it before its workers
+        start, so that they load one cached export instead of each exporting.
+        """
+        if self.backend != "torch" and self._runtime is None:
+            try:
+                self._runtime = open_runtime(self.model, self.backend)
+            except Exception as exc:  # noqa: BLE001 - any failure: torch still answers
+                self._fall_back_to_torch(exc)
+        return self.backend
+
+    def _fall_back_to_torch(self, reason: BaseException) -> None:
+        first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+        warnings.warn(
+            f"the {self.backend} backend failed for {self.model_id} ({first_line[:200]}); "
+            "using torch",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.backend = "torch"
+        self._runtime = None
 
     @property
     def spec(self) -> ModelSpec:
@@ -162,6 +133,20 @@ class Predictor:
     # -- the forward pass, with the GPU out-of-memory fallback -------------------------
 
     def _forward(self, batch: np.ndarray, with_cam: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        size = self.spec.input.size
+        if (
+            self.backend != "torch"
+            and self.device.type == "cpu"
+            and batch.shape[-2:] == (size, size)
+        ):
+            # tiles only: the exported graph is the tile size's (its "same" padding is
+            # fixed at export), so a whole-image map pass stays on torch
+            self.ensure_backend()
+            if self._runtime is not None:
+                try:
+                    return self._runtime.run(batch, with_cam)
+                except Exception as exc:  # noqa: BLE001 - fall back, and answer with torch
+                    self._fall_back_to_torch(exc)
         x = torch.from_numpy(batch)
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)

@@ -26,7 +26,8 @@ from psygnal import Signal
 
 from ... import layers as L
 from ...core.image.io import ImageData
-from ...core.model.predict import Prediction, Predictor
+from ...core.model.predict import Predictor
+from ...core.model.prediction import Prediction
 from ...core.model.registry import ModelEntry
 
 if TYPE_CHECKING:
