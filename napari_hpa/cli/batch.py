@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..core.batch.run import BatchError, BatchProgress, BatchSummary, run_batch
 from ..core.image.files import long_name
 from . import UserError, announce_model, chosen_model, shown
-from .options import add_channels_option, channel_map
+from .options import add_backend_option, add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, write_failed
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-recursive", action="store_true", help="do not walk subfolders")
     add_channels_option(p)
+    add_backend_option(p)
     p.add_argument("--cells", action="store_true", help="segment cells and write one row per cell")
     p.add_argument(
         "--cam",
@@ -210,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             args.out,
             choice.entry,
             device=args.device,
+            backend=args.backend,
             batch_size=args.batch_size,
             threads=args.threads,
             infer=args.infer,

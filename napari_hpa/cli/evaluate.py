@@ -31,7 +31,7 @@ from ..core.model.metrics import evaluate
 from ..core.tasks import BUILTIN_TASKS
 from ..core.train.data import DataError, load_csv, load_folder_per_class, targets_matrix
 from . import UserError, announce_model, chosen_model, shown
-from .options import add_channels_option, channel_map
+from .options import add_backend_option, add_channels_option, channel_map
 from .outputs import check_output_folder, reporting_writes
 
 
@@ -71,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--batch-size", type=int, default=16)
     add_channels_option(p)
+    add_backend_option(p)
     p.set_defaults(run=run)
 
 
@@ -92,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(args.out)
     choice = chosen_model(args.model)
     try:
-        predictor = Predictor(choice.entry, device=args.device, batch_size=args.batch_size)
+        predictor = Predictor(
+            choice.entry, device=args.device, batch_size=args.batch_size, backend=args.backend
+        )
     except (LookupError, CheckpointError, ValueError) as exc:
         raise UserError(
             str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)

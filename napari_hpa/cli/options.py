@@ -1,4 +1,4 @@
-"""Options several commands share: ``--channels`` (predict, batch, evaluate).
+"""Options several commands share: ``--channels`` and ``--backend`` (predict, batch, evaluate).
 
 The parsing itself is :func:`~napari_hpa.core.image.channels.parse_channel_map`, one
 function for all three commands (and anything else that maps channels); here are
@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Sequence
 
 from ..core.image.channels import ChannelMap, ChannelMapError, parse_channel_map
+from ..core.model.backends import BACKEND_CHOICES
 from . import UserError
 
 
@@ -35,3 +36,16 @@ def channel_map(text: str | None, model_channels: Sequence[str]) -> ChannelMap |
         return parse_channel_map(text, model_channels)
     except ChannelMapError as exc:
         raise UserError(str(exc)) from None
+
+
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--backend auto|torch|onnxruntime|openvino`` to a command's parser."""
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKEND_CHOICES,
+        help="what runs the network: auto (default: on a CPU the fastest installed of "
+        "OpenVINO and ONNX Runtime, exported once and checked against torch; torch on a "
+        "GPU), or one of them by name. A runtime that fails falls back to torch with a "
+        "warning",
+    )

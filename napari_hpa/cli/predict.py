@@ -19,7 +19,7 @@ from ..core.model.checkpoint import CheckpointError
 from ..core.model.predict import Predictor
 from ..core.model.prediction import NonFiniteOutput, Prediction
 from . import UserError, announce_model, chosen_model, shown
-from .options import add_channels_option, channel_map
+from .options import add_backend_option, add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, reporting_writes
 
 
@@ -49,6 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=int, default=5, help="classes to print per image (default 5)")
     p.add_argument("--batch-size", type=int, default=8)
     add_channels_option(p)
+    add_backend_option(p)
     p.set_defaults(run=run)
 
 
@@ -145,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     choice = chosen_model(args.model)
     try:
-        predictor = Predictor(choice.entry, device=args.device, batch_size=args.batch_size)
+        predictor = Predictor(
+            choice.entry, device=args.device, batch_size=args.batch_size, backend=args.backend
+        )
     except (LookupError, CheckpointError, ValueError) as exc:
         raise UserError(str(exc)) from None
     mapping = channel_map(args.channels, predictor.spec.input.channels)

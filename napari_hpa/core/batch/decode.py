@@ -50,21 +50,27 @@ class ModelRef:
     path: str | None = None
     spec: Any = None
     state: dict | None = None
+    #: The backend the main process settled on (``Predictor.ensure_backend``): workers
+    #: use the same one, from the graph the main process exported.
+    backend: str = "torch"
 
     @classmethod
     def of(cls, predictor: Predictor) -> ModelRef:
         """Refer to ``predictor``'s model: its folder if saved, else a copy of its weights."""
         path = predictor.model.path
+        backend = predictor.backend
         if path is not None and Path(path).is_dir():
-            return cls(key=f"path:{Path(path).resolve()}", path=str(Path(path).resolve()))
+            where = str(Path(path).resolve())
+            return cls(key=f"path:{where}:{backend}", path=where, backend=backend)
         net = predictor.model.net
         state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        return cls(key=f"mem:{predictor.model_id}:{id(net)}", spec=predictor.spec, state=state)
+        key = f"mem:{predictor.model_id}:{id(net)}:{backend}"
+        return cls(key=key, spec=predictor.spec, state=state, backend=backend)
 
     def load(self, device: str = "cpu", batch_size: int = 8) -> Predictor:
         """Load the model in this process (the worker's side of :meth:`of`)."""
         if self.path is not None:
-            return Predictor(self.path, device=device, batch_size=batch_size)
+            return Predictor(self.path, device=device, batch_size=batch_size, backend=self.backend)
         from ..model.architectures.base import build_model
         from ..model.checkpoint import LoadedModel
 
@@ -74,7 +80,8 @@ class ModelRef:
         )
         assert self.state is not None  # a ModelRef has a path or the weights
         net.load_state_dict(self.state)
-        return Predictor(LoadedModel(spec, net.eval(), None), device=device, batch_size=batch_size)
+        loaded = LoadedModel(spec, net.eval(), None)
+        return Predictor(loaded, device=device, batch_size=batch_size, backend=self.backend)
 
 
 _PREDICTORS: dict[tuple[str, str], Predictor] = {}

@@ -141,6 +141,7 @@ def run_batch(
     chunk_size: int | None = None,
     threads: int | None = None,
     infer: str = "auto",
+    backend: str = "auto",
     channels: ChannelMap | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
@@ -183,6 +184,11 @@ def run_batch(
         decodes and classifies with one thread: no OpenMP barriers shared with
         the decoders, the fastest on a CPU), or ``"auto"`` (workers on a CPU in
         per-image mode, else main).
+    backend
+        What runs the network of a model given by name (``auto``, ``torch``,
+        ``onnxruntime``, ``openvino``): ``"auto"`` is the fastest installed CPU runtime
+        on a CPU, torch on a GPU. A given Predictor keeps its own. The model is exported
+        (once, cached) before the workers start, so that they all load the one graph.
     channels
         Which image plane is which model channel (``--channels``, parsed by
         :func:`~napari_hpa.core.image.channels.parse_channel_map`); None: by name or
@@ -206,7 +212,8 @@ def run_batch(
         raise BatchError(f"{out} is a folder; give a file name ending in .csv or .parquet")
     if not out.parent.exists():
         raise BatchError(f"{out.parent}: the output folder does not exist")
-    predictor = model if isinstance(model, Predictor) else _load(model, device, 1)
+    predictor = model if isinstance(model, Predictor) else _load(model, device, 1, backend)
+    predictor.ensure_backend()
     if batch_size is not None:
         predictor.batch_size = max(1, int(batch_size))
     elif not isinstance(model, Predictor):
@@ -299,9 +306,9 @@ def run_batch(
     )
 
 
-def _load(model: Any, device: str, batch_size: int) -> Predictor:
+def _load(model: Any, device: str, batch_size: int, backend: str) -> Predictor:
     try:
-        return Predictor(model, device=device, batch_size=batch_size)
+        return Predictor(model, device=device, batch_size=batch_size, backend=backend)
     except (LookupError, ValueError) as exc:  # CheckpointError is a ValueError
         raise BatchError(str(exc).strip("'\"")) from None
 
