@@ -39,6 +39,7 @@ from ..core.batch.output import read_table
 from ..core.batch.run import BatchProgress, BatchSummary, run_batch
 from ..core.model import preferences as settings
 from ..core.model.registry import list_models
+from ._shared.backend_box import backend_box
 from ._shared.canvas_text import show_text
 from ._shared.scrolling import narrow_combo, scroll_body
 from ._shared.session import session_for
@@ -111,6 +112,7 @@ class BatchWidget(QWidget):
         self.cells_check = QCheckBox("per cell")
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.backend_combo = backend_box()
         self.workers_spin = QSpinBox()
         self.workers_spin.setRange(-1, 64)
         self.workers_spin.setSpecialValueText("auto")
@@ -123,6 +125,8 @@ class BatchWidget(QWidget):
         self.batch_spin.setToolTip("tiles per forward pass (auto: 4 on the CPU, 32 on a GPU)")
         # Two short rows, not one long one: the dock must fit beside the canvas.
         options.addWidget(self.device_combo)
+        options.addWidget(QLabel("Backend"))
+        options.addWidget(self.backend_combo)
         options.addWidget(self.cells_check)
         options.addStretch(1)
         form.addRow("Device", options)
@@ -244,6 +248,7 @@ class BatchWidget(QWidget):
             out,
             self.model_combo.currentData(),
             device=self.device_combo.currentText(),
+            backend=self.backend_combo.currentText(),
             batch_size=self.batch_spin.value() or None,
             workers=None if workers < 0 else workers,
             cells=self.cells_check.isChecked(),

@@ -145,20 +145,22 @@ class Session:
             self.set_result(None)
 
     # -- models ---------------------------------------------------------------------
-    def predictor(self, entry: ModelEntry, device: str) -> Predictor:
-        """Return the loaded model for ``(entry, device)``, loading it on first use.
+    def predictor(self, entry: ModelEntry, device: str, backend: str = "auto") -> Predictor:
+        """Return the loaded model for ``(entry, device, backend)``, loading it on first use.
 
-        Call it from a worker thread: loading a large model takes seconds.
+        Call it from a worker thread: loading a large model takes seconds, and a CPU
+        runtime's first use exports the model (a few seconds, once per weights).
         """
-        key = (str(entry.path), str(device))
+        key = (str(entry.path), str(device), str(backend))
         predictor = self._predictors.get(key)
         if predictor is None:
-            predictor = Predictor(entry, device=device)
+            predictor = Predictor(entry, device=device, backend=backend)
+            predictor.ensure_backend()
             self._predictors[key] = predictor
         return predictor
 
-    def is_loaded(self, entry: ModelEntry, device: str) -> bool:
-        return (str(entry.path), str(device)) in self._predictors
+    def is_loaded(self, entry: ModelEntry, device: str, backend: str = "auto") -> bool:
+        return (str(entry.path), str(device), str(backend)) in self._predictors
 
     # -- results --------------------------------------------------------------------
     def set_result(
@@ -263,6 +265,7 @@ class PredictState:
 
     model_path: str | None = None
     device: str = "auto"
+    backend: str = "auto"
     find_cells: bool = True
     assignment: dict[str, Any] = field(default_factory=dict)
     manual: set[str] = field(default_factory=set)

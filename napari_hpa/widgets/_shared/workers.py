@@ -51,6 +51,7 @@ def run_prediction(
     session: Session,
     entry: ModelEntry,
     device: str,
+    backend: str,
     planes: dict[str, np.ndarray],
     source: str,
     image_id: str,
@@ -75,11 +76,11 @@ def run_prediction(
 
     try:
         t = time.perf_counter()
-        loading = not session.is_loaded(entry, device)
+        loading = not session.is_loaded(entry, device, backend)
         yield (f"Loading {entry.id}" if loading else "Reading channels", 0.05)
         _leave_a_core()
         with session.model_lock:
-            predictor = session.predictor(entry, device)
+            predictor = session.predictor(entry, device, backend)
         image = L.build_image(planes, source, image_id, average)
         timings["load"] = time.perf_counter() - t
         check()

@@ -31,6 +31,7 @@ from ... import layers as L
 from ...core.model import preferences as settings
 from ...core.model.registry import ModelEntry, list_models
 from .._shared import results as R
+from .._shared.backend_box import backend_box
 from .._shared.canvas_text import show_text
 from .._shared.scrolling import narrow_combo, scroll_body
 from .._shared.session import (
@@ -105,13 +106,19 @@ class PredictWidget(QWidget):
             self.device_combo.addItem(name)
         self._disable_missing_devices()
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
+        self.backend_combo = backend_box()
+        self.backend_combo.currentTextChanged.connect(self._on_backend_changed)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.refresh_button)
         model_row.addWidget(self.card_button)
         form = QFormLayout()
         form.addRow("Model", model_row)
-        form.addRow("Device", self.device_combo)
+        run_on = QHBoxLayout()
+        run_on.addWidget(self.device_combo, 1)
+        run_on.addWidget(QLabel("Backend"))
+        run_on.addWidget(self.backend_combo, 1)
+        form.addRow("Device", run_on)
 
         self.channel_box = ChannelBox(self.state)
         self.cells_check = QCheckBox("Find and classify cells")
@@ -249,6 +256,9 @@ class PredictWidget(QWidget):
     def _on_device_changed(self, device: str) -> None:
         self.state.device = device
 
+    def _on_backend_changed(self, backend: str) -> None:
+        self.state.backend = backend
+
     def _on_cells_toggled(self, on: bool) -> None:
         self._want_cells = self.state.find_cells = bool(on)
 
@@ -300,6 +310,7 @@ class PredictWidget(QWidget):
             self.session,
             self.entry,
             self.state.device,
+            self.state.backend,
             planes,
             source,
             image_id,
@@ -324,6 +335,7 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(busy)
         self.model_combo.setEnabled(not busy)
         self.device_combo.setEnabled(not busy)
+        self.backend_combo.setEnabled(not busy)
         if busy:
             self._set_progress(0, f"%p%  {text}")
 
