@@ -28,6 +28,9 @@ def pytest_configure(config: pytest.Config) -> None:
     import tempfile
 
     os.environ["NAPARI_HPA_HOME"] = tempfile.mkdtemp(prefix="napari-hpa-test-home-")
+    # One folder of exported ONNX graphs for the whole run: keyed by the weights' hash,
+    # so sharing it is what a user's cache does; the per-test homes would export anew.
+    os.environ["NAPARI_HPA_CACHE"] = tempfile.mkdtemp(prefix="napari-hpa-test-onnx-")
 
 
 @pytest.fixture(autouse=True)

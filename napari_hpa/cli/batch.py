@@ -165,7 +165,7 @@ def _report(s: BatchSummary) -> None:
     print(
         f"{state}: {s.done} image(s) in {s.elapsed:.1f} s ({rate}): {s.ok} ok, "
         f"{s.errors} error(s){warned}; {s.skipped} already in {shown(s.path)} (skipped); "
-        f"model {shown(s.model)}"
+        f"model {shown(s.model)} on {s.backend}"
     )
     for msg in s.warning_messages[:SHOW_ERRORS]:  # each names its image
         print(f"napari-hpa batch: warning: {shown(msg)}", file=sys.stderr)

@@ -87,6 +87,8 @@ class BatchSummary:
     elapsed: float
     path: Path
     model: str = ""
+    #: What ran the network (``torch``, ``onnxruntime``, ``openvino``).
+    backend: str = "torch"
     error_messages: list[str] = field(default_factory=list)
     cancelled: bool = False
     workers: int = 0
@@ -294,6 +296,7 @@ def run_batch(
         elapsed=pipe.elapsed,
         path=out,
         model=predictor.model_id,
+        backend=predictor.backend,
         error_messages=pipe.error_messages,
         cancelled=pipe.cancelled,
         workers=0 if pool is None else n,

@@ -25,9 +25,10 @@ def is_installed(backend: str) -> bool:
     """Tell whether ``backend``'s package can be imported (torch always can)."""
     if backend == "torch":
         return True
-    return importlib.util.find_spec(backend) is not None and (
-        importlib.util.find_spec("onnx") is not None  # the export needs it
-    )
+    try:  # the export needs onnx as well as the runtime
+        return all(importlib.util.find_spec(name) is not None for name in (backend, "onnx"))
+    except (ImportError, ValueError):  # a broken or blocked install is not an installed one
+        return False
 
 
 @functools.lru_cache(maxsize=1)

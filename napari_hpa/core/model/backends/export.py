@@ -29,8 +29,18 @@ INPUT = "x"
 OUTPUTS = ("logits", "cam")
 
 
+#: Overrides where the exported graphs go (the tests share one folder between tests).
+CACHE_ENV = "NAPARI_HPA_CACHE"
+
+
 def cache_dir() -> Path:
-    """Return the folder of exported graphs (``$NAPARI_HPA_HOME/cache/onnx`` when set)."""
+    """Return the folder of exported graphs.
+
+    ``$NAPARI_HPA_CACHE`` when set, else ``$NAPARI_HPA_HOME/cache/onnx``, else the
+    user's cache folder (platformdirs).
+    """
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
     home = os.environ.get("NAPARI_HPA_HOME")
     root = Path(home).expanduser() / "cache" if home else Path(user_cache_dir("napari-hpa"))
     return root / "onnx"
@@ -66,8 +76,11 @@ class _LogitsAndMaps(torch.nn.Module):
         return self.net.forward_with_cam(x)  # type: ignore[operator]
 
 
-def onnx_path(model: LoadedModel) -> Path:
+def onnx_path(model: LoadedModel, fresh: bool = False) -> Path:
     """Return the cached ONNX graph of ``model``, exporting it first if it is not there.
+
+    ``fresh`` exports again over a cached file that would not load (a disk error, an
+    older runtime's leftovers).
 
     Only the batch is dynamic. The height and width are the model's tile size: the
     EfficientNet-Lite backbones compute their "same" padding from the input's size, and
@@ -75,7 +88,7 @@ def onnx_path(model: LoadedModel) -> Path:
     differently (whole-image map passes stay on torch).
     """
     target = cache_dir() / f"{model.spec.name}-{weights_key(model)}.onnx"
-    if target.is_file():
+    if target.is_file() and not fresh:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     net = model.net

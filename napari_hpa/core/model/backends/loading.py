@@ -37,11 +37,20 @@ def open_runtime(model: LoadedModel, backend: str) -> Runtime:
     Raises
     ------
     RuntimeMismatch
-        When the runtime's probabilities on a probe batch differ from torch's.
+        When the runtime's probabilities on a probe batch differ from torch's, for a
+        fresh export too.
     Exception
-        Whatever the export or the runtime raises; the Predictor warns and uses torch.
+        Whatever the export or the runtime raises, when a fresh export fails too; the
+        Predictor then warns and uses torch.
     """
-    runtime = _RUNTIMES[backend](onnx_path(model))
+    try:
+        return _checked(_RUNTIMES[backend](onnx_path(model)), model)
+    except Exception:  # noqa: BLE001 - a cached graph that will not load or match: anew
+        return _checked(_RUNTIMES[backend](onnx_path(model, fresh=True)), model)
+
+
+def _checked(runtime: Runtime, model: LoadedModel) -> Runtime:
+    """Return ``runtime`` once its probabilities on a probe batch are torch's."""
     spec = model.spec
     probe = np.random.default_rng(0).normal(
         size=(2, len(spec.input.channels), spec.input.size, spec.input.size)
