@@ -125,11 +125,10 @@ class BatchWidget(QWidget):
         self.batch_spin.setToolTip("tiles per forward pass (auto: 4 on the CPU, 32 on a GPU)")
         # Two short rows, not one long one: the dock must fit beside the canvas.
         options.addWidget(self.device_combo)
-        options.addWidget(QLabel("Backend"))
-        options.addWidget(self.backend_combo)
         options.addWidget(self.cells_check)
         options.addStretch(1)
         form.addRow("Device", options)
+        form.addRow("Backend", self.backend_combo)
         sizes = QHBoxLayout()
         for label, widget in (("workers", self.workers_spin), ("batch", self.batch_spin)):
             sizes.addWidget(QLabel(label))

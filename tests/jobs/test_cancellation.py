@@ -225,6 +225,7 @@ def test_batch_widget_cancels_within_2s(
     widget.folder_edit.setText(str(folder))
     widget.out_edit.setText(str(out))
     widget.device_combo.setCurrentText("cpu")
+    widget.backend_combo.setCurrentText("torch")  # slow_net slows torch's passes
     widget.workers_spin.setValue(0)
     widget.batch_spin.setValue(8)  # 2 images (4 tiles each) per batch: several passes per batch
     widget.run_button.click()
