@@ -1,30 +1,33 @@
-"""Batch throughput against the machine's limit and a naive loop, and memory vs. image count.
+"""Batch throughput on real images: the CPU runtime vs torch, the batch vs a naive loop
+and vs the machine's bound, and memory vs. image count.
 
-Same model and same images for all three measurements:
+Same model and the same real images (default: the HPA class-example composites in
+``../shared/data``, repeated by hard links up to ``--n``) for every measurement:
 
-(a) model only: ``Predictor.predict_prepared`` on tiles already in memory, best
-    over torch thread counts (1 and all cores): what this machine can do at all;
-(b) naive: ``read_image`` then ``Predictor.predict_one``, one image at a time,
-    best over the same thread counts;
-(c) ``run_batch`` (what ``napari-hpa batch`` runs), in this process, default
-    settings. Its steady rate excludes the worker start-up (a fixed cost of a few
-    seconds, paid once per run); the end-to-end rate includes it.
+(a)  model only, torch eager, on tiles already in memory, best over torch threads
+     (1 and all cores);
+(a') the same with the backend ``--backend auto`` picks here:
+     ``runtime_vs_torch = a'/a``;
+(b)  the naive loop a user would write: ``read_image`` then a torch
+     ``Predictor.predict_one``, one image at a time, torch's default threads;
+(c)  ``run_batch`` (what ``napari-hpa batch`` runs) with its defaults, in this process,
+     steady rate (after the first 10 % of the images; the end-to-end rate with the
+     worker start-up is printed too): ``batch_vs_naive = c/b``;
+     the pipeline's bound is ``cores / (decode CPU + model CPU)`` per image, both
+     measured at one thread in this run: ``batch_vs_bound = c/bound``.
 
-The three are measured in ``--rounds`` interleaved rounds and the best of each is
-kept, because on a shared machine other users' load comes and goes; the medians
-are printed too.
+The rounds are interleaved and the best of each kept, because other users' load on
+a shared machine comes and goes; medians are printed too.
 
-Then the peak RSS of the whole process tree of ``napari-hpa batch`` (a
-subprocess, so the numbers are not mixed with this script's own arrays) over
-2,000 vs. 200 small images: it must be flat.
+Then the peak RSS of the whole process tree of ``napari-hpa batch`` (a subprocess)
+over 2,000 vs. 200 small images: it must be flat (``--no-rss`` skips it).
 
 Usage::
 
-    python benchmarks/batch_throughput.py            # 200 x 512 px, RSS 200 vs 2000 x 128 px
-    python benchmarks/batch_throughput.py --n 40 --rss-large 400   # quick look
-    python benchmarks/batch_throughput.py --model hpa28-synthetic-tiny  # another model
+    python benchmarks/batch_throughput.py                       # composites, 400 images
+    python benchmarks/batch_throughput.py --images ../shared/data/hpa_duloc_single_cells/images
 
-The last line is ``batch_vs_limit=<c/a> batch_vs_naive=<c/b>`` (steady rates).
+The last three lines are ``runtime_vs_torch=``, ``batch_vs_naive=`` and ``batch_vs_bound=``.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ from napari_hpa.core.model.checkpoint import InputSpec, ModelSpec, load_model, s
 from napari_hpa.core.model.predict import Predictor
 from napari_hpa.core.model.registry import DEFAULT_MODEL_NAMES, default_model, resolve_model
 from napari_hpa.core.tasks import get_task
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
+REAL_IMAGES = SHARED_DATA / "hpa_class_examples_composite/images"
 
 
 def bench_model(root: Path, ref: str | None) -> Path:
@@ -142,79 +148,52 @@ def timed_cpu(fn) -> tuple[float, float]:
 
 def model_only(
     predictor: Predictor, tiles: np.ndarray, per_image: int
-) -> dict[str, tuple[float, float]]:
-    """(images/s, CPU ms/image) of the forward pass alone, per thread count and batch size."""
-    rates = {}
-    keep = predictor.batch_size
+) -> dict[int, tuple[float, float]]:
+    """{threads: (images/s, CPU ms/image)} of the forward pass alone, at the default batch."""
     n = len(tiles) / per_image
-    for bs in (4, 16):
-        predictor.batch_size = bs
-        predictor.run_tiles(tiles[:bs])  # warm-up
-
-        def run() -> tuple[float, float]:
-            wall, cpu = timed_cpu(lambda: predictor.run_tiles(tiles))
-            return n / wall, 1000 * cpu / n
-
-        for t in thread_counts():
-            rates[f"{t}t/b{bs}"] = with_threads(t, run)
-    predictor.batch_size = keep
-    return rates
-
-
-def naive(predictor: Predictor, sources: list[str]) -> dict[str, tuple[float, float]]:
-    """(images/s, CPU ms/image) of read-then-predict one at a time, per thread count."""
+    predictor.run_tiles(tiles[: predictor.batch_size])  # warm-up (and the runtime's compile)
 
     def run() -> tuple[float, float]:
-        wall, cpu = timed_cpu(lambda: [predictor.predict_one(read_image(s)) for s in sources])
-        return len(sources) / wall, 1000 * cpu / len(sources)
+        predictor.run_tiles(tiles[: predictor.batch_size])  # this thread count's compile
+        wall, cpu = timed_cpu(lambda: predictor.run_tiles(tiles))
+        return n / wall, 1000 * cpu / n
 
-    return {f"{t}t": with_threads(t, run) for t in thread_counts()}
-
-
-def tree_cpu(proc) -> float:
-    """CPU seconds of a process and its live descendants (psutil), 0 without psutil."""
-    if proc is None:
-        return 0.0
-    import psutil
-
-    total = 0.0
-    for p in [proc, *proc.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            t = p.cpu_times()
-            total += t.user + t.system
-    return total
+    return {t: with_threads(t, run) for t in thread_counts()}
 
 
-def batch(
-    predictor: Predictor, folder: Path, out: Path, workers: int | None
-) -> tuple[float, float, float, BatchSummary]:
-    """(steady images/s, end-to-end images/s, steady CPU ms/image of the process tree,
-    summary) of run_batch; steady = after the first 10 % of the images (the workers
-    have started and the model is warm)."""
-    try:
-        import psutil
+def decode_cpu(predictor: Predictor, sources: list[str]) -> float:
+    """CPU ms per image of reading and preparing (everything but the network), 1 thread."""
 
-        me = psutil.Process()
-    except ImportError:
-        me = None
+    def run() -> tuple[float, float]:
+        return timed_cpu(lambda: [predictor.prepare(read_image(s)) for s in sources])
+
+    return 1000 * with_threads(1, run)[1] / len(sources)
+
+
+def naive(predictor: Predictor, sources: list[str]) -> float:
+    """Images/s of read-then-predict one at a time, torch's default threads."""
+    return len(sources) / timed(lambda: [predictor.predict_one(read_image(s)) for s in sources])
+
+
+def batch(model: Path, folder: Path, out: Path) -> tuple[float, float, BatchSummary]:
+    """(steady images/s, end-to-end images/s, summary) of run_batch with its defaults.
+
+    Steady = after the first 10 % of the images (the workers have started and the
+    model is warm).
+    """
     out.unlink(missing_ok=True)
-    marks: list[tuple[float, int, float]] = []
+    marks: list[tuple[float, int]] = []
 
     def progress(p: BatchProgress) -> None:
-        # sample the tree's CPU at most once a second: scanning /proc costs CPU too
-        now = time.perf_counter()
-        if not marks or now - marks[-1][0] >= 1.0 or p.done == p.total:
-            marks.append((now, p.done, tree_cpu(me)))
+        marks.append((time.perf_counter(), p.done))
 
     start = time.perf_counter()
-    summary = run_batch(folder, out, predictor, workers=workers, progress=progress)
+    summary = run_batch(folder, out, str(model), progress=progress)
     end = time.perf_counter()
     assert summary.errors == 0, summary.error_messages
     first = next(m for m in marks if m[1] >= max(1, summary.done // 10))
     steady = (summary.done - first[1]) / (end - first[0])
-    last = max(marks, key=lambda m: m[2])  # the workers' CPU vanishes when they exit
-    cpu = 1000 * (last[2] - first[2]) / max(1, last[1] - first[1])
-    return steady, summary.done / (end - start), cpu, summary
+    return steady, summary.done / (end - start), summary
 
 
 def tree_rss(pid: int) -> int:
@@ -300,149 +279,139 @@ def best_and_median(values: list[float]) -> tuple[float, float]:
     return max(values), float(np.median(values))
 
 
-def goal_window(
-    cores: int, s: float, limit: float = 0.9, naive: float = 1.5
-) -> tuple[float, float]:
-    """The decode/model cost ratios x for which each goal is reachable at all.
+def replicate(src: Path, dst: Path, n: int) -> list[str]:
+    """At least ``n`` images in ``dst``: hard links to the image files of ``src``, repeated.
 
-    With m = CPU time of the model per image at 1 thread, d = decode CPU time per image
-    and x = d/m: the best model-only rate is a = s/m (s = the model's speed-up on all
-    cores), the naive loop decodes then predicts, b = 1/(d + m/s), and no pipeline can
-    beat the CPU budget, c <= cores/(d + m). Hence c/a >= ``limit`` needs
-    x <= cores/(s*limit) - 1, and c/b >= ``naive`` needs
-    x >= (naive - cores/s)/(cores - naive). Returns (lowest x for the naive goal,
-    highest x for the limit goal): both goals can hold only if the first <= the second.
+    Every file of one pass gets the same prefix, so an HPA channel set stays a set.
     """
-    x_max = cores / (s * limit) - 1
-    x_min = (naive - cores / s) / (cores - naive) if cores > naive else float("inf")
-    return x_min, x_max
+    kinds = (".png", ".jpg", ".jpeg", ".tif")
+    files = sorted(p for p in src.iterdir() if p.suffix.lower() in kinds)
+    per_pass = len(find_images(src))
+    dst.mkdir(parents=True, exist_ok=True)
+    for i in range(-(-n // per_pass)):
+        for f in files:
+            target = dst / f"r{i:03d}_{f.name}"
+            if not target.exists():
+                try:
+                    os.link(f, target)
+                except OSError:
+                    shutil.copy(f, target)
+    return find_images(dst)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model to measure (default: bundled HPA)")
-    parser.add_argument("--n", type=int, default=200, help="images for the throughput part")
-    parser.add_argument("--size", type=int, default=512, help="their size in pixels")
+    parser.add_argument("--images", type=Path, default=REAL_IMAGES, help="a folder of real images")
+    parser.add_argument("--n", type=int, default=400, help="images for the batch (repeated)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
+    parser.add_argument("--no-rss", action="store_true", help="skip the memory part")
     parser.add_argument("--rss-small", type=int, default=200)
     parser.add_argument("--rss-large", type=int, default=2000)
     parser.add_argument("--rss-size", type=int, default=128)
     parser.add_argument(
         "--rss-model", default=None, help="model of the memory part (default: a light one)"
     )
-    parser.add_argument("--workers", type=int, default=None, help="decode workers (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: run_batch's")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep")
     args = parser.parse_args()
+    if not args.images.is_dir():
+        raise SystemExit(f"{args.images}: no such folder (the real images are in ../shared/data)")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="napari-hpa-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
     print(
         f"machine: {cpus} CPU core(s) usable, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch thread(s) by default, load average "
         f"{os.getloadavg()[0]:.1f}; device cpu"
     )
     model = bench_model(work / "models", args.model)
-    predictor = Predictor(model, device="cpu", batch_size=args.batch_size or default_batch_size())
-    images = work / f"images{args.size}"
-    if len(list(images.glob("*_red.png"))) < args.n:
-        t = timed(lambda: write_samples(images, n=args.n, size=args.size, seed=0, overwrite=True))
-        print(f"generated {args.n} HPA sets of {args.size} px in {t:.0f} s")
-    sources = find_images(images)[: args.n]
-    print(f"images: {len(sources)} HPA sets (4 PNG each) of {args.size}x{args.size} px")
-
-    prepared = [predictor.prepare(read_image(s))[0] for s in sources[:32]]
+    batch_size = default_batch_size()
+    eager = Predictor(model, device="cpu", batch_size=batch_size, backend="torch")
+    fast = Predictor(model, device="cpu", batch_size=batch_size, backend="auto")
+    fast.ensure_backend()
+    folder = work / "images"
+    sources = replicate(args.images, folder, args.n)
+    originals = find_images(args.images)
+    print(
+        f"images: {len(sources)} ({len(originals)} real images of {args.images}, repeated); "
+        f"auto backend here: {fast.backend}"
+    )
+    sample = originals[:40]
+    prepared = [eager.prepare(read_image(s))[0] for s in sample[:32]]
     per_image = len(prepared[0])
     tiles = np.concatenate(prepared)
     del prepared
-    a_runs: list[float] = []
-    b_runs: list[float] = []
-    c_runs: list[float] = []
-    c_total_runs: list[float] = []
-    cpu: dict[str, list[float]] = {"a": [], "b": [], "c": []}
-    speedups: list[float] = []
-    fmt = ", ".join
+    runs: dict[str, list[float]] = {k: [] for k in ("a", "a2", "b", "c", "c_total")}
+    cpu: dict[str, list[float]] = {"decode": [], "model": []}
+    summary = None
     for r in range(args.rounds):
-        a_per = model_only(predictor, tiles, per_image)
-        b_per = naive(predictor, sources[:40])
-        c, c_total, c_cpu, summary = batch(predictor, images, work / "batch.csv", args.workers)
-        a_runs.append(max(v[0] for v in a_per.values()))
-        one = max(v[0] for k, v in a_per.items() if k.startswith("1t"))
-        speedups.append(max(v[0] for v in a_per.values()) / one)
-        b_runs.append(max(v[0] for v in b_per.values()))
-        c_runs.append(c)
-        c_total_runs.append(c_total)
-        cpu["a"].append(min(v[1] for k, v in a_per.items() if k.startswith("1t")))
-        cpu["b"].append(b_per["1t"][1])
-        cpu["c"].append(c_cpu)
+        a_per = model_only(eager, tiles, per_image)
+        f_per = model_only(fast, tiles, per_image)
+        cpu["model"].append(f_per[1][1])
+        cpu["decode"].append(decode_cpu(eager, sample))
+        b = naive(eager, sample)
+        c, c_total, summary = batch(model, folder, work / "batch.csv")
+        runs["a"].append(max(v[0] for v in a_per.values()))
+        runs["a2"].append(max(v[0] for v in f_per.values()))
+        runs["b"].append(b)
+        runs["c"].append(c)
+        runs["c_total"].append(c_total)
         print(
-            f"round {r + 1}: (a) "
-            + fmt(f"{v[0]:.1f}@{k}" for k, v in a_per.items())
-            + " | (b) "
-            + fmt(f"{v[0]:.1f}@{k}" for k, v in b_per.items())
-            + f" | (c) {c:.1f} steady, {c_total:.1f} end to end, {summary.workers} worker(s) x "
-            f"{summary.threads} thread(s)"
-            + (
-                f" (tuner: {fmt(f'{t}t {v:.1f}' for t, v in summary.tuning)})"
-                if summary.tuning
-                else ""
-            )
-            + f" | load {os.getloadavg()[0]:.1f}",
+            f"round {r + 1}: (a) torch "
+            + ", ".join(f"{v[0]:.1f}@{t}t" for t, v in a_per.items())
+            + f" | (a') {fast.backend} "
+            + ", ".join(f"{v[0]:.1f}@{t}t" for t, v in f_per.items())
+            + f" | (b) {b:.1f} | (c) {c:.1f} steady, {c_total:.1f} end to end, "
+            f"{summary.workers} worker(s) x {summary.threads} thread(s) on {summary.backend}"
+            f" | CPU/image: decode {cpu['decode'][-1]:.0f} ms, model {cpu['model'][-1]:.0f} ms"
+            f" | load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
     del tiles
-    a, a_med = best_and_median(a_runs)
-    b, b_med = best_and_median(b_runs)
-    c, c_med = best_and_median(c_runs)
-    c_total, _ = best_and_median(c_total_runs)
-    print(f"(a) model only, preloaded tensors: {a:.1f} img/s (median {a_med:.1f})")
-    print(f"(b) naive loop, read then predict one at a time: {b:.1f} img/s (median {b_med:.1f})")
+    best = {k: best_and_median(v) for k, v in runs.items()}
+    a, a_fast, b, c = (best[k][0] for k in ("a", "a2", "b", "c"))
+    d_ms, m_ms = min(cpu["decode"]), min(cpu["model"])
+    bound = cpus * 1000 / (d_ms + m_ms)
+    print(f"(a) model only, torch eager: {a:.1f} img/s (median {best['a'][1]:.1f})")
+    print(f"(a') model only, {fast.backend}: {a_fast:.1f} img/s (median {best['a2'][1]:.1f})")
+    print(f"(b) naive loop, read then torch predict: {b:.1f} img/s (median {best['b'][1]:.1f})")
     print(
-        f"(c) run_batch: {c:.1f} img/s steady (median {c_med:.1f}), "
-        f"{c_total:.1f} img/s end to end incl. worker start-up"
+        f"(c) run_batch defaults: {c:.1f} img/s steady (median {best['c'][1]:.1f}), "
+        f"{best['c_total'][0]:.1f} img/s end to end incl. worker start-up"
     )
-    print(f"    end to end: batch_vs_limit={c_total / a:.2f} batch_vs_naive={c_total / b:.2f}")
-    ca, cb, cc = (min(cpu[k]) for k in "abc")
     print(
-        f"CPU per image (does not depend on other users' load): model alone {ca:.0f} ms, "
-        f"read + model {cb:.0f} ms, run_batch {cc:.0f} ms (whole process tree): on {cpus} "
-        f"dedicated core(s) run_batch could reach {cpus * 1000 / cc:.1f} img/s"
-        if cc > 0
-        else "CPU per image: psutil not installed"
-    )
-    s_med = float(np.median(speedups))
-    lo, hi = goal_window(cpus or 1, s_med)
-    x = (cb - ca) / ca if ca > 0 and cb > 0 else float("nan")
-    print(
-        f"model speed-up from 1 to {cpus} threads s={s_med:.2f} (median of rounds), decode/model "
-        f"CPU x={x:.2f}. Upper bounds on {cpus} core(s): c/a >= 0.9 needs x <= {hi:.2f}, "
-        f"c/b >= 1.5 needs x >= {lo:.2f}: "
-        + ("both reachable at once" if lo <= hi else "no pipeline can meet both at once here")
+        f"bound: {cpus} core(s) / (decode {d_ms:.1f} ms + model {m_ms:.1f} ms CPU per image) "
+        f"= {bound:.1f} img/s"
     )
 
-    small = work / f"rss{args.rss_size}"
-    if not any(small.glob("*_red.png")):
-        write_samples(small, n=min(50, args.rss_small), size=args.rss_size, seed=1, overwrite=True)
-    light = rss_model(work / "rss-models", args.rss_model)
-    print(f"memory part: model {light.name}, {args.rss_size} px images")
-    rss = {}
-    for n in (args.rss_small, args.rss_large):
-        folder = copies(small, work / f"rss_{n}", n)
-        target = work / f"rss_{n}.csv"
-        target.unlink(missing_ok=True)
-        rss[n], seconds = peak_rss_of_cli(folder, target, light, args.workers)
-        print(
-            f"peak RSS of the process tree, {n} images of {args.rss_size} px: "
-            f"{rss[n] / 2**20:.0f} MiB ({n / seconds:.1f} img/s incl. start-up)",
-            flush=True,
-        )
-    growth = rss[args.rss_large] / rss[args.rss_small]
-    verdict = "flat" if growth < 1.15 else "NOT flat"
-    print(f"rss_{args.rss_large}_vs_{args.rss_small}={growth:.2f} ({verdict})")
+    if not args.no_rss:
+        small = work / f"rss{args.rss_size}"
+        if not any(small.glob("*_red.png")):
+            n_small = min(50, args.rss_small)
+            write_samples(small, n=n_small, size=args.rss_size, seed=1, overwrite=True)
+        light = rss_model(work / "rss-models", args.rss_model)
+        print(f"memory part: model {light.name}, {args.rss_size} px images")
+        rss = {}
+        for n in (args.rss_small, args.rss_large):
+            target_folder = copies(small, work / f"rss_{n}", n)
+            target = work / f"rss_{n}.csv"
+            target.unlink(missing_ok=True)
+            rss[n], seconds = peak_rss_of_cli(target_folder, target, light, None)
+            print(
+                f"peak RSS of the process tree, {n} images of {args.rss_size} px: "
+                f"{rss[n] / 2**20:.0f} MiB ({n / seconds:.1f} img/s incl. start-up)",
+                flush=True,
+            )
+        growth = rss[args.rss_large] / rss[args.rss_small]
+        verdict = "flat" if growth < 1.15 else "NOT flat"
+        print(f"rss_{args.rss_large}_vs_{args.rss_small}={growth:.2f} ({verdict})")
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"batch_vs_limit={c / a:.2f} batch_vs_naive={c / b:.2f}")
+    print(f"runtime_vs_torch={a_fast / a:.2f}")
+    print(f"batch_vs_naive={c / b:.2f}")
+    print(f"batch_vs_bound={c / bound:.2f}")
 
 
 if __name__ == "__main__":
