@@ -185,6 +185,7 @@ def test_run_batch_cancels_inside_one_batch(tmp_path: Path, slow_net: list[float
                 batch_size=4,
                 workers=0,
                 infer="main",
+                backend="torch",  # slow_net slows torch's passes
                 should_stop=stop.is_set,
             ),
         )
