@@ -53,6 +53,7 @@ from napari_hpa.core.model.architectures import build_model
 from napari_hpa.core.model.checkpoint import InputSpec, ModelSpec, load_model, save_model
 from napari_hpa.core.model.predict import Predictor
 from napari_hpa.core.model.registry import DEFAULT_MODEL_NAMES, default_model, resolve_model
+from napari_hpa.core.model.views import with_views
 from napari_hpa.core.tasks import get_task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
@@ -334,12 +335,13 @@ def main() -> None:
     folder = work / "images"
     sources = replicate(args.images, folder, args.n)
     originals = find_images(args.images)
+    views = eager.spec.input.views  # the network runs each tile's test-time views
     print(
         f"images: {len(sources)} ({len(originals)} real images of {args.images}, repeated); "
-        f"auto backend here: {fast.backend}"
+        f"auto backend here: {fast.backend}; test-time views: {views}"
     )
     sample = originals[:40]
-    prepared = [eager.prepare(read_image(s))[0] for s in sample[:32]]
+    prepared = [with_views(eager.prepare(read_image(s))[0], views) for s in sample[:32]]
     per_image = len(prepared[0])
     tiles = np.concatenate(prepared)
     del prepared
