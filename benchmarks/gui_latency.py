@@ -126,6 +126,12 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model (default: the default model)")
     parser.add_argument("--no-cells", action="store_true", help="skip cell segmentation")
     parser.add_argument(
+        "--backend", default="auto", help="what runs the network (the Backend box; default auto)"
+    )
+    parser.add_argument(
+        "--image", type=Path, default=None, help="a real image to open instead of a generated field"
+    )
+    parser.add_argument(
         "--folder", type=Path, default=None, help="where to write (and reuse) the generated image"
     )
     parser.add_argument(
@@ -152,23 +158,27 @@ def main() -> int:
 
     folder = args.folder or Path(tempfile.gettempdir()) / f"napari-hpa-latency-{args.size}"
     image_id = "field"
-    if not (folder / f"{image_id}_yellow.png").is_file():
+    if args.image is None and not (folder / f"{image_id}_yellow.png").is_file():
         print(f"generating a {args.size} px field in {folder} ...", flush=True)
         write_hpa_set(folder, image_id, make_field(size=args.size, seed=3).image)
+    opened = args.image or folder / f"{image_id}_red.png"
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     app = QApplication.instance()
-    viewer.open(str(folder / f"{image_id}_red.png"), plugin="napari-hpa")
+    viewer.open(str(opened), plugin="napari-hpa")
     widget = PredictWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Predict")
     if args.model:
         widget.select_model(args.model)
     widget.cells_check.setChecked(not args.no_cells)
+    widget.backend_combo.setCurrentText(args.backend)
     spin(app, 1.0)
+    shape = "x".join(str(n) for n in viewer.layers[0].data.shape)
     print(
-        f"model {widget.entry.id}, device {widget.state.device}, {os.cpu_count()} CPU cores, "
-        f"image {args.size}x{args.size}x4, cells {'off' if args.no_cells else 'on'}"
+        f"model {widget.entry.id}, device {widget.state.device}, backend {args.backend}, "
+        f"{os.cpu_count()} CPU cores, image {opened.name} {shape}, "
+        f"cells {'off' if args.no_cells else 'on'}"
     )
 
     events: list[tuple[float, float, str]] = []

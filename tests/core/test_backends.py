@@ -22,12 +22,25 @@ from napari_hpa.core.model.backends import (
     TOLERANCE,
     auto_cpu_backend,
     is_installed,
+    open_runtime,
     resolve_backend,
 )
 from napari_hpa.core.model.backends.choice import cpu_is_intel
 from napari_hpa.core.model.backends.export import cache_dir, onnx_path, weights_key
+from napari_hpa.core.model.backends.fastest import (
+    RECORD,
+    recorded_fastest,
+    remember_fastest,
+    time_runtimes,
+)
+from napari_hpa.core.model.checkpoint import load_model
 from napari_hpa.core.model.predict import Predictor
-from napari_hpa.core.model.registry import bundled_models_dir, list_models, sample_data_dir
+from napari_hpa.core.model.registry import (
+    bundled_models_dir,
+    list_models,
+    resolve_model,
+    sample_data_dir,
+)
 
 RUNTIMES = ["onnxruntime", "openvino"]
 BUNDLED = sorted(e.name for e in list_models() if e.source == "bundled")
@@ -173,8 +186,49 @@ def test_auto_is_torch_on_a_gpu_and_the_measured_runtime_on_a_cpu() -> None:
         assert resolve_backend("openvino", torch.device("cuda")) == "torch"
     with pytest.raises(ValueError, match="backend must be one of"):
         resolve_backend("tensorrt", torch.device("cpu"))
-    if is_installed("onnxruntime") and is_installed("openvino"):
+    if is_installed("onnxruntime") and is_installed("openvino"):  # the guess before timing
         assert auto_cpu_backend() == ("openvino" if cpu_is_intel() else "onnxruntime")
+
+
+def test_auto_times_both_runtimes_once_and_remembers_the_faster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With both installed, auto on a CPU is what was measured here, not a fixed rule."""
+    _needs("onnxruntime")
+    _needs("openvino")
+    monkeypatch.setenv("NAPARI_HPA_CACHE", str(tmp_path / "cache"))
+    model = load_model(resolve_model("hpa28-synthetic-tiny").path)
+    threads = torch.get_num_threads()
+    assert recorded_fastest(model, threads) is None
+
+    first = Predictor(model, device="cpu", backend="auto")
+    measured = first.ensure_backend()
+    assert measured in RUNTIMES
+    assert recorded_fastest(model, threads) == measured
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+
+    for told in RUNTIMES:  # a later Predictor opens what the record says, untimed
+        remember_fastest(model, threads, told)
+        assert Predictor(model, device="cpu", backend="auto").ensure_backend() == told
+    assert Predictor(model, device="cpu", backend="onnxruntime").ensure_backend() == "onnxruntime"
+
+    (tmp_path / "cache" / RECORD).write_text("{not json")  # damaged: timed again, no error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Predictor(model, device="cpu", backend="auto").ensure_backend() in RUNTIMES
+    assert recorded_fastest(model, threads) in RUNTIMES
+
+
+def test_the_timing_compares_real_runs_of_each_runtime() -> None:
+    _needs("onnxruntime")
+    _needs("openvino")
+    model = load_model(resolve_model("hpa28-synthetic-tiny").path)
+    runtimes = {name: open_runtime(model, name) for name in RUNTIMES}
+    spec = model.spec.input
+    batch = np.zeros((4, len(spec.channels), spec.size, spec.size), np.float32)
+    seconds = time_runtimes(runtimes, batch)
+    assert set(seconds) == set(RUNTIMES)
+    assert all(0 < s < 10 for s in seconds.values())
 
 
 _WITHOUT_RUNTIMES = """

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from ..image.io import ImageData
-from .backends import Runtime, open_runtime, resolve_backend
+from .backends import CPU_RUNTIMES, Runtime, is_installed, open_runtime, resolve_backend
+from .backends.fastest import open_fastest
 from .checkpoint import LoadedModel, ModelSpec, load_model
 from .device import choose_device, is_oom
 from .heat import Activations, mask_map, place_whole_map
@@ -58,8 +59,9 @@ class Predictor:
     backend
         ``"torch"`` (the default: training and comparisons change or compare weights),
         ``"onnxruntime"``, ``"openvino"`` or ``"auto"`` (the fastest installed on a CPU,
-        torch on a GPU; :mod:`.backends.choice`). A runtime that fails to load, run or
-        match torch falls back to torch with one warning.
+        timed once per model and machine by :mod:`.backends.fastest`; torch on a GPU).
+        A runtime that fails to load, run or match torch falls back to torch with one
+        warning.
     """
 
     def __init__(
@@ -82,6 +84,12 @@ class Predictor:
         self.model.net.to(self.device).eval()
         #: The backend in use: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
         self.backend = resolve_backend(backend, self.device)
+        # auto on a CPU with both runtimes: the faster is timed when the backend opens
+        self._auto_candidates = [
+            name
+            for name in CPU_RUNTIMES
+            if str(backend).lower() == "auto" and self.backend != "torch" and is_installed(name)
+        ]
         self._runtime: Runtime | None = None
 
     def ensure_backend(self) -> str:
@@ -92,7 +100,11 @@ class Predictor:
         """
         if self.backend != "torch" and self._runtime is None:
             try:
-                self._runtime = open_runtime(self.model, self.backend)
+                if len(self._auto_candidates) > 1:
+                    self._runtime = open_fastest(self.model, self._auto_candidates, self.batch_size)
+                    self.backend = self._runtime.name
+                else:
+                    self._runtime = open_runtime(self.model, self.backend)
             except Exception as exc:  # noqa: BLE001 - any failure: torch still answers
                 self._fall_back_to_torch(exc)
         return self.backend

@@ -1,10 +1,12 @@
 """Which backend runs a model: what ``--backend`` asks for, what is installed, what is fastest.
 
 ``auto`` is torch on a GPU (CUDA, MPS: its mixed precision there is the fast path). On
-a CPU it is the fastest installed runtime, by measurement (docs/benchmarks.md, "CPU
-runtimes"): OpenVINO on Intel CPUs (2.9 times torch on a Xeon with AMX, where ONNX
-Runtime gave 1.7), ONNX Runtime on the others (2.0-2.3 times torch on an AMD EPYC, where
-OpenVINO gave 1.7-2.1), and torch when neither is installed.
+a CPU it is the fastest installed runtime, by measurement: with both installed the
+Predictor times them on the model once per machine (:mod:`.fastest`), since machines
+rank them differently (docs/benchmarks.md, "CPU runtimes": OpenVINO 2.9 times torch on
+a Xeon with AMX, where ONNX Runtime gave 1.7; on two AMD EPYC machines one or the
+other was ahead). :func:`auto_cpu_backend` is the guess before that measurement, and
+the answer when only one runtime is installed; torch when neither is.
 """
 
 from __future__ import annotations
