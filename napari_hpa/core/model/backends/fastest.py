@@ -92,7 +92,7 @@ def open_fastest(model: LoadedModel, candidates: Sequence[str], batch_size: int)
     """
     threads = max(1, torch.get_num_threads())
     known = recorded_fastest(model, threads)
-    if known in candidates:
+    if known is not None and known in candidates:
         with contextlib.suppress(Exception):  # it no longer opens: measure the others
             return open_runtime(model, known)
     opened: dict[str, Runtime] = {}
