@@ -11,7 +11,7 @@ import pytest
 from conftest import shared_data
 
 from napari_hpa.cli import main
-from napari_hpa.core.model.backends import auto_cpu_backend, is_installed
+from napari_hpa.core.model.backends import is_installed
 
 RUNTIMES = [b for b in ("onnxruntime", "openvino") if is_installed(b)]
 
@@ -46,15 +46,17 @@ def _table(path: Path) -> dict[str, dict[str, str]]:
         return {row["image"]: row for row in csv.DictReader(f)}
 
 
+@pytest.mark.skipif(not RUNTIMES, reason="neither onnxruntime nor openvino is installed")
 def test_batch_with_auto_gives_the_torch_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = shared_data("hpa_class_examples_composite") / "images"
-    common = [str(folder), "--glob", "1*-a.jpg", "--device", "cpu", "--workers", "1"]
+    common = [str(folder), "--glob", "1[0-2]-*-a.jpg", "--device", "cpu", "--workers", "1"]
     assert main(["batch", *common, "--out", str(tmp_path / "t.csv"), "--backend", "torch"]) == 0
     assert "on torch" in capsys.readouterr().out
     assert main(["batch", *common, "--out", str(tmp_path / "a.csv")]) == 0  # auto, the default
-    assert f"on {auto_cpu_backend()}" in capsys.readouterr().out
+    summary = capsys.readouterr().out  # auto: the runtime measured fastest here
+    assert "on onnxruntime" in summary or "on openvino" in summary, summary
 
     expected, got = _table(tmp_path / "t.csv"), _table(tmp_path / "a.csv")
     assert len(expected) >= 5 and got.keys() == expected.keys()
