@@ -33,7 +33,7 @@ from napari_hpa.core.model.backends.fastest import (
     remember_fastest,
     time_runtimes,
 )
-from napari_hpa.core.model.checkpoint import load_model
+from napari_hpa.core.model.checkpoint import LoadedModel, load_model
 from napari_hpa.core.model.predict import Predictor
 from napari_hpa.core.model.registry import (
     bundled_models_dir,
@@ -118,12 +118,16 @@ def test_export_is_cached_by_weights_and_never_written_to_the_bundled_folder(
     assert _tree(bundled_models_dir()) == bundled_before
 
 
-def test_a_damaged_cached_graph_is_exported_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def tiny_in_own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LoadedModel:
+    """The tiny bundled model, exporting into a cache of this test's own."""
     _needs("onnxruntime")
     monkeypatch.setenv("NAPARI_HPA_CACHE", str(tmp_path))
-    model = Predictor("hpa28-synthetic-tiny", device="cpu").model
+    return Predictor("hpa28-synthetic-tiny", device="cpu").model
+
+
+def test_a_damaged_cached_graph_is_exported_again(tiny_in_own_cache: LoadedModel) -> None:
+    model = tiny_in_own_cache
     path = onnx_path(model)
     path.write_bytes(b"not a graph")  # a disk error, a half-copied cache
 
@@ -135,11 +139,9 @@ def test_a_damaged_cached_graph_is_exported_again(
 
 
 def test_a_cached_graph_of_other_weights_is_caught_by_the_probe(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_in_own_cache: LoadedModel,
 ) -> None:
-    _needs("onnxruntime")
-    monkeypatch.setenv("NAPARI_HPA_CACHE", str(tmp_path))
-    model = Predictor("hpa28-synthetic-tiny", device="cpu").model
+    model = tiny_in_own_cache
     other = Predictor("hpa28-synthetic-tiny", device="cpu").model
     with torch.no_grad():
         for p in other.net.parameters():
