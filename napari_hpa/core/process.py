@@ -1,94 +1,92 @@
-"""Is a process alive (zombies and reused pids aside), and signal its group.
+"""Is a process alive (zombies and reused pids aside), and stop a job with all its processes.
 
-Used by training jobs (``jobs``) and by batch decode workers watching their parent.
-
-Linux-first: ``/proc`` tells zombies and reused pids apart; elsewhere the
-checks fall back to ``kill(pid, 0)``.
+Used by training jobs (``jobs``), by the model folders' cleaner and by batch decode
+workers watching their parent. Portable through psutil (Linux, macOS, Windows): no
+``/proc``, no process groups. A job's processes are found by the job id in their
+environment (``NAPARI_HPA_JOB_ID``, which every child inherits), so a DataLoader
+worker whose trainer was killed is still found, where a walk of the process tree
+would have lost it with its parent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
+
+import psutil
+
+#: The environment variable that names the job a process belongs to.
+JOB_ENV = "NAPARI_HPA_JOB_ID"
+_GONE = (psutil.NoSuchProcess, psutil.ZombieProcess)
+_DEAD = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
-def proc_start_ticks(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (Linux), to tell reused pids apart."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (IndexError, ValueError):
-        return None
+def start_stamp(pid: int) -> int | None:
+    """Return when ``pid`` started, in hundredths of a second, to tell reused pids apart.
 
-
-def _proc_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    parts = stat.rsplit(")", 1)[1].split()
-    return parts[0] if parts else None
-
-
-def pid_alive(pid: int | None, start_ticks: int | None = None) -> bool:
-    """Tell whether ``pid`` runs: not a zombie, and started at ``start_ticks`` if known.
-
-    The start time tells a reused pid from the process that was recorded.
+    The same for the same process whoever asks (the process itself, or the job that
+    started it); None if it is not running or cannot be asked.
     """
-    if not pid:
-        return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        # Reap it if it is our own finished child (a dropped Popen leaves a zombie).
-        os.waitpid(pid, os.WNOHANG)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return round(psutil.Process(pid).create_time() * 100)
+    except (psutil.Error, OSError):
+        return None
+
+
+def pid_alive(pid: int | None, stamp: int | None = None, reap: bool = True) -> bool:
+    """Tell whether ``pid`` runs: not a zombie, and started at ``stamp`` if known.
+
+    ``reap`` first collects ``pid`` if it is this process's own finished child (a
+    dropped Popen leaves a zombie); a cleaner that must never take a child's exit
+    status from its caller passes False.
+    """
+    if not pid or pid <= 0:
         return False
-    except PermissionError:
-        return True
-    if _proc_state(pid) in ("Z", "X"):
-        return False
-    if start_ticks is not None:
-        now = proc_start_ticks(pid)
-        if now is not None and now != start_ticks:
+    if reap and hasattr(os, "WNOHANG"):
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() in _DEAD:
             return False
+        if stamp:
+            return round(proc.create_time() * 100) == stamp
+    except _GONE:
+        return False
+    except psutil.AccessDenied:  # another user's process: it runs
+        return True
     return True
 
 
-def signal_group(pid: int, sig: int) -> None:
-    """Send ``sig`` to the process group led by ``pid`` (the job and its workers)."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+def job_processes(job_id: str) -> list[psutil.Process]:
+    """Return the running processes of job ``job_id`` (its trainer and every descendant)."""
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.environ().get(JOB_ENV) == job_id and proc.status() not in _DEAD:
+                found.append(proc)
+    return found
 
 
-def group_alive(pgid: int) -> bool:
-    """Tell whether any process of group ``pgid`` (a job and its workers) still runs.
+def job_alive(job_id: str) -> bool:
+    """Tell whether any process of job ``job_id`` still runs."""
+    return bool(job_processes(job_id))
 
-    A group of zombies does not count, where ``/proc`` shows the states.
+
+def stop_job(pid: int | None, job_id: str, force: bool = False) -> None:
+    """Ask every process of the job to stop (SIGTERM); ``force`` kills them.
+
+    ``pid`` (the job's first process) is asked first, so that a trainer that stops
+    gracefully gets the signal before its workers are gone.
     """
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # killpg(0) succeeds while zombies of the group remain; check /proc when we can.
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parts = stat.rsplit(")", 1)[1].split()
-        if len(parts) > 2 and parts[2] == str(pgid) and parts[0] not in ("Z", "X"):
-            return True
-    return False
+    procs = job_processes(job_id)
+    if pid and pid_alive(pid, reap=False):
+        with contextlib.suppress(psutil.Error):
+            first = psutil.Process(pid)
+            procs = [first, *[p for p in procs if p.pid != pid]]
+    for proc in procs:
+        with contextlib.suppress(psutil.Error, OSError):
+            if force:
+                proc.kill()
+            else:
+                proc.terminate()

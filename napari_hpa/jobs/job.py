@@ -3,7 +3,8 @@
 A :class:`Job` runs one command (normally ``python -m napari_hpa train ...
 --progress jsonl``) in a child process in a new session, so a crash, an
 out-of-memory kill or a CUDA error in the child can never take napari down,
-and a signal sent to the job reaches the child and its DataLoader workers.
+and stopping the job reaches the child and its DataLoader workers (found by the
+job id in their environment, on every operating system).
 Its folder and states are described in :mod:`.record`.
 """
 
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.model import registry
 from ..core.model.checkpoint import partial_versions
-from ..core.process import group_alive, pid_alive, proc_start_ticks, signal_group
+from ..core.process import job_alive, pid_alive, start_stamp, stop_job
 from .progress import Progress, event_kind
 from .record import (
     EVENTS_FILE,
@@ -221,7 +222,7 @@ class Job:
             with contextlib.suppress(OSError, AttributeError):
                 os.setpriority(os.PRIO_PROCESS, self._proc.pid, self.nice)
         self.record.pid = self._proc.pid
-        self.record.pid_start_ticks = proc_start_ticks(self._proc.pid)
+        self.record.pid_start_ticks = start_stamp(self._proc.pid)
         self.set_state("running")
         return self
 
@@ -340,7 +341,7 @@ class Job:
             state, error = (
                 "failed",
                 f"the job's process was killed by {name}"
-                + (" (out of memory?)" if -returncode == signal.SIGKILL else ""),
+                + (" (out of memory?)" if -returncode == getattr(signal, "SIGKILL", 9) else ""),
             )
         elif returncode != 0:
             error = f"the job's process exited with code {returncode}" + _log_hint(self)
@@ -369,16 +370,16 @@ class Job:
         if self.record.state == "running" and self.record.pid and self.is_alive():
             self.record.meta["stopped_early"] = True
             self.save()
-            signal_group(self.record.pid, signal.SIGTERM)
+            stop_job(self.record.pid, self.id)
 
     def cancel(self, grace: float = CANCEL_GRACE_S) -> str:
         """Stop the job and keep nothing; returns within :data:`CANCEL_LIMIT_S` seconds.
 
-        Sends SIGTERM to the job's process group twice (``napari-hpa train``
-        stops on the first and aborts at once on the second), then SIGKILL
-        after ``grace`` seconds. Afterwards the process is gone, the state is
-        ``cancelled`` and no new model version or ``.tmp-*`` folder of the job's
-        model is left.
+        Sends SIGTERM to every process of the job twice (``napari-hpa train``
+        stops on the first and aborts at once on the second), then kills what is
+        left after ``grace`` seconds (:func:`~napari_hpa.core.process.stop_job`).
+        Afterwards the process is gone, the state is ``cancelled`` and no new model
+        version or ``.tmp-*`` folder of the job's model is left.
         """
         with self._lock:
             return self._cancel_locked(grace)
@@ -404,13 +405,13 @@ class Job:
                 # Let it exit at full speed (allowed for root only; harmless otherwise).
                 with contextlib.suppress(OSError, AttributeError):
                     os.setpriority(os.PRIO_PROCESS, pid, 0)
-            signal_group(pid, signal.SIGTERM)
+            stop_job(pid, self.id)
             wait_until(0.15)
             if self.is_alive():
-                signal_group(pid, signal.SIGTERM)
+                stop_job(pid, self.id)
             wait_until(grace)
-            if self.is_alive() or group_alive(pid):
-                signal_group(pid, signal.SIGKILL)
+            if self.is_alive() or job_alive(self.id):
+                stop_job(pid, self.id, force=True)
             wait_until(CANCEL_LIMIT_S - 0.1)
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -6,7 +6,7 @@ live in their own modules, re-exported here:
 * :mod:`.record`: :class:`JobRecord`, the states and the job folder's files;
 * :mod:`.job`: :class:`Job`, the process, its output, poll, cancel;
 * :mod:`.progress`: :class:`Progress` from the progress events;
-* :mod:`..core.process`: pids and process groups (alive? signal), shared with the batch;
+* :mod:`..core.process`: pids and a job's processes (alive? stop), shared with the batch;
 * :mod:`.locks`: one job per model at a time;
 * :mod:`.recovery`: settling the jobs left by an earlier session.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.model import registry
-from ..core.process import group_alive as group_alive
+from ..core.process import job_alive as job_alive
 from ..core.process import pid_alive
 from . import locks, recovery
 from .job import CANCEL_GRACE_S, CANCEL_LIMIT_S, JOB_NICENESS, EventCallback, FinalCallback, Job
@@ -72,6 +72,7 @@ __all__ = [
     "Progress",
     "epoch_metrics",
     "event_kind",
+    "job_alive",
     "pid_alive",
     "python_command",
 ]

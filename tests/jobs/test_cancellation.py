@@ -41,7 +41,7 @@ from napari_hpa.core.model.predict import PredictionCancelled, Predictor
 from napari_hpa.jobs.runner import (
     CANCEL_LIMIT_S,
     JobManager,
-    group_alive,
+    job_alive,
     pid_alive,
     python_command,
 )
@@ -353,7 +353,7 @@ def test_cancel_a_training_job_while_it_writes_its_model(tmp_path: Path) -> None
     took = time.monotonic() - t0
     print(f"cancel: training job while it writes its model {took:.2f} s")
     assert state == "cancelled" and took < CANCEL_LIMIT_S, took
-    assert not pid_alive(job.pid) and not group_alive(job.pid)
+    assert not pid_alive(job.pid) and not job_alive(job.id)
     assert sorted(p.name for p in models.iterdir()) == before
     record = json.loads((job.folder / "job.json").read_text())
     assert record["state"] == "cancelled" and record.get("result_path") is None

@@ -40,7 +40,7 @@ from napari_hpa.jobs.runner import (
     JobManager,
     Progress,
     epoch_metrics,
-    group_alive,
+    job_alive,
     pid_alive,
     python_command,
 )
@@ -227,7 +227,7 @@ def _tiny_training_data(root: Path, n: int = 8) -> tuple[Path, Path]:
 
 def _assert_gone(job: Job) -> None:
     assert not pid_alive(job.pid)
-    assert not group_alive(job.pid)
+    assert not job_alive(job.id)
 
 
 def test_cancel_a_real_training_within_two_seconds(tmp_path: Path) -> None:

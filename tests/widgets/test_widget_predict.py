@@ -71,6 +71,10 @@ def test_predict_shows_table_cam_and_cells(make_napari_viewer, qtbot, hpa_dir, t
 
     result = widget.session.result
     assert result is not None and result.source == str(hpa_dir / "synth_0000")
+    # the Backend box says auto: the status line says what auto chose
+    assert widget.backend_combo.currentText() == "auto"
+    assert result.predictor is not None and result.predictor.backend != "auto"
+    assert widget.status.text().endswith(f" s on {result.predictor.backend}"), widget.status.text()
     table = widget.table
     assert table.rowCount() == 28
     probs = [float(table.item(r, 1).text()) for r in range(28)]

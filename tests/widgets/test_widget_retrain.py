@@ -19,7 +19,7 @@ from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.labels.store import AnnotationStore, default_db_path
 from napari_hpa.core.model import preferences as settings
 from napari_hpa.core.model import registry
-from napari_hpa.jobs.runner import CANCEL_LIMIT_S, JobManager, group_alive, pid_alive
+from napari_hpa.jobs.runner import CANCEL_LIMIT_S, JobManager, job_alive, pid_alive
 from napari_hpa.widgets.retrain import RetrainWidget
 from napari_hpa.widgets.retrain.state import format_eta
 
@@ -149,7 +149,7 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
     took = time.monotonic() - t0
     assert took < CANCEL_LIMIT_S, (took, widget.status.text(), second.record)
     qtbot.waitUntil(lambda: second.state == "cancelled", timeout=5_000)
-    assert not group_alive(second.pid)
+    assert not job_alive(second.id)
     assert sorted(p.name for p in models.iterdir()) == ["tiny-v1", "tiny-v2"]
     qtbot.waitUntil(lambda: "Cancelled" in widget.progress.format(), timeout=5_000)
     kinds = [j.record.kind for j in JobManager().list_jobs()]

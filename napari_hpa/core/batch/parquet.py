@@ -10,7 +10,6 @@ into one file (first row per image or cell wins) and renames it into place.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from .table import (
     BatchError,
     ResultWriter,
     Row,
-    lock_table,
+    TableLock,
     parts_dir,
 )
 
@@ -47,16 +46,15 @@ class ParquetWriter(ResultWriter):
         self._buffer: list[Row] = []
         self.parts = parts_dir(self.out)
         self.parts.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = os.open(self.parts / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        lock_table(self._lock_fd, self.out)
+        self._lock: TableLock | None = TableLock(self.out, self.parts / ".lock")
         try:
             for path in [self.out, *sorted(self.parts.glob(f"{MAIN_PART_PREFIX}*.parquet"))]:
                 if path.is_file():
                     for row in _read_parquet(path, self.classes, self.cells, self._check_header):
                         self._count(row)
         except BaseException:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            self._lock.release()
+            self._lock = None
             raise
 
     def write(self, rows: Sequence[Row]) -> None:
@@ -84,16 +82,15 @@ class ParquetWriter(ResultWriter):
 
     def close(self) -> None:
         """Compact the table and its parts into ``out`` and release the lock."""
-        if self._lock_fd is None:
+        if self._lock is None:
             return
         try:
             self.sync()
             self._compact()
         finally:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            self._lock.release()
+            self._lock = None
         with contextlib.suppress(OSError):
-            (self.parts / ".lock").unlink()
             self.parts.rmdir()
 
     def _compact(self) -> None:

@@ -207,7 +207,7 @@ class CsvWriter(ResultWriter):
         ``%``-format of probabilities: ``%.6f`` for the user's table (as
         ``napari-hpa predict``), ``%.9g`` (exact float32) for part files.
     lock
-        Take an exclusive ``flock`` so two runs cannot append to one table.
+        Take the table's exclusive :class:`TableLock`, so two runs cannot append to it.
 
     Notes
     -----
@@ -226,15 +226,19 @@ class CsvWriter(ResultWriter):
         super().__init__(out, classes, cells)
         self.float_format = float_format
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = os.open(self.out, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._lock = TableLock(self.out, table_lock_file(self.out)) if lock else None
+        try:
+            self._fd: int | None = os.open(self.out, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except BaseException:
+            self._release()
+            raise
         self._size = 0
         try:
-            if lock:
-                lock_table(self._fd, self.out)
             self._load()
         except BaseException:
             os.close(self._fd)
             self._fd = None
+            self._release()
             raise
 
     def _load(self) -> None:
@@ -338,6 +342,12 @@ class CsvWriter(ResultWriter):
             finally:
                 os.close(self._fd)
                 self._fd = None
+                self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 # ----------------------------------------------------------------------------- parts
@@ -406,19 +416,44 @@ def read_csv_rows(path: Path, classes: Sequence[str], cells: bool) -> Iterator[R
 
 
 # ----------------------------------------------------------------------------- helpers
-def lock_table(fd: int, out: Path) -> None:
-    """Lock ``fd`` exclusively, so that two runs never write one table.
+class TableLock:
+    """An exclusive lock on one results table, so that two runs never write it at once.
 
-    Raises :class:`BatchError` at once if another process holds it; a no-op on Windows.
+    A hidden lock file (filelock: ``flock`` on Linux and macOS, ``msvcrt`` on Windows)
+    beside the table, removed when the writer closes; the lock itself ends with the
+    process, so a killed run never blocks the next.
+
+    Raises :class:`BatchError` at once if another run holds it.
     """
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; a second run is the user's choice
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise BatchError(f"{out} is being written by another batch run") from None
+
+    def __init__(self, out: Path, lock_file: Path) -> None:
+        import filelock
+
+        self.lock_file = lock_file
+        self._lock: filelock.BaseFileLock | None = filelock.FileLock(
+            str(lock_file), timeout=0, thread_local=False
+        )
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:
+            self._lock = None
+            raise BatchError(f"{out} is being written by another batch run") from None
+        except OSError as exc:
+            self._lock = None
+            raise BatchError(f"{out}: cannot lock the table ({exc.strerror or exc})") from None
+
+    def release(self) -> None:
+        """Release the lock and remove its file (no leftover beside the table); safe twice."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+            with contextlib.suppress(OSError):
+                self.lock_file.unlink()
+
+
+def table_lock_file(out: Path) -> Path:
+    """Return the hidden lock file of the table ``out``, in its folder."""
+    return out.parent / f".{out.name}.lock"
 
 
 def fsync_file(path: Path) -> None:

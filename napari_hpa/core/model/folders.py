@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from ..atomic import TMP_PREFIX
-from ..process import proc_start_ticks
+from ..process import pid_alive, start_stamp
 
 #: A leftover whose writer cannot be checked (another machine on a shared folder, an
 #: older napari-hpa, an atomic temporary file) is removed once it is this old: a model
@@ -44,35 +44,18 @@ def _host() -> str:
 
 
 def writer_tag() -> str:
-    """Return ``<host>~<pid>~<start ticks>``: who writes a temporary folder, for the cleaner."""
+    """Return ``<host>~<pid>~<start stamp>``: who writes a temporary folder, for the cleaner."""
     pid = os.getpid()
-    return _SEP.join((_host(), str(pid), str(proc_start_ticks(pid) or 0)))
+    return _SEP.join((_host(), str(pid), str(start_stamp(pid) or 0)))
 
 
-def _writer_alive(pid: int, ticks: int) -> bool:
-    """Tell whether process ``pid`` (started at ``ticks``, 0 if unknown) still runs.
+def _writer_alive(pid: int, stamp: int) -> bool:
+    """Tell whether process ``pid`` (started at ``stamp``, 0 if unknown) still runs.
 
-    No ``waitpid`` here (unlike ``process.pid_alive``): the cleaner must never reap
-    a child that its own caller is about to wait for.
+    Never reaps (``reap=False``): the cleaner must not take the exit status of a child
+    that its own caller is about to wait for.
     """
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: kill(0) is all we know
-    fields = stat.rsplit(")", 1)[-1].split()
-    if fields and fields[0] in ("Z", "X"):
-        return False
-    return not ticks or proc_start_ticks(pid) in (None, ticks)
+    return pid_alive(pid, stamp or None, reap=False)
 
 
 def _is_leftover(entry: Path, now: float, stale_after_s: float) -> bool:

@@ -107,7 +107,7 @@ class Session:
     def __init__(self) -> None:
         self.result: PredictionResult | None = None
         self.selected_cell: int | None = None
-        self._predictors: dict[tuple[str, str], Predictor] = {}
+        self._predictors: dict[tuple[str, str, str], Predictor] = {}
         #: Held while a model runs, so a worker never shares a network with another.
         self.model_lock = threading.Lock()
         #: The image layers the result was computed from (weakly: a deleted layer goes).

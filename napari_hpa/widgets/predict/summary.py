@@ -16,7 +16,10 @@ OVERLAY_LINES = 5
 
 
 def status_text(result: PredictionResult) -> str:
-    """``<image>: <predicted classes> · <n> cells · <seconds> s`` for the status line."""
+    """``<image>: <predicted classes> · <n> cells · <seconds> s on <backend>``.
+
+    The backend is said because ``auto`` chooses it (by measurement, on a CPU).
+    """
     pred = result.prediction
     names = [pred.classes[c] for c in result.order() if c in set(pred.predicted)]
     shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
@@ -24,6 +27,7 @@ def status_text(result: PredictionResult) -> str:
         f"{result.image.image_id}: {shown or 'nothing'}"
         + (f" · {counted(len(result.cells), 'cell')}" if result.labels is not None else "")
         + f" · {sum(result.timings.values()):.1f} s"
+        + (f" on {result.predictor.backend}" if result.predictor is not None else "")
     )
 
 
