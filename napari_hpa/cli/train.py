@@ -203,6 +203,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     t.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="CPU training precision: auto is bf16 autocast where the CPU has native bf16 "
+        "(AVX-512 BF16, AMX), else fp32; weights, loss and metrics stay fp32",
+    )
+    t.add_argument(
         "--max-minutes",
         type=float,
         help="time limit: the learning-rate schedule is fitted to the epochs that fit, the run "
@@ -325,6 +332,7 @@ def make_config(args: argparse.Namespace) -> Any:
             workers=args.workers,
             device=args.device,
             amp=not args.no_amp,
+            precision=args.precision,
             max_minutes=args.max_minutes,
             crops_per_image=args.crops_per_image,
             augment=aug,

@@ -18,6 +18,7 @@ from ..model.checkpoint import MAX_FIT, MAX_TILE, MIN_TILE, ModelSpec
 from ..model.names import check_model_name
 from .augment import AugmentConfig
 from .data import DataError
+from .precision import PRECISIONS
 
 #: Upper bounds of the run's sizes (a typo like --batch-size 320000 is refused at once).
 MAX_BATCH = 4096
@@ -39,6 +40,8 @@ class TrainConfig:
     (:func:`~napari_hpa.core.model.metrics.tune_thresholds`, ``prior_weight``).
     ``weight_average`` > 0 validates and saves an exponential moving average of
     the weights with that decay per step (:mod:`~napari_hpa.core.train.averaging`).
+    ``precision`` is ``auto`` (bf16 autocast on a CPU with native bf16, else fp32;
+    :mod:`~napari_hpa.core.train.precision`), ``fp32`` or ``bf16``.
     ``freeze_bn`` keeps every batch-norm layer's statistics as they are (the
     parent's, when fine-tuning): small batches from another microscope then
     cannot replace them with noisy batch statistics; the layers' scale and
@@ -68,6 +71,7 @@ class TrainConfig:
     workers: int | None = None
     device: str = "auto"
     amp: bool = True
+    precision: str = "auto"
     max_minutes: float | None = None
     crops_per_image: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -86,6 +90,10 @@ class TrainConfig:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
         check_model_name(self.name)
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}"
+            )
         if self.schedule not in ("onecycle", "cosine"):
             raise ValueError(f"schedule must be onecycle or cosine, not {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:

@@ -29,6 +29,7 @@ Choices and why:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -57,6 +58,7 @@ from .augment import (
 from .averaging import WeightAverage
 from .config import TrainConfig, TrainingOutOfMemory, TrainResult, done_event
 from .data import DataError, TrainData, data_fingerprint, split, targets_matrix
+from .precision import MIN_SPEEDUP, bf16_speedup, resolve_precision
 from .report import output_folder, save_result
 from .schedule import PhaseSchedule
 from .setup import make_loss, setup_model
@@ -129,6 +131,7 @@ class _Run:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {}
         self.use_amp = config.amp and self.device.type == "cuda"
+        self.precision = resolve_precision(config.precision, self.device)
         self.micro = 0  # images per forward pass; 0 = the whole batch (until a GPU OOM)
         freeze = config.freeze_epochs
         if freeze is None:
@@ -170,6 +173,13 @@ class _Run:
         # training img/s of small_cnn and the mobile backbones; docs/benchmarks.md)
         # (torch's stubs lack the device + memory_format overload that Module.to accepts)
         self.net.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if cfg.precision == "auto" and self.precision == "bf16":
+            # native bf16 is not faster for every network: time this one both ways
+            probe = (min(cfg.batch_size, 16), len(spec.channels), spec.size, spec.size)
+            gain = bf16_speedup(self.net, probe)
+            self.info["bf16_speedup"] = round(gain, 2)
+            if gain < MIN_SPEEDUP:
+                self.precision = "fp32"
         self.average = WeightAverage(self.net, cfg.weight_average) if cfg.weight_average else None
         # the network that is validated and kept: the weight average, or the live one
         # (the average is a deep copy of the live ClassifierNet)
@@ -277,7 +287,7 @@ class _Run:
                 self.device, non_blocking=True, memory_format=torch.channels_last
             )
             yb = y[i : i + size].to(self.device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+            with self._autocast():
                 logits = self.net(xb)
             loss = self.criterion(logits.float(), yb if self.task.multilabel else yb.argmax(1))
             self.scaler.scale(loss * (len(xb) / n) if size < n else loss).backward()
@@ -288,6 +298,14 @@ class _Run:
         if self.average:
             self.average.update(self.net)
         return total / max(n, 1)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Return the forward pass's autocast: float16 on CUDA, bf16 on a CPU that has it."""
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.float16)
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _diverged(self, what: str, epoch: int, batch: int | None = None) -> str:
         where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
@@ -352,6 +370,7 @@ class _Run:
         cfg = self.config
         n = {"n_train": len(self.train_s), "n_val": len(self.val_s), "n_batches": len(self.loader)}
         about = {"device": str(self.device), "task": self.task.name, "name": cfg.name}
+        about["precision"] = "fp16" if self.use_amp else self.precision
         classes = list(self.task.classes)
         self.emit({"event": "start", "total_epochs": cfg.epochs, **n, **about, "classes": classes})
         self.last_event = 0.0
@@ -381,6 +400,7 @@ class _Run:
         """Return the best epoch's network (on the CPU) and numbers; no network if none finished."""
         duration = round(time.monotonic() - self.t0, 2)
         extra: dict[str, Any] = {"info": self.info, "device": str(self.device)}
+        extra["precision"] = "fp16" if self.use_amp else self.precision
         extra["duration_s"] = duration
         if reason:
             extra["stop_reason"] = reason

@@ -280,6 +280,7 @@ def save_result(
         "data": data.origin,
         **result.extra.get("info", {}),
         "device": result.extra.get("device"),
+        "precision": result.extra.get("precision"),
         "duration_s": result.extra.get("duration_s"),
     }
     if "stop_reason" in result.extra:
