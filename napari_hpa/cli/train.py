@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from ..core.train.data import (
     load_csv,
     load_folder_per_class,
 )
+from ..jobs.record import STOP_ENV
 from . import UserError
 
 CHANNEL_SETS = {"hpa": HPA_CHANNELS, "rgb": ("red", "green", "blue"), "gray": ("gray",)}
@@ -394,14 +396,22 @@ def _printer(mode: str) -> Callable[[dict[str, Any]], None]:
 
 
 class StopFlag:
-    """SIGTERM/SIGINT set the flag (stop after this batch); a second signal aborts."""
+    """SIGTERM/SIGINT set the flag (stop after this batch); a second signal aborts.
+
+    In a job, the job's stop file (``$NAPARI_HPA_STOP_FILE``, made by "stop early")
+    sets it too: the one way to ask on Windows, where a signal kills.
+    """
 
     def __init__(self) -> None:
         self.stopped = False
         self._old: dict[int, Any] = {}
+        named = os.environ.get(STOP_ENV)
+        self._stop_file = Path(named) if named else None
 
     def __call__(self) -> bool:
-        """Return True once a stop signal has arrived (the trainer polls this)."""
+        """Return True once a stop signal has arrived or the stop file exists."""
+        if not self.stopped and self._stop_file is not None and self._stop_file.exists():
+            self.stopped = True
         return self.stopped
 
     def _handle(self, signum: int, frame: Any) -> None:

@@ -34,6 +34,8 @@ from .record import (
     LOG_FILE,
     STDOUT_FILE,
     STDOUT_PREFIX,
+    STOP_ENV,
+    STOP_FILE,
     TRANSITIONS,
     JobError,
     JobRecord,
@@ -200,6 +202,7 @@ class Job:
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
         child_env["NAPARI_HPA_JOB_ID"] = self.id
+        child_env[STOP_ENV] = str(self.folder / STOP_FILE)
         try:
             with open(self.folder / STDOUT_FILE, "ab") as out, open(self.log_path, "ab") as err:
                 self._proc = subprocess.Popen(
@@ -362,15 +365,21 @@ class Job:
             time.sleep(interval)
 
     def stop_early(self) -> None:
-        """Ask the trainer to stop after the current batch and keep its best epoch (one SIGTERM).
+        """Ask the trainer to stop after the current batch and keep its best epoch.
 
-        The job ends ``done`` with a model if an epoch had finished; use
-        :meth:`cancel` to stop without keeping anything.
+        The job's stop file says so on every operating system (the trainer polls it
+        between batches); on POSIX one SIGTERM says it at once too. On Windows a
+        signal would kill the trainer before it saves, so the file alone speaks. The
+        job ends ``done`` with a model if an epoch had finished; use :meth:`cancel`
+        to stop without keeping anything.
         """
         if self.record.state == "running" and self.record.pid and self.is_alive():
             self.record.meta["stopped_early"] = True
             self.save()
-            stop_job(self.record.pid, self.id)
+            with contextlib.suppress(OSError):
+                (self.folder / STOP_FILE).touch()
+            if os.name == "posix":
+                stop_job(self.record.pid, self.id)
 
     def cancel(self, grace: float = CANCEL_GRACE_S) -> str:
         """Stop the job and keep nothing; returns within :data:`CANCEL_LIMIT_S` seconds.

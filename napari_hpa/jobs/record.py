@@ -43,6 +43,10 @@ JOB_FILE = "job.json"
 EVENTS_FILE = "events.jsonl"
 LOG_FILE = "log.txt"
 STDOUT_FILE = "stdout.txt"
+#: Created by "stop early": the trainer stops after its batch and keeps its best epoch.
+STOP_FILE = "stop"
+#: Tells the job's trainer where its stop file is.
+STOP_ENV = "NAPARI_HPA_STOP_FILE"
 #: Marks the lines of log.txt that came from standard output (not JSON events).
 STDOUT_PREFIX = "[stdout] "
 

@@ -435,3 +435,41 @@ def test_a_parent_whose_model_json_is_refused_is_a_job_error(tmp_path: Path) -> 
     AnnotationStore(db).close()
     with pytest.raises(JobError, match="std"):
         start_retrain(RetrainRequest(str(folder), db), JobManager(tmp_path / "jobs"))
+
+
+def test_stop_early_by_the_stop_file_alone_keeps_the_best_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has no graceful signal: there the stop file alone asks the trainer to stop.
+
+    The signal is disabled here, so only the file can end the run, with its best epoch kept.
+    """
+    import napari_hpa.jobs.job as job_module
+
+    signals: list[tuple] = []
+    monkeypatch.setattr(job_module, "stop_job", lambda *a, **k: signals.append(a))
+    images, labels = _tiny_training_data(tmp_path)
+    models = registry.user_models_dir()
+    write_tiny_model(models, size=32)
+    command = python_command(
+        "train", "--data", images, "--labels", labels, "--base", "tiny", "--name", "tiny",
+        "--epochs", "500", "--freeze-epochs", "0", "--patience", "0", "--batch-size", "2",
+        "--device", "cpu", "--progress", "jsonl",
+    )  # fmt: skip
+    job = JobManager().start(command, "tiny")
+    deadline = time.monotonic() + 240
+    while not any(e.get("event") == "epoch" for e in job.events):
+        job.poll()
+        assert not job.is_final, job.log_text()
+        assert time.monotonic() < deadline, "the trainer never finished an epoch"
+        time.sleep(0.05)
+    job.stop_early()
+    assert (job.folder / "stop").is_file()
+    assert job.wait(60) == "done", job.log_text()
+    assert job.record.result_model and job.record.result_model.startswith("tiny@")
+    assert Path(job.record.result_path).is_dir()
+    done = [e for e in job.events if e.get("event") == "done"][-1]
+    assert done["stopped_early"] is True
+    epochs = [e for e in job.events if e.get("event") == "epoch"]
+    assert len(epochs) < 500  # it stopped, long before its epochs ran out
+    assert signals == ([(job.pid, job.id)] if os.name == "posix" else [])
