@@ -68,6 +68,7 @@ def _config(root: Path, **kw) -> TrainConfig:
     base = dict(
         name="oom", size=32, epochs=2, batch_size=8, lr=5e-3, arch_kwargs={"width": 4},
         out_root=str(root), patience=0, workers=0, device="cpu", seed=0,
+        precision="fp32",  # the simulated OOM is the training step's, not the bf16 timing's
     )  # fmt: skip
     return TrainConfig(**{**base, **kw})
 
@@ -107,6 +108,7 @@ def test_micro_batches_give_the_same_update(tmp_path: Path, monkeypatch) -> None
         loaded = load_model(write_tiny_model(tmp_path / f"m{micro}"))
         run.net, run.task = loaded.net.eval(), loaded.spec.task
         run.device, run.use_amp, run.micro = torch.device("cpu"), False, micro
+        run.precision = "fp32"
         run.criterion = torch.nn.BCEWithLogitsLoss()
         run.opt = torch.optim.SGD(run.net.parameters(), lr=0.1)
         run.scaler = torch.amp.GradScaler("cuda", enabled=False)

@@ -99,3 +99,21 @@ def test_the_timing_leaves_the_network_as_it_was() -> None:
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics included
     assert all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_a_timing_that_fails_trains_in_fp32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import napari_hpa.core.train.loop as loop
+
+    def broken(*args: object, **kwargs: object) -> float:
+        raise RuntimeError("the probe ran out of memory")
+
+    monkeypatch.setattr(loop, "bf16_speedup", broken)
+    images = write_samples(tmp_path / "easy", n=12, size=64, seed=3, classes=[0, 2], n_labels=1)
+    data = load_csv(images, images / "labels.csv", EASY[:2])
+    cfg = tiny_config(tmp_path, name="probe", epochs=1, precision="auto")
+    result = train_model(cfg, data, lambda event: None)
+    training = read_spec(result.path).training
+    assert training["precision"] == "fp32" and training["bf16_speedup"] == 0.0
