@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +69,17 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+#: The marks of a module of GUI tests: ``gui``, and a skip without a screen (Linux
+#: without ``$DISPLAY``: run under xvfb-run). ``pytestmark = GUI_TEST`` in the module.
+GUI_TEST = [
+    pytest.mark.gui,
+    pytest.mark.skipif(
+        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
+        reason="needs a display: run under xvfb-run",
+    ),
+]
 
 
 def shared_data(name: str) -> Path:

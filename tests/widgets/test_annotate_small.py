@@ -9,12 +9,11 @@ replaced by one that records where it was opened and answers a path.
 from __future__ import annotations
 
 import csv
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GUI_TEST
 from helpers import write_tiny_model
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAction, QApplication, QFileDialog, QPushButton
@@ -25,13 +24,7 @@ from napari_hpa.core.labels.store import AnnotationStore, default_db_path
 from napari_hpa.core.model.registry import user_models_dir
 from napari_hpa.core.tasks import get_task
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 TASK = "hpa28"
 WAIT_MS = 60_000
 #: The reader a user picks in napari's "Choose reader" dialog, choice remembered.

@@ -12,24 +12,18 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import GUI_TEST
 from helpers import write_tiny_model
 
 from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.model.registry import user_models_dir
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 WAIT_MS = 60_000
 TASK = "hpa28"
 HPA_PATTERNS = [f"*_{c}.png" for c in ("red", "green", "blue", "yellow")]

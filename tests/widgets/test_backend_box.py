@@ -6,20 +6,11 @@ bundled sample (a real A-431 field, reduced), so this is the path a user clicks.
 
 from __future__ import annotations
 
-import os
-import sys
-
-import pytest
+from conftest import GUI_TEST
 
 from napari_hpa.core.model.registry import sample_data_dir
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 WAIT_MS = 120_000
 CHOICES = ["auto", "torch", "onnxruntime", "openvino"]
 

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
-import pytest
+from conftest import GUI_TEST
 
 from napari_hpa.core.image.synth import write_samples
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 LAPTOP = (1366, 768)
 #: The most a dock may ask for beside napari's layer list and a usable canvas.
 MAX_DOCK_WIDTH = 450

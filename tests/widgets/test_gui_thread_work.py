@@ -9,13 +9,11 @@ napari. The docks are added as the Plugins menu adds them and napari picks the r
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
+from conftest import GUI_TEST
 from helpers import write_tiny_model
 
 from napari_hpa import layers as L
@@ -23,13 +21,7 @@ from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.model.registry import user_models_dir
 from napari_hpa.widgets._shared import results as R
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 WAIT_MS = 60_000
 HPA_PATTERNS = [f"*_{c}.png" for c in ("red", "green", "blue", "yellow")]
 

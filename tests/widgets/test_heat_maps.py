@@ -7,26 +7,17 @@ own screenshots, with the heat map shown and hidden (issue 17, defect 7).
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 
 import numpy as np
-import pytest
-from conftest import shared_data
+from conftest import GUI_TEST, shared_data
 from scipy import ndimage as ndi
 
 from napari_hpa.core.model.registry import sample_data_dir
 from napari_hpa.layers import meta
 from napari_hpa.widgets._shared import results as R
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 WAIT_MS = 240_000
 #: What a user ticks in napari's "Choose reader" dialog ("remember this choice").
 PATTERNS = [f"*_{c}.png" for c in ("red", "green", "blue", "yellow")] + ["*.jpg"]

@@ -3,20 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
-import pytest
+from conftest import GUI_TEST
 from PIL import Image
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 
 
 def test_a_blank_image_is_warned_about(make_napari_viewer, monkeypatch, qtbot, tmp_path, notes):

@@ -4,20 +4,11 @@ real plankton image (white around a dark object is its normal background)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 
-import pytest
-from conftest import shared_data
+from conftest import GUI_TEST, shared_data
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 
 
 def test_plankton_image_gets_an_answer_not_a_warning(

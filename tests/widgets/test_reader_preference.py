@@ -18,16 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import GUI_TEST
 
 from napari_hpa.core.image.writers import write_hpa_set, write_image
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 PLUGIN = "napari-hpa"
 #: Names a microscope writes into an OME-TIFF; napari-hpa maps them to the HPA channels.
 OME_NAMES = ["Tubulin", "Protein", "DAPI", "ER"]

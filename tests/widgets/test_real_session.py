@@ -9,24 +9,16 @@ so they see what a user sees (issue 17). The real images are copied from
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import shared_data
+from conftest import GUI_TEST, shared_data
 
 from napari_hpa.widgets._shared import results as R
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 WAIT_MS = 120_000
 MODEL = "hpa28-efficientnet_lite0"
 TASK = "hpa28"

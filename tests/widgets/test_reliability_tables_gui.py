@@ -7,24 +7,16 @@ folder's database has two pages overwritten with noise, as a failing disk leaves
 from __future__ import annotations
 
 import hashlib
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from conftest import GUI_TEST
 from reliability_counts import record_bad_input
 
 from napari_hpa.core.image.writers import write_image
 from napari_hpa.core.labels.store import AnnotationStore, default_db_path
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 
 
 def _damaged_db(path: Path) -> str:

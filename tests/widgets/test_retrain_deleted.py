@@ -7,21 +7,13 @@ deleted" inside Qt's event loop. The dock is added as the Plugins menu adds it.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 
-import pytest
+from conftest import GUI_TEST
 
 from napari_hpa.core.model import registry
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 
 
 def test_a_worker_ending_after_the_dock_is_deleted_is_ignored(

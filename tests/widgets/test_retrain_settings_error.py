@@ -9,11 +9,10 @@ that fits the dock, that it is not remembered; the file is named in the tooltip.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
-import pytest
+from conftest import GUI_TEST
 from helpers import write_tiny_model
 
 from napari_hpa.core.image.sources import find_images
@@ -22,13 +21,7 @@ from napari_hpa.core.model import preferences as settings
 from napari_hpa.core.model import registry
 from napari_hpa.jobs.runner import JobManager, pid_alive
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 TASK = "hpa28"
 WAIT_MS = 300_000
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tifffile
+from conftest import GUI_TEST
 from helpers import write_tiny_model
 
 from napari_hpa import layers as L
@@ -22,13 +21,7 @@ from napari_hpa.widgets._shared import results as R
 from napari_hpa.widgets.annotate import AnnotateWidget
 from napari_hpa.widgets.predict import PredictWidget
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 WAIT_MS = 60_000
 TASK = "hpa28"
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GUI_TEST
 from helpers import write_tiny_model
 
 from napari_hpa import layers as L
@@ -18,13 +17,7 @@ from napari_hpa.core.model.registry import user_models_dir
 from napari_hpa.widgets._shared import results as R
 from napari_hpa.widgets.predict import PredictWidget
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 WAIT_MS = 60_000
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import GUI_TEST
 from helpers import write_tiny_model
 from qtpy.QtWidgets import QPlainTextEdit
 
@@ -23,13 +24,7 @@ from napari_hpa.jobs.runner import CANCEL_LIMIT_S, JobManager, job_alive, pid_al
 from napari_hpa.widgets.retrain import RetrainWidget
 from napari_hpa.widgets.retrain.state import format_eta
 
-pytestmark = [
-    pytest.mark.gui,
-    pytest.mark.skipif(
-        sys.platform.startswith("linux") and not os.environ.get("DISPLAY"),
-        reason="needs a display: run under xvfb-run",
-    ),
-]
+pytestmark = GUI_TEST
 TASK = "hpa28"
 TRAIN_MS = 300_000
 
