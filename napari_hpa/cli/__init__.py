@@ -34,6 +34,8 @@ COMMANDS = (
     "evaluate",
     "export",
     "import_weights",
+    "export_model",
+    "import_model",
     "open",
 )
 
