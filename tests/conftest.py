@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -32,6 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # One folder of exported ONNX graphs for the whole run: keyed by the weights' hash,
     # so sharing it is what a user's cache does; the per-test homes would export anew.
     os.environ["NAPARI_HPA_CACHE"] = tempfile.mkdtemp(prefix="napari-hpa-test-onnx-")
+    # CI names a file for a crash's Python stacks ($NAPARI_HPA_FAULT_LOG, .ci/run prints it):
+    # a segfault otherwise leaves only "Segmentation fault" in the log.
+    fault_log = os.environ.get("NAPARI_HPA_FAULT_LOG")
+    if fault_log:
+        import faulthandler
+
+        faulthandler.enable(file=open(fault_log, "w"), all_threads=True)  # noqa: SIM115
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +50,34 @@ def _isolated_home(
     home = tmp_path_factory.mktemp("napari_hpa_home")
     monkeypatch.setenv("NAPARI_HPA_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def _qt_garbage_on_the_gui_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    """No Qt object of a GUI test is garbage-collected on a worker thread.
+
+    Python's cyclic collector runs in whichever thread allocates when a threshold is
+    crossed: a matplotlib drawing or a prediction in a napari thread worker. If the
+    cycle it frees holds a Qt widget (a dock or a dialog the viewer did not own), Qt
+    destroys that widget off the GUI thread, and the process segfaults at random (CI:
+    exit 139 during the Retrain test, after the model-card test had left a widget).
+    So the collector is off while a test with Qt runs, and collects on the main
+    thread after its viewers closed (this fixture is set up first, torn down last).
+    """
+    uses_qt = request.node.get_closest_marker("gui") is not None or not {
+        "qtbot",
+        "make_napari_viewer",
+    }.isdisjoint(request.fixturenames)
+    if not uses_qt:
+        yield
+        return
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 @pytest.fixture(scope="session", autouse=True)

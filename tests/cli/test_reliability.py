@@ -444,7 +444,6 @@ def test_plugin_bad_files_notify(
 def test_plugin_broken_model_notifies(
     make_napari_viewer, qtbot, corpus: dict[str, BadInput], notes: list
 ) -> None:
-    from napari_hpa.widgets.predict import PredictWidget
 
     user = user_models_dir()
     kinds = ("model_weights_wrong_shape", "model_pickle_weights", "model_truncated_weights")
@@ -452,8 +451,7 @@ def test_plugin_broken_model_notifies(
         shutil.copytree(corpus[kind].path, user / kind)
     viewer = make_napari_viewer()
     viewer.open(str(corpus["unicode_name"].path), plugin="napari-hpa")
-    widget = PredictWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Predict")
+    widget = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")[1]
     for kind in kinds:
         with counted(kind, "plugin (Predict widget)"):
             assert widget.select_model(str(user / kind))

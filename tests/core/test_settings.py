@@ -21,9 +21,8 @@ def test_model_to_use_follows_the_preferred_model_then_falls_back() -> None:
 
 
 def test_predict_widget_starts_with_the_preferred_model(make_napari_viewer) -> None:
-    from napari_hpa.widgets.predict import PredictWidget
 
     write_tiny_model(user_models_dir(), name="mine", version=2)
     settings.set_preferred_model("mine@2")
-    widget = PredictWidget(make_napari_viewer())
+    widget = make_napari_viewer().window.add_plugin_dock_widget("napari-hpa", "Predict")[1]
     assert widget.entry is not None and widget.entry.id == "mine@2"

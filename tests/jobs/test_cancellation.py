@@ -121,15 +121,13 @@ def test_predictor_cancels_inside_one_large_image(tmp_path: Path, slow_net: list
 def test_predict_widget_cancels_within_2s(
     make_napari_viewer, qtbot, tmp_path: Path, slow_net: list[float]
 ) -> None:
-    from napari_hpa.widgets.predict import PredictWidget
 
     folder = write_samples(tmp_path / "hpa", n=1, size=256, seed=2)
     # 256 tiles, 32 slowed passes of 8 (~10 s) if the cancel waited for the whole image
     model = write_tiny_model(registry.user_models_dir(), name="slow", size=32, fit=512)
     viewer = make_napari_viewer()
     viewer.open(str(folder / "synth_0000_red.png"), plugin="napari-hpa")
-    widget = PredictWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Predict")
+    widget = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")[1]
     assert widget.select_model(str(model))
     widget.predict()
     qtbot.waitUntil(lambda: len(slow_net) >= 2, timeout=60_000)  # inside the image's passes
@@ -213,14 +211,12 @@ def test_run_batch_cancels_inside_one_batch(tmp_path: Path, slow_net: list[float
 def test_batch_widget_cancels_within_2s(
     make_napari_viewer, qtbot, tmp_path: Path, slow_net: list[float]
 ) -> None:
-    from napari_hpa.widgets.batch import BatchWidget
 
     folder = _screen(tmp_path / "screen", 40)
     out = tmp_path / "results.csv"
     write_tiny_model(registry.user_models_dir(), size=32, fit=64)
     viewer = make_napari_viewer()
-    widget = BatchWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Batch")
+    widget = viewer.window.add_plugin_dock_widget("napari-hpa", "Batch")[1]
     ids = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
     widget.model_combo.setCurrentIndex(next(i for i, t in enumerate(ids) if t.startswith("tiny@1")))
     widget.folder_edit.setText(str(folder))

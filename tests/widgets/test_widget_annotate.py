@@ -38,11 +38,9 @@ def setup(make_napari_viewer, qtbot, hpa_dir):
     model = write_tiny_model(user_models_dir(), name="tiny-hpa")
     viewer = make_napari_viewer()
     viewer.open(str(hpa_dir / "synth_0000_red.png"), plugin="napari-hpa")
-    predict = PredictWidget(viewer)
-    viewer.window.add_dock_widget(predict, name="Predict")
+    predict = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")[1]
     assert predict.select_model(str(model))
-    annotate = AnnotateWidget(viewer)
-    viewer.window.add_dock_widget(annotate, name="Annotate")
+    annotate = viewer.window.add_plugin_dock_widget("napari-hpa", "Annotate")[1]
     predict.predict()
     _wait_prediction(qtbot, predict, annotate, str(hpa_dir / "synth_0000"))
     return viewer, predict, annotate

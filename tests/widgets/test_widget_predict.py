@@ -32,8 +32,7 @@ def tiny_model() -> Path:
 
 
 def _widget(viewer, model: Path) -> PredictWidget:
-    widget = PredictWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Predict")
+    widget = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")[1]
     assert widget.select_model(str(model))
     return widget
 
@@ -254,7 +253,7 @@ def test_model_card_window(make_napari_viewer, qtbot, tiny_model):
     from napari_hpa.core.model.registry import resolve_model
     from napari_hpa.widgets.predict.model_card import MAX_FIGURE_WIDTH
 
-    widget = PredictWidget(make_napari_viewer())
+    widget = make_napari_viewer().window.add_plugin_dock_widget("napari-hpa", "Predict")[1]
     assert widget.select_model("hpa28-synthetic-tiny")
     entry = resolve_model("hpa28-synthetic-tiny")
     widget.card_button.click()

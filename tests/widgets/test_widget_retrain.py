@@ -21,7 +21,6 @@ from napari_hpa.core.labels.store import AnnotationStore, default_db_path
 from napari_hpa.core.model import preferences as settings
 from napari_hpa.core.model import registry
 from napari_hpa.jobs.runner import CANCEL_LIMIT_S, JobManager, job_alive, pid_alive
-from napari_hpa.widgets.retrain import RetrainWidget
 from napari_hpa.widgets.retrain.state import format_eta
 
 pytestmark = GUI_TEST
@@ -56,8 +55,7 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
     viewer = make_napari_viewer()
     for data, kwargs, _kind in L.image_layer_data(read_image(sources[0])):
         viewer.add_image(data, **kwargs)
-    widget = RetrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Retrain")
+    widget = viewer.window.add_plugin_dock_widget("napari-hpa", "Retrain")[1]
 
     # The counts of the image folder's database are shown, with a warning for rare classes;
     # the parent defaults to a model of the task the corrections are for.
@@ -154,7 +152,7 @@ def test_retrain_in_the_background_then_cancel(make_napari_viewer, qtbot, correc
 
 def test_unreadable_database_is_reported(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     write_tiny_model(registry.user_models_dir())
-    widget = RetrainWidget(make_napari_viewer())
+    widget = make_napari_viewer().window.add_plugin_dock_widget("napari-hpa", "Retrain")[1]
     assert widget.state.db is None and not widget.retrain_button.isEnabled()
     bad = tmp_path / "bad.sqlite"
     bad.write_text("not a database")
@@ -193,7 +191,7 @@ def test_a_run_finished_while_napari_was_closed_is_shown(
         time.sleep(0.05)
     del manager, job  # napari closed before it noticed the end
 
-    widget = RetrainWidget(make_napari_viewer())
+    widget = make_napari_viewer().window.add_plugin_dock_widget("napari-hpa", "Retrain")[1]
     qtbot.waitUntil(lambda: widget.state.job is not None, timeout=30_000)
     assert widget.state.job.id == job_id and widget.state.job.state == "done"
     qtbot.waitUntil(lambda: widget.state.comparison is not None, timeout=TRAIN_MS)
