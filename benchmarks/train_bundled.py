@@ -2,11 +2,12 @@
 
 Usage::
 
-    python benchmarks/train_bundled.py hpa|plankton|all [--quick]
+    python benchmarks/train_bundled.py hpa|plankton|lung|all [--quick]
     python benchmarks/train_bundled.py plankton|hpa --reuse   # keep the trained weights
 
 ``hpa`` writes ``models/hpa28-efficientnet_lite0/``, ``plankton`` writes
-``models/plankton121-efficientnet_lite0/`` (each replaced as a whole: model.safetensors,
+``models/plankton121-efficientnet_lite0/``, ``lung`` writes ``models/lung3-efficientnet_lite0/``
+(an optuna search of 20 trainings on the LC25000 lung tiles, split by group) (each replaced as a whole: model.safetensors,
 model.json, README.md model card, report/). Data are read from ``../shared/data``
 (override with ``$NAPARI_HPA_DATA``); decoded-image caches go to ``/tmp/napari_hpa_bundled``
 (``$NAPARI_HPA_CACHE``), never into the repository. Needs the ``pretrained`` extra
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=("hpa", "plankton", "all"))
+    parser.add_argument("which", choices=("hpa", "plankton", "lung", "all"))
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
         kwargs = {} if args.budget is None else {"finetune_budget_s": args.budget}
         hpa.run(quick=args.quick, reuse=args.reuse, **kwargs)
+    if args.which in ("lung", "all"):
+        from bundled import lung
+
+        lung.run(reuse=args.reuse)
     print(f"done in {(time.time() - t0) / 60:.1f} min")
     return 0
 

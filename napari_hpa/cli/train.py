@@ -103,6 +103,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--base", help="fine-tune this model (name, name@version or folder)")
     m.add_argument("--arch", default="small_cnn", choices=available_archs())
+    m.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="start a new efficientnet_lite0 from ImageNet weights (the pretrained extra): "
+        "the head trains alone for the first epoch, then everything at lr x 0.1",
+    )
     m.add_argument("--width", type=int, help="small_cnn width (default 16)")
     m.add_argument(
         "--pool",
@@ -312,6 +318,7 @@ def make_config(args: argparse.Namespace) -> Any:
             arch=args.arch,
             arch_kwargs=arch_kwargs,
             base=args.base,
+            pretrained=args.pretrained,
             size=args.size,
             fit=args.fit,
             normalize=args.normalize,

@@ -25,6 +25,7 @@ from napari_hpa.core.train.data import (
     load_csv,
     load_folder_per_class,
     read_label_csv,
+    split,
     split_indices,
 )
 
@@ -79,6 +80,32 @@ def test_load_csv_single_files_by_stem_relative_path_and_missing(tmp_path: Path)
     with pytest.raises(DataError, match="Id,Target"):
         (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
         load_csv(root, tmp_path / "bad.csv")
+
+
+def test_a_group_column_keeps_each_group_on_one_side(tmp_path: Path) -> None:
+    """Tiles of one original (LC25000: 20 rotations and flips each) never straddle the split."""
+    rng = np.random.default_rng(0)
+    rows = ["file,label,group"]
+    for g in range(12):
+        for t in range(5):
+            name = f"tile{g}_{t}.png"
+            write_image(tmp_path / "imgs" / name, rng.random((3, 16, 16)).astype(np.float32))
+            rows.append(f"{name},{'abc'[g % 3]},orig-{g}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    data = load_csv(tmp_path, tmp_path / "labels.csv", ["a", "b", "c"])
+    assert {s.group for s in data.samples} == {f"orig-{g}" for g in range(12)}
+    for seed in range(5):
+        train, val = split(data, 0.25, seed)
+        assert len(train) + len(val) == 60 and 0 < len(val) < 60
+        assert not {s.group for s in train} & {s.group for s in val}
+        assert {s.targets for s in val} == {(0,), (1,), (2,)}  # every class validated
+    # without the column the same tiles are split one by one: groups straddle
+    (tmp_path / "plain.csv").write_text("\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")
+    plain = load_csv(tmp_path, tmp_path / "plain.csv", ["a", "b", "c"])
+    assert all(s.group is None for s in plain.samples)
+    train, val = split(plain, 0.25, 0)
+    tile_group = {Path(s.source).name.split("_")[0] for s in train}
+    assert tile_group & {Path(s.source).name.split("_")[0] for s in val}
 
 
 def test_build_task_variants() -> None:

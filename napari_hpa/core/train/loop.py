@@ -135,7 +135,7 @@ class _Run:
         self.micro = 0  # images per forward pass; 0 = the whole batch (until a GPU OOM)
         freeze = config.freeze_epochs
         if freeze is None:
-            freeze = 1 if config.base else 0
+            freeze = 1 if config.base or config.pretrained else 0
         self.freeze = min(max(0, freeze), config.epochs - 1)
 
     def prepare(self, cache: ImageCache | None) -> None:
@@ -198,7 +198,8 @@ class _Run:
         for p in self.net.backbone_parameters():
             p.requires_grad_(not head_only)
         params = self.net.head_parameters() if head_only else list(self.net.parameters())
-        lr = cfg.lr if head_only or not cfg.base else cfg.lr * cfg.finetune_lr_factor
+        from_weights = cfg.base or cfg.pretrained  # a trained backbone learns gently
+        lr = cfg.lr if head_only or not from_weights else cfg.lr * cfg.finetune_lr_factor
         epochs = self.freeze if head_only else cfg.epochs - self.freeze
         self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
         self.schedule = PhaseSchedule(self.opt, cfg.schedule, lr, epoch, epochs, len(self.loader))

