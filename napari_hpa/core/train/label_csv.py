@@ -189,15 +189,20 @@ def _resolve(token: str, namespace: Sequence[str], hpa_ids: bool = False) -> int
     raise DataError(f"unknown class {token!r}{context} (known: {', '.join(namespace[:10])}{more})")
 
 
-def read_label_csv(path: str | Path) -> list[tuple[str, list[str]]]:
-    """Rows ``(Id, tokens)`` of a Kaggle-style CSV (``Id,Target``; a few aliases accepted)."""
-    path = Path(path)
+def _open_table(path: Path) -> tuple[csv.DictReader, dict[str, str]]:
+    """Open the CSV: its rows and its header by lower-cased name."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read the label file ({exc})") from None
     reader = csv.DictReader(text.splitlines())
-    header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
+    return reader, {h.strip().lower(): h for h in (reader.fieldnames or [])}
+
+
+def read_label_csv(path: str | Path) -> list[tuple[str, list[str]]]:
+    """Rows ``(Id, tokens)`` of a Kaggle-style CSV (``Id,Target``; a few aliases accepted)."""
+    path = Path(path)
+    reader, header = _open_table(path)
     id_col = next((header[c] for c in _ID_COLUMNS if c in header), None)
     tgt_col = next((header[c] for c in _TARGET_COLUMNS if c in header), None)
     if id_col is None or tgt_col is None:
@@ -235,13 +240,7 @@ def read_label_groups(path: str | Path) -> dict[str, str]:
     inflated (LC25000's lung tiles: 20 per original). An Id with an empty group
     is its own group.
     """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read the label file ({exc})") from None
-    reader = csv.DictReader(text.splitlines())
-    header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
+    reader, header = _open_table(Path(path))
     id_col = next((header[c] for c in _ID_COLUMNS if c in header), None)
     group_col = next((header[c] for c in GROUP_COLUMNS if c in header), None)
     if id_col is None or group_col is None:
