@@ -9,8 +9,12 @@ Steps (2 CPU cores):
 3. ``napari-hpa train --pretrained --search N``: the project's optuna search (TPE)
    over the learning rate, weight decay and augmentation strength, each trial an
    ImageNet EfficientNet-Lite0 fine-tuned on the training groups and validated on
-   20 % of them, split by group (the ``group`` column).
-4. The best trial's model is scored through the Predictor on every tile of the
+   20 % of them, split by group (the ``group`` column). Trials are short (``SIZE``
+   px, ``EPOCHS`` epochs) so that 20 fit in about half an hour on 2 cores.
+4. The final model: ``napari-hpa train`` with the best trial's settings, longer and
+   larger (``FINAL_SIZE`` px, ``FINAL_EPOCHS`` epochs, ``FINAL_TILES_PER_GROUP`` tiles
+   per group), validated on the same kind of group split.
+5. The final model is scored through the Predictor on every tile of the
    held-out groups, beside the simplest recipe (frozen ImageNet features and a
    logistic regression, on the same training tiles), and on the colon tiles of
    ``crc_nct100k_examples`` (out of its domain); :mod:`.lung_card` writes the card.
@@ -38,6 +42,9 @@ TILES_PER_GROUP = 2
 SIZE = 96
 EPOCHS = 3
 TRIALS = 20
+FINAL_SIZE = 128
+FINAL_EPOCHS = 6
+FINAL_TILES_PER_GROUP = 3
 SEED = 0
 
 
@@ -74,14 +81,17 @@ def write_csvs(rows: list[dict[str, str]]) -> dict[str, Any]:
     for r in rows:
         by_group.setdefault(r["group"], []).append(r)
     train_rows: list[dict[str, str]] = []
+    final_rows: list[dict[str, str]] = []
     for g in sorted(train_groups):
         members = sorted(by_group[g], key=lambda r: r["file"])
-        pick = rng.permutation(len(members))[:TILES_PER_GROUP]
-        train_rows += [members[i] for i in sorted(pick)]
+        order = rng.permutation(len(members))
+        train_rows += [members[i] for i in sorted(order[:TILES_PER_GROUP])]
+        final_rows += [members[i] for i in sorted(order[:FINAL_TILES_PER_GROUP])]
     held_rows = [r for r in rows if r["group"] in held_set]
     all_train_rows = [r for r in rows if r["group"] not in held_set]
     for name, part in (
         ("train.csv", train_rows),
+        ("train_final.csv", final_rows),
         ("held_out.csv", held_rows),
         ("train_all.csv", all_train_rows),
     ):
@@ -93,6 +103,7 @@ def write_csvs(rows: list[dict[str, str]]) -> dict[str, Any]:
         "train_groups": len(train_groups),
         "held_out_groups": len(held_groups),
         "train_tiles_used": len(train_rows),
+        "final_tiles_used": len(final_rows),
         "train_tiles_in_groups": len(all_train_rows),
         "held_out_tiles": len(held_rows),
     }
@@ -146,6 +157,39 @@ def train(trials: int = TRIALS, epochs: int = EPOCHS) -> Path:
     return folders[-1]
 
 
+def best_params(search_folder: Path) -> dict[str, float]:
+    """The best completed trial's settings, from the search's ``report/search.csv``."""
+    with open(search_folder / "report" / "search.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["state"] == "COMPLETE" and r["value"]]
+    best = max(rows, key=lambda r: float(r["value"]))
+    return {k: float(best[k]) for k in ("lr", "weight_decay", "aug_strength")}
+
+
+def final(params: dict[str, float], epochs: int = FINAL_EPOCHS) -> Path:
+    """Train the bundled model with the search's best settings, longer and larger."""
+    from napari_hpa.cli import main as cli_main
+
+    home = OUT / "home"
+    os.environ["NAPARI_HPA_HOME"] = str(home)
+    args = [
+        "train", "--data", str(DATA_DIR / "images"), "--labels", str(OUT / "train_final.csv"),
+        "--arch", "efficientnet_lite0", "--pretrained", "--channels", "rgb",
+        "--size", str(FINAL_SIZE), "--epochs", str(epochs), "--val-fraction", "0.2",
+        "--lr", f"{params['lr']:.6g}", "--weight-decay", f"{params['weight_decay']:.6g}",
+        "--aug-strength", f"{params['aug_strength']:.4f}",
+        "--threads", os.environ.get("BUNDLED_THREADS", "2"), "--name", NAME,
+        "--description",
+        "Lung H&E tile class (LC25000): adenocarcinoma, benign tissue, squamous cell carcinoma",
+        "--progress", "text",
+    ]  # fmt: skip
+    log("napari-hpa " + " ".join(args))
+    t = time.time()
+    if cli_main(args) != 0:
+        raise SystemExit("final training failed")
+    write_json(OUT / "final.json", {"seconds": round(time.time() - t), "args": args})
+    return sorted((home / "models").glob(f"{NAME}-v*"), key=lambda p: p.stat().st_mtime)[-1]
+
+
 def run(reuse: bool = False, trials: int = TRIALS) -> Path:
     """Split, search, score and bundle (``train_bundled.py lung``)."""
     from . import lung_card
@@ -154,9 +198,14 @@ def run(reuse: bool = False, trials: int = TRIALS) -> Path:
     split = write_csvs(rows)
     log(f"split by group: {json.dumps(split)}")
     if reuse and (OUT / "home" / "models").is_dir():
-        folder = sorted((OUT / "home" / "models").glob(f"{NAME}-v*"))[-1]
+        folders = sorted((OUT / "home" / "models").glob(f"{NAME}-v*"))
+        search_folder, folder = folders[0], folders[-1]
     else:
-        folder = train(trials)
+        search_folder = train(trials)
+        folder = final(best_params(search_folder))
+    for name in ("search.csv", "search.png"):  # the search's table goes with the model
+        if (search_folder / "report" / name).is_file() and search_folder != folder:
+            shutil.copy2(search_folder / "report" / name, folder / "report" / name)
     scores = lung_card.score(folder, OUT)
     lung_card.write_card(folder, scores, split)
     target = replace_model_folder(NAME)
