@@ -118,6 +118,18 @@ GUI_TEST = [
 ]
 
 
+def wait_for_job_event(job, kinds: tuple[str, ...], what: str, interval: float = 0.05) -> None:
+    """Poll ``job`` until one of its events is of ``kinds``; fail if it ends first or in 240 s."""
+    import time
+
+    deadline = time.monotonic() + 240
+    while not any(e.get("event") in kinds for e in job.events):
+        job.poll()
+        assert not job.is_final, job.log_text()
+        assert time.monotonic() < deadline, f"the trainer never {what}"
+        time.sleep(interval)
+
+
 def shared_data(name: str) -> Path:
     """Path of a real data set in ../shared/data, or skip the test with the reason."""
     path = SHARED_DATA / name

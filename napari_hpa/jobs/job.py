@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.model import registry
 from ..core.model.checkpoint import partial_versions
-from ..core.process import job_alive, pid_alive, start_stamp, stop_job
+from ..core.process import JOB_ENV, job_alive, pid_alive, start_stamp, stop_job
 from .progress import Progress, event_kind
 from .record import (
     EVENTS_FILE,
@@ -201,7 +201,7 @@ class Job:
             raise JobError(f"job {self.id} has no command")
         child_env = dict(os.environ if env is None else env)
         child_env.setdefault("PYTHONUNBUFFERED", "1")
-        child_env["NAPARI_HPA_JOB_ID"] = self.id
+        child_env[JOB_ENV] = self.id  # how stop_job finds every process of this job
         child_env[STOP_ENV] = str(self.folder / STOP_FILE)
         try:
             with open(self.folder / STDOUT_FILE, "ab") as out, open(self.log_path, "ab") as err:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import wait_for_job_event
 from helpers import batch_args, write_tiny_model
 
 from napari_hpa.core.batch.run import run_batch
@@ -338,12 +339,7 @@ def test_cancel_a_training_job_while_it_writes_its_model(tmp_path: Path) -> None
         "jsonl",
     )
     job = JobManager().start(command, "tiny")
-    deadline = time.monotonic() + 240
-    while not any(e.get("event") == "epoch" for e in job.events):
-        job.poll()
-        assert not job.is_final, job.log_text()
-        assert time.monotonic() < deadline, "the trainer never finished its epoch"
-        time.sleep(0.005)
+    wait_for_job_event(job, ("epoch",), "finished its epoch", interval=0.005)
     t0 = time.monotonic()
     state = job.cancel()
     took = time.monotonic() - t0

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import wait_for_job_event
 from helpers import write_tiny_model
 
 from napari_hpa.core.image.sources import find_images
@@ -225,46 +226,28 @@ def _tiny_training_data(root: Path, n: int = 8) -> tuple[Path, Path]:
     return images, images / "labels.csv"
 
 
+def _long_training(tmp_path: Path) -> list[str]:
+    """The command of a 500-epoch fine-tuning of the tiny model (written now) on 8 images."""
+    images, labels = _tiny_training_data(tmp_path)
+    write_tiny_model(registry.user_models_dir(), size=32)
+    return python_command(
+        "train", "--data", images, "--labels", labels, "--base", "tiny", "--name", "tiny",
+        "--epochs", "500", "--freeze-epochs", "0", "--patience", "0", "--batch-size", "2",
+        "--device", "cpu", "--progress", "jsonl",
+    )  # fmt: skip
+
+
 def _assert_gone(job: Job) -> None:
     assert not pid_alive(job.pid)
     assert not job_alive(job.id)
 
 
 def test_cancel_a_real_training_within_two_seconds(tmp_path: Path) -> None:
-    images, labels = _tiny_training_data(tmp_path)
+    command = _long_training(tmp_path)
     models = registry.user_models_dir()
-    write_tiny_model(models, size=32)
     before = sorted(p.name for p in models.iterdir())
-    command = python_command(
-        "train",
-        "--data",
-        images,
-        "--labels",
-        labels,
-        "--base",
-        "tiny",
-        "--name",
-        "tiny",
-        "--epochs",
-        "500",
-        "--freeze-epochs",
-        "0",
-        "--patience",
-        "0",
-        "--batch-size",
-        "2",
-        "--device",
-        "cpu",
-        "--progress",
-        "jsonl",
-    )
     job = JobManager().start(command, "tiny")
-    deadline = time.monotonic() + 240
-    while not any(e.get("event") in ("batch", "epoch") for e in job.events):
-        job.poll()
-        assert not job.is_final, job.log_text()
-        assert time.monotonic() < deadline, "the trainer never started"
-        time.sleep(0.1)
+    wait_for_job_event(job, ("batch", "epoch"), "started", interval=0.1)
     t0 = time.monotonic()
     state = job.cancel()
     took = time.monotonic() - t0
@@ -448,21 +431,8 @@ def test_stop_early_by_the_stop_file_alone_keeps_the_best_epoch(
 
     signals: list[tuple] = []
     monkeypatch.setattr(job_module, "stop_job", lambda *a, **k: signals.append(a))
-    images, labels = _tiny_training_data(tmp_path)
-    models = registry.user_models_dir()
-    write_tiny_model(models, size=32)
-    command = python_command(
-        "train", "--data", images, "--labels", labels, "--base", "tiny", "--name", "tiny",
-        "--epochs", "500", "--freeze-epochs", "0", "--patience", "0", "--batch-size", "2",
-        "--device", "cpu", "--progress", "jsonl",
-    )  # fmt: skip
-    job = JobManager().start(command, "tiny")
-    deadline = time.monotonic() + 240
-    while not any(e.get("event") == "epoch" for e in job.events):
-        job.poll()
-        assert not job.is_final, job.log_text()
-        assert time.monotonic() < deadline, "the trainer never finished an epoch"
-        time.sleep(0.05)
+    job = JobManager().start(_long_training(tmp_path), "tiny")
+    wait_for_job_event(job, ("epoch",), "finished an epoch")
     job.stop_early()
     assert (job.folder / "stop").is_file()
     assert job.wait(60) == "done", job.log_text()

@@ -85,11 +85,8 @@ class Predictor:
         #: The backend in use: ``"torch"``, ``"onnxruntime"`` or ``"openvino"``.
         self.backend = resolve_backend(backend, self.device)
         # auto on a CPU with both runtimes: the faster is timed when the backend opens
-        self._auto_candidates = [
-            name
-            for name in CPU_RUNTIMES
-            if str(backend).lower() == "auto" and self.backend != "torch" and is_installed(name)
-        ]
+        auto_on_cpu = str(backend).lower() == "auto" and self.backend != "torch"
+        self._auto_candidates = [n for n in CPU_RUNTIMES if auto_on_cpu and is_installed(n)]
         self._runtime: Runtime | None = None
 
     def ensure_backend(self) -> str:

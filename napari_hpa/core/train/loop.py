@@ -303,6 +303,11 @@ class _Run:
             self.average.update(self.net)
         return total / max(n, 1)
 
+    @property
+    def computed_in(self) -> str:
+        """Return what the forward pass computes in, as the events and model.json say it."""
+        return "fp16" if self.use_amp else self.precision
+
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Return the forward pass's autocast: float16 on CUDA, bf16 on a CPU that has it."""
         if self.use_amp:
@@ -374,7 +379,7 @@ class _Run:
         cfg = self.config
         n = {"n_train": len(self.train_s), "n_val": len(self.val_s), "n_batches": len(self.loader)}
         about = {"device": str(self.device), "task": self.task.name, "name": cfg.name}
-        about["precision"] = "fp16" if self.use_amp else self.precision
+        about["precision"] = self.computed_in
         classes = list(self.task.classes)
         self.emit({"event": "start", "total_epochs": cfg.epochs, **n, **about, "classes": classes})
         self.last_event = 0.0
@@ -404,7 +409,7 @@ class _Run:
         """Return the best epoch's network (on the CPU) and numbers; no network if none finished."""
         duration = round(time.monotonic() - self.t0, 2)
         extra: dict[str, Any] = {"info": self.info, "device": str(self.device)}
-        extra["precision"] = "fp16" if self.use_amp else self.precision
+        extra["precision"] = self.computed_in
         extra["duration_s"] = duration
         if reason:
             extra["stop_reason"] = reason
