@@ -7,7 +7,8 @@ the docks added from the plugin (``add_plugin_dock_widget``), each image opened 
 ``viewer.open`` with the reader napari chooses (napari-hpa for HPA sets; for a plain
 image napari asks, and napari-hpa is picked as a user picks it in the dialog). For
 every real image (the bundled RGBY field, an HPA composite, a DULoc 4-channel set, a
-Kaggle ``_green.png``; then a bright-field plankton JPEG with the plankton model) it
+Kaggle ``_green.png``; then a bright-field plankton JPEG with the plankton model and an
+H&E lung tile with the lung model) it
 presses Predict, shows the heat map of the top class and the Annotate dock, and saves
 ``<n>_<image>_<step>.png``; then it shows the Retrain and
 Batch docks. Copies of the images go to a temporary folder, so no annotations database
@@ -58,7 +59,15 @@ def images(work: Path) -> list[tuple[str, Path]]:
     if jpgs:  # a bright-field image: the heat map must show on its white background
         shutil.copy(jpgs[0], work / f"plankton_{jpgs[0].name}")
         out.append(("plankton", work / f"plankton_{jpgs[0].name}"))
+    lung = DATA / "lung_histology_lc25000" / "images" / "lungscc1021.jpeg"
+    if lung.exists():  # an H&E tile of a group held out from the lung model's training
+        shutil.copy(lung, work / lung.name)
+        out.append(("lung", work / lung.name))
     return out
+
+
+#: The model each non-HPA image is predicted with.
+MODELS = {"plankton": "plankton121-efficientnet_lite0", "lung": "lung3-efficientnet_lite0"}
 
 
 def main() -> int:
@@ -90,7 +99,7 @@ def main() -> int:
             viewer.open(str(path), plugin="napari-hpa")
         settle(app, 1.0)
         predict.parentWidget().raise_()
-        model = "plankton121-efficientnet_lite0" if name == "plankton" else HPA_MODEL
+        model = MODELS.get(name, HPA_MODEL)
         predict.select_model(model)
         settle(app, 0.5)
         predict.predict_button.click()
