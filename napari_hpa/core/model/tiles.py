@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..image.channels import adapt_channels
+from ..image.marks import blank_marks
 from .checkpoint import InputSpec
 
 
@@ -113,7 +114,8 @@ def prepare_tiles(
 ) -> tuple[np.ndarray, TileGrid]:
     """Network input tiles (T, C, size, size) float32 for one (C, H, W) image.
 
-    Steps: match channels to the model; invert and pad to a square if the
+    Steps: blank burnt-in white marks (:mod:`~napari_hpa.core.image.marks`); match
+    channels to the model; invert and pad to a square if the
     model asks; normalise; resize (the longer side to ``spec.fit``, or the
     whole image to one tile when ``fit`` is None or ``whole`` is True); cut
     into ``size`` tiles that overlap just enough to cover the image; apply
@@ -127,7 +129,8 @@ def prepare_tiles(
     in another tile's centre, where :func:`stitch_maps` weighs it most. The first
     ``grid.scored`` tiles are exactly those of ``seamless=False``.
     """
-    x = adapt_channels(data, channel_names, spec.channels, spec.optional_channels)
+    # burnt-in scale bars of a composite: the network never saw them (training blanked them)
+    x = adapt_channels(blank_marks(data), channel_names, spec.channels, spec.optional_channels)
     original = (int(x.shape[1]), int(x.shape[2]))
     if spec.invert:
         x = 1.0 - x
