@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from . import UserError
-
-#: A few mismatched keys are enough to see the problem; all of them would flood a terminal.
-_SHOW = 4
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -96,52 +92,12 @@ def _task(args: argparse.Namespace) -> Any:
     return make_task(classes, args.kind, channels, args.task_name)
 
 
-def refusal(path: Path, exc: Exception) -> str:
-    """One line for a file ``torch.load(weights_only=True)`` refused, naming what it held."""
-    text = str(exc)
-    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(
-        r"[Uu]nsupported (?:global|class)[:\s]+([\w.]+)", text
-    )
-    what = f" (it names {found.group(1)}, which unpickling would call)" if found else ""
-    return (
-        f"{path}: refused: not a plain state dict of tensors{what}. napari-hpa reads .pt/.pth "
-        "files only with torch.load(weights_only=True) and never runs code from them; save "
-        "the weights with torch.save(model.state_dict(), FILE) and import that"
-    )
-
-
-def _fit_message(net: Any, state: dict[str, Any], arch: str) -> str | None:
-    """None when ``state`` fits ``net`` exactly, else one line naming the mismatches."""
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if not (missing or unexpected or shapes):
-        return None
-    parts = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-        if items:
-            more = f" (+{len(items) - _SHOW} more)" if len(items) > _SHOW else ""
-            parts.append(f"{label}: {', '.join(items[:_SHOW])}{more}")
-    return f"the weights do not fit {arch}: " + "; ".join(parts)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``napari-hpa import-weights``; return the exit code."""
-    from ..core.model.architectures.base import build_model
-    from ..core.model.checkpoint import (
-        CheckpointError,
-        InputSpec,
-        ModelSpec,
-        import_torch_weights,
-        save_model,
-    )
+    from ..core.model.adding import import_state_dict
+    from ..core.model.checkpoint import CheckpointError, InputSpec, ModelSpec
     from ..core.model.names import check_model_name
-    from ..core.model.registry import save_new_version, writable_models_dir
+    from ..core.model.registry import writable_models_dir
 
     path = Path(args.weights).expanduser()
     if not path.is_file():
@@ -183,26 +139,17 @@ def run(args: argparse.Namespace) -> int:
             description=args.description or f"imported from {path.name}",
             training={"imported_from": str(path.resolve())},
         )
-        net = build_model(args.arch, n, task.num_classes, **arch_kwargs)
     except (ValueError, TypeError) as exc:
         raise UserError(str(exc)) from None
-    try:
-        state = import_torch_weights(path)  # torch.load(weights_only=True): no code runs
-    except CheckpointError as exc:
-        raise UserError(refusal(path, exc)) from None
-    if args.strip_prefix:
-        p = args.strip_prefix
-        state = {k[len(p) :] if k.startswith(p) else k: v for k, v in state.items()}
-    problem = _fit_message(net, state, args.arch)
-    if problem:
-        raise UserError(f"{path}: {problem}")
-    own = net.state_dict()
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
-    try:
-        if args.version:
-            folder = save_model(net.eval(), spec, root, half=args.half)
-        else:  # the next free version, safe against another save of the same name
-            folder = save_new_version(net.eval(), spec, root, half=args.half)
+    try:  # --version: exactly that one; else the next free one, safe against another save
+        folder = import_state_dict(
+            path,
+            spec,
+            root,
+            strip_prefix=args.strip_prefix,
+            half=args.half,
+            keep_version=bool(args.version),
+        )
     except CheckpointError as exc:
         raise UserError(str(exc)) from None
     print(f"imported {spec.id} -> {folder}")

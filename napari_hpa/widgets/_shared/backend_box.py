@@ -1,4 +1,4 @@
-"""The Backend box of the Predict and Batch docks: what runs the network, beside Device."""
+"""The Backend box of the Predict and Batch docks (what runs the network) and Predict's Device."""
 
 from __future__ import annotations
 
@@ -22,4 +22,18 @@ def backend_box() -> QComboBox:
             item = box.model().item(row)
             item.setEnabled(False)
             item.setToolTip(f"not installed: pip install {name} onnx")
+    return box
+
+
+def device_box() -> QComboBox:
+    """Return the Predict dock's Device combo (auto, cpu, cuda); cuda greyed out without a GPU."""
+    import torch
+
+    box = QComboBox()
+    box.setToolTip(tip("device"))
+    box.addItems(["auto", "cpu", "cuda"])
+    if not torch.cuda.is_available():
+        item = box.model().item(2)
+        item.setEnabled(False)
+        item.setToolTip("no CUDA GPU found")
     return box

@@ -4,6 +4,8 @@ A user who just trained a model with ``napari-hpa train`` (or is choosing betwee
 bundled ones) reads its ``README.md`` and looks at its confusion matrix and
 training curves here, next to the model picker, instead of hunting for the
 folder. The files are read by :func:`~napari_hpa.core.model.registry.read_card`.
+Under the tabs, "Export to bioimage.io…" (:mod:`.model_card_export`) writes the model
+as a bioimage.io package.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from qtpy.QtWidgets import (
 )
 
 from ...core.model.registry import ModelEntry
+from .model_card_export import ExportBar
 
 #: Figures wider than this are scaled down to it (the card window stays on screen).
 MAX_FIGURE_WIDTH = 760
 
 
 class ModelCardDialog(QDialog):
-    """Non-modal window: one tab for the card's text, one per report figure."""
+    """Non-modal window: one tab for the card's text, one per report figure, and Export."""
 
     def __init__(self, entry: ModelEntry, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -65,5 +68,7 @@ class ModelCardDialog(QDialog):
             scroll.setWidgetResizable(True)
             self.tabs.addTab(scroll, title)
             self.figures[title] = label
+        self.export = ExportBar(entry, self)
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
+        layout.addWidget(self.export)

@@ -31,7 +31,7 @@ from ... import layers as L
 from ...core.model import preferences as settings
 from ...core.model.registry import ModelEntry, list_models
 from .._shared import results as R
-from .._shared.backend_box import backend_box
+from .._shared.backend_box import backend_box, device_box
 from .._shared.canvas_text import show_text
 from .._shared.scrolling import narrow_combo, scroll_body
 from .._shared.session import (
@@ -43,6 +43,7 @@ from .._shared.session import (
 )
 from .._shared.tooltips import tip
 from .._shared.workers import compute_cam, run_prediction
+from .add_model import AddModelButton
 from .channels import ChannelBox
 from .model_card import ModelCardDialog
 from .summary import StatusLine, overlay_text
@@ -100,11 +101,8 @@ class PredictWidget(QWidget):
         self.card_button.setToolTip(tip("card"))
         self.card_button.clicked.connect(self.show_card)
         self.card_dialog: ModelCardDialog | None = None
-        self.device_combo = QComboBox()
-        self.device_combo.setToolTip(tip("device"))
-        for name in ("auto", "cpu", "cuda"):
-            self.device_combo.addItem(name)
-        self._disable_missing_devices()
+        self.add_button = AddModelButton(self)
+        self.device_combo = device_box()
         self.device_combo.currentTextChanged.connect(self._on_device_changed)
         self.backend_combo = backend_box()
         self.backend_combo.currentTextChanged.connect(self._on_backend_changed)
@@ -112,6 +110,7 @@ class PredictWidget(QWidget):
         model_row.addWidget(self.model_combo, 1)
         model_row.addWidget(self.refresh_button)
         model_row.addWidget(self.card_button)
+        model_row.addWidget(self.add_button)
         form = QFormLayout()
         form.addRow("Model", model_row)
         run_on = QHBoxLayout()
@@ -156,14 +155,6 @@ class PredictWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.table, 1)
-
-    def _disable_missing_devices(self) -> None:
-        import torch
-
-        if not torch.cuda.is_available():
-            item = self.device_combo.model().item(2)
-            item.setEnabled(False)
-            item.setToolTip("no CUDA GPU found")
 
     # -- models and channels ----------------------------------------------------------
     @property
