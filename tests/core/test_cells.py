@@ -12,7 +12,6 @@ from conftest import shared_data
 from napari_hpa.core.image.cell_scale import (
     TARGET_NUCLEUS_RADIUS,
     nucleus_radius,
-    scale_bar_mask,
     working_factor,
 )
 from napari_hpa.core.image.cells import (
@@ -22,6 +21,7 @@ from napari_hpa.core.image.cells import (
     segment_image,
     segment_nuclei,
 )
+from napari_hpa.core.image.marks import scale_bar_mask
 
 # (centre y, centre x, nucleus radii, cell radii, angle); cells 4 and 5 touch each other.
 CELLS = [

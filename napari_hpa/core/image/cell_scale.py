@@ -26,7 +26,6 @@ __all__ = [
     "nucleus_is_empty",
     "nucleus_radius",
     "otsu",
-    "scale_bar_mask",
     "subsample",
     "upsample",
     "working_factor",
@@ -46,8 +45,6 @@ SURVEY_SIDE = 384
 #: cell-body channels' holds no nuclear stain: some HPA composites paint a nuclear
 #: protein's green over the blue, and what is left of the blue is JPEG noise.
 EMPTY_NUCLEUS_RATIO = 0.25
-#: A pixel is "white" (a burnt-in scale bar or text) when every channel is above this.
-WHITE_LEVEL = 0.6
 
 
 def subsample(img: np.ndarray, n: int = 512) -> np.ndarray:
@@ -127,54 +124,6 @@ def upsample(labels: np.ndarray, f: int, shape: tuple[int, int]) -> np.ndarray:
         return labels
     big = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)
     return np.ascontiguousarray(big[: shape[0], : shape[1]])
-
-
-def scale_bar_mask(data: np.ndarray) -> np.ndarray | None:
-    """Pixels of a burnt-in scale bar: a thin, straight, white bar near the top or bottom.
-
-    Every HPA composite has one (lower right). White in every channel, it would be a
-    bright "nucleus" with a bright "body", so it must go before segmenting. Only a
-    filled bar at least 4 times as long as it is thick, at most 3 % of the image thick
-    and in the outer fifth of the rows counts, so a bright cell is never taken for one.
-
-    Parameters
-    ----------
-    data
-        (C, H, W) image in [0, 1], C >= 2 (one channel cannot tell white from bright).
-
-    Returns
-    -------
-    np.ndarray or None
-        (H, W) bool mask, grown by 2 px for the JPEG halo; None when there is no bar.
-    """
-    if data.ndim != 3 or data.shape[0] < 2:
-        return None
-    h, w = data.shape[1:]
-    white = data.min(axis=0) > WHITE_LEVEL
-    if not white.any():
-        return None
-    lab, n = ndi.label(white)
-    bar = np.zeros((h, w), dtype=bool)
-    thin_max = max(2.0, 0.03 * min(h, w))
-    for i, sl in enumerate(ndi.find_objects(lab), start=1):
-        if sl is None:
-            continue
-        bh, bw = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
-        thick, long = min(bh, bw), max(bh, bw)
-        area = int((lab[sl] == i).sum())
-        centre = (sl[0].start + sl[0].stop) / 2
-        near_edge = centre < 0.2 * h or centre > 0.8 * h
-        if (
-            thick <= thin_max
-            and long >= 4 * thick
-            and long >= 0.03 * max(h, w)
-            and area >= 0.6 * bh * bw
-            and near_edge
-        ):
-            bar[sl] |= lab[sl] == i
-    if not bar.any():
-        return None
-    return ndi.binary_dilation(bar, iterations=2)
 
 
 def nucleus_radius(nucleus: np.ndarray, side: int = SURVEY_SIDE) -> float | None:

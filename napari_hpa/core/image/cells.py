@@ -30,10 +30,10 @@ from .cell_scale import (
     nucleus_is_empty,
     nucleus_radius,
     otsu,
-    scale_bar_mask,
     upsample,
     working_factor,
 )
+from .marks import scale_bar_mask
 
 __all__ = ["segment_nuclei", "segment_cells", "segment_image", "cell_crops", "cell_properties"]
 
@@ -348,7 +348,7 @@ def segment_image(
     -------
     np.ndarray
         (H, W) int32 labels, 0 = background. A burnt-in scale bar
-        (:func:`.cell_scale.scale_bar_mask`) is never part of a cell. Without a nucleus
+        (:func:`.marks.scale_bar_mask`) is never part of a cell. Without a nucleus
         channel (gray images, H&E) one label covers the foreground, or the whole image
         when no foreground is found; with a nucleus channel that holds no stain (HPA
         composites of a nuclear protein) the cells are the cell-body foreground's
