@@ -206,8 +206,10 @@ def run(reuse: bool = False, trials: int = TRIALS) -> Path:
     for name in ("search.csv", "search.png"):  # the search's table goes with the model
         if (search_folder / "report" / name).is_file() and search_folder != folder:
             shutil.copy2(search_folder / "report" / name, folder / "report" / name)
+    shutil.copy2(OUT / "held_out.csv", folder / "report" / "held_out.csv")  # names, no images
     scores = lung_card.score(folder, OUT)
     lung_card.write_card(folder, scores, split)
+    lung_card.record_metrics(folder, scores)
     target = replace_model_folder(NAME)
     shutil.copytree(folder, target)
     log(f"bundled {target}")

@@ -187,7 +187,8 @@ def write_card(folder: Path, scores: dict[str, Any], split: dict[str, Any]) -> N
         f"| {c['file']} | {c['tissue']} | {NAMES.get(c['said'], c['said'])} | {c['probability']:.2f} |"
         for c in scores["colon"]
     )
-    text = f"""# lung3-efficientnet_lite0 (version 1)
+    version = json.loads((folder / "model.json").read_text()).get("version")
+    text = f"""# lung3-efficientnet_lite0 (version {version})
 
 What kind of lung tissue an H&E tile shows: **adenocarcinoma**, **benign lung tissue** or
 **squamous cell carcinoma** (single label, softmax). RGB input. Trained on the lung half of
@@ -218,7 +219,7 @@ group (`napari-hpa train` reads the `group` column).
 
 | | groups | tiles |
 |---|---|---|
-| training | {split["train_groups"]} | {split["train_tiles_used"]} used ({TILES_PER_GROUP} per group) of {split["train_tiles_in_groups"]} |
+| training | {split["train_groups"]} | {split["final_tiles_used"]} used ({FINAL_TILES_PER_GROUP} per group; the search's trials {split["train_tiles_used"]}, {TILES_PER_GROUP} per group) of {split["train_tiles_in_groups"]} |
 | held out | {split["held_out_groups"]} | {split["held_out_tiles"]} (all of them) |
 
 Only {FINAL_TILES_PER_GROUP} tiles of each training group were used: the others are rotations and
@@ -231,6 +232,12 @@ to run 20 trainings.
 |---|---|---|---|---|
 | this model (fine-tuned, optuna search) | **{_f(m["accuracy"], 4)}** | {_f(m["macro_f1"], 4)} | {_f(m["macro_auroc"], 4)} | {_f(m["log_loss"], 3)} |
 | simplest recipe: frozen ImageNet features + logistic regression, same tiles | {_f(b["accuracy"], 4)} | {_f(b["macro_f1"], 4)} | {_f(b["macro_auroc"], 4)} | {_f(b["log_loss"], 3)} |
+
+Issue 21 asks for a held-out top-1 of at least 0.98: **not reached** ({_f(m["accuracy"], 3)}); the
+model does beat the simplest recipe on the same tiles. Most errors are adenocarcinoma
+called squamous cell carcinoma. The final training's size was chosen on validation: at
+128 px and 6 epochs its validation macro F1 was 0.905 (held out, top-1 0.9375, no better
+than the simplest recipe), at 224 px and 8 epochs 0.922.
 
 Per class (this model):
 
@@ -270,7 +277,8 @@ trust.
 What it says on the {len(scores["colon"])} colon tiles of `crc_nct100k_examples` (NCT-CRC-HE-100K: adipose,
 background, debris, lymphocytes, mucus, muscle, normal mucosa, stroma, colorectal
 adenocarcinoma). None of these is a lung class: it still picks one of its three for each,
-and whatever it says there is outside its task.
+mostly squamous cell carcinoma and mostly with a probability above 0.9, so a high
+probability is no sign that a tile is lung tissue.
 
 | tile | tissue | said | probability |
 |---|---|---|---|
@@ -286,3 +294,24 @@ Rebuild: `python benchmarks/train_bundled.py lung` — about {minutes} min of tr
 (plus a few minutes of scoring).
 """
     (folder / "README.md").write_text(text, encoding="utf-8")
+
+
+def record_metrics(folder: Path, scores: dict[str, Any]) -> None:
+    """model.json's metrics: the held-out figures (``napari-hpa models`` shows them)."""
+    spec = json.loads((folder / "model.json").read_text())
+    m, b = scores["model"], scores["baseline"]
+    spec["metrics"] = {
+        "headline_set": "held-out groups (split by group, see the card)",
+        "top1": m["accuracy"],
+        "macro_f1": m["macro_f1"],
+        "macro_auroc": m["macro_auroc"],
+        "log_loss": m["log_loss"],
+        "per_class": m["per_class"],
+        "confusion": m["confusion"],
+        "baseline_frozen_features_logistic_regression": {
+            "top1": b["accuracy"],
+            "macro_f1": b["macro_f1"],
+        },
+        "validation": spec.get("metrics", {}),
+    }
+    write_json(folder / "model.json", spec)

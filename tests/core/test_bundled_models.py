@@ -11,6 +11,7 @@ from conftest import shared_data
 from PIL import Image
 
 from napari_hpa.cli import main
+from napari_hpa.cli.models import measured_on
 from napari_hpa.core.image.io import ImageData, read_image
 from napari_hpa.core.model.checkpoint import load_model
 from napari_hpa.core.model.predict import Predictor
@@ -19,6 +20,7 @@ from napari_hpa.core.tasks import HPA_CHANNELS
 
 HPA = "hpa28-efficientnet_lite0"
 PLANKTON = "plankton121-efficientnet_lite0"
+LUNG = "lung3-efficientnet_lite0"
 MAX_BYTES = 25 * 1024 * 1024
 
 
@@ -29,7 +31,7 @@ def _folder(name: str) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("name", [HPA, PLANKTON])
+@pytest.mark.parametrize("name", [HPA, PLANKTON, LUNG])
 def test_bundled_model_folder(name: str) -> None:
     folder = _folder(name)
     for part in ("model.safetensors", "model.json", "README.md", "report"):
@@ -40,7 +42,9 @@ def test_bundled_model_folder(name: str) -> None:
     assert loaded.spec.metrics, "model.json must carry the held-out metrics"
     assert resolve_model(name).path.resolve() == folder.resolve()
     meta = json.loads((folder / "model.json").read_text())
-    assert meta["input"]["mean"] == [0.5] * len(meta["input"]["channels"])
+    if name != LUNG:  # the lung model's statistics were fitted by napari-hpa train
+        assert meta["input"]["mean"] == [0.5] * len(meta["input"]["channels"])
+    assert measured_on(resolve_model(name)).find("held-out") >= 0  # what `models` shows
 
 
 def test_hpa_model_spec_and_channels() -> None:
@@ -121,3 +125,28 @@ def test_plankton_real_image_in_top5() -> None:
         true = Path(f).parent.name
         hits += true in [name for name, _ in p.top(5)]
     assert hits / len(files) >= 0.6
+
+
+def test_lung_model_on_real_held_out_tiles() -> None:
+    """RGB H&E tiles of groups it never saw: most get their tissue's class."""
+    import csv
+
+    folder = _folder(LUNG)
+    images = shared_data("lung_histology_lc25000") / "images"
+    with open(folder / "report" / "held_out.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    pred = Predictor(folder, device="cpu")
+    spec = pred.spec
+    assert spec.task.kind == "multiclass" and spec.task.classes == (
+        "lung_aca",
+        "lung_n",
+        "lung_scc",
+    )
+    assert len(spec.input.channels) == 3
+    picked = [r for c in spec.task.classes for r in [r for r in rows if r["label"] == c][:5]]
+    right = 0
+    for r in picked:
+        p = pred.predict_one(read_image(images / r["file"])).probabilities
+        right += spec.task.classes[int(np.argmax(p))] == r["label"]
+        assert abs(float(p.sum()) - 1) < 1e-4  # softmax
+    assert right >= 12, f"{right} of {len(picked)} held-out tiles right"
