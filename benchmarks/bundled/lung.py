@@ -210,6 +210,7 @@ def run(reuse: bool = False, trials: int = TRIALS) -> Path:
     scores = lung_card.score(folder, OUT)
     lung_card.write_card(folder, scores, split)
     lung_card.record_metrics(folder, scores)
+    lung_card.readable_task(folder)
     target = replace_model_folder(NAME)
     shutil.copytree(folder, target)
     log(f"bundled {target}")

@@ -315,3 +315,21 @@ def record_metrics(folder: Path, scores: dict[str, Any]) -> None:
         "validation": spec.get("metrics", {}),
     }
     write_json(folder / "model.json", spec)
+
+
+#: The names a pathologist reads, in the order of the labels (lung_aca, lung_n, lung_scc).
+READABLE = ("lung adenocarcinoma", "benign lung tissue", "lung squamous cell carcinoma")
+
+
+def readable_task(folder: Path) -> None:
+    """Name the task ``lung3`` and its classes in words (the labels' tokens were the names)."""
+    spec = json.loads((folder / "model.json").read_text())
+    assert spec["task"]["classes"] == list(NAMES), spec["task"]["classes"]
+    spec["task"]["name"] = "lung3"
+    spec["task"]["classes"] = list(READABLE)
+    spec["task"]["description"] = (
+        "LC25000 lung H&E tiles: adenocarcinoma, benign, squamous cell carcinoma"
+    )
+    for row, name in zip(spec["metrics"].get("per_class", []), READABLE, strict=False):
+        row["class"] = name
+    write_json(folder / "model.json", spec)
