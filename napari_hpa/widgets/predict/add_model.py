@@ -17,6 +17,7 @@ from qtpy.QtWidgets import QFileDialog, QLabel, QMenu, QToolButton, QWidget
 from ...core.model.checkpoint import ModelSpec
 from ...core.model.registry import ModelEntry
 from .._shared.background import run_in_background
+from .._shared.wording import naming_the_file
 
 #: The button's text (short: the dock fits a laptop screen); its menu says "Add model from…".
 ADD_TEXT = "Add…"
@@ -49,8 +50,7 @@ def _add(source: Path, like: ModelSpec | None) -> Any:
     try:
         return add_model(source, like=like)
     except (CheckpointError, OSError) as exc:  # BioimageioError is a CheckpointError
-        text = str(exc.args[0]) if exc.args else str(exc)
-        return text if str(source) in text else f"{source}: {text}"
+        return naming_the_file(exc, source, f"{source}: ")
     except Exception as exc:  # noqa: BLE001 - napari shows it with its traceback; name the file
         raise RuntimeError(f"{source}: could not add it ({type(exc).__name__}: {exc})") from exc
 

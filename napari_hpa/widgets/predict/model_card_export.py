@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 
 from ...core.model.registry import ModelEntry
 from .._shared.background import run_in_background
+from .._shared.wording import naming_the_file
 
 #: What the export button says, and its tooltip when it can export.
 EXPORT_TEXT = "Export to bioimage.io…"
@@ -63,8 +64,7 @@ def _export(entry: ModelEntry, target: Path, overwrite: bool) -> str | Path:
     try:
         return export_package(entry, target, overwrite=overwrite).path
     except (CheckpointError, OSError) as exc:  # BioimageioError is a CheckpointError
-        text = str(exc.args[0]) if exc.args else str(exc)
-        return text if str(target) in text else f"Export to {target} failed: {text}"
+        return naming_the_file(exc, target, f"Export to {target} failed: ")
     except Exception as exc:  # noqa: BLE001 - napari shows it with its traceback; name the file
         raise RuntimeError(f"Export to {target} failed: {type(exc).__name__}: {exc}") from exc
 
