@@ -99,6 +99,13 @@ def fit_problem(net: torch.nn.Module, state: dict[str, Any], arch: str) -> str |
     return f"the weights do not fit {arch}: " + "; ".join(parts)
 
 
+def load_fitted(net: torch.nn.Module, state: dict[str, Any]) -> torch.nn.Module:
+    """Load a state dict that :func:`fit_problem` accepted, in the network's own dtypes."""
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    return net
+
+
 def import_state_dict(
     path: str | Path,
     spec: ModelSpec,
@@ -153,8 +160,7 @@ def import_state_dict(
     problem = fit_problem(net, state, spec.arch)
     if problem:
         raise CheckpointError(f"{path}: {problem}{fit_hint}")
-    own = net.state_dict()
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    load_fitted(net, state)
     if keep_version:
         return save_model(net.eval(), spec, writable_models_dir(root), half=half)
     return save_new_version(net.eval(), spec, root, half=half)

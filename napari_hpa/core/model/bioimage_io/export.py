@@ -39,8 +39,8 @@ from .common import (
     OUTPUT_ID,
     STATE_FILE,
     BioimageioError,
+    require_bioimageio,
 )
-from .common import require_bioimageio as _require
 from .describe import DEFAULT_AUTHOR, Shapes, build_description, card_licence
 from .processing import Step, apply_steps, preprocessing_steps, unsaid_steps
 
@@ -103,7 +103,7 @@ def export_package(
         rebuild without napari-hpa, or a description bioimageio.spec refuses; one line.
     """
     target = check_target(Path(out), overwrite)
-    _require()
+    require_bioimageio()
     entry = model if isinstance(model, ModelEntry) else resolve_model(model)
     loaded = load_model(entry.path)
     spec = loaded.spec

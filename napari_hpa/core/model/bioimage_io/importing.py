@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..adding import fit_problem, load_fitted
 from ..architectures.base import arch_parameters, available_archs, build_model
 from ..checkpoint import CARD_FILE, ModelSpec, import_torch_weights
 from ..names import check_model_name, printable
@@ -158,15 +159,12 @@ def _fit(
             net = build_model(arch, n_in, n_out, **kwargs)
         except (ValueError, TypeError, ImportError):
             continue
-        own_state = net.state_dict()
-        if set(own_state) != set(state) or any(
-            tuple(own_state[k].shape) != tuple(v.shape) for k, v in state.items()
-        ):
+        if fit_problem(net, state, arch) is not None:
             continue
         problem = weights_problem(state)
         if problem:
             raise BioimageioError(f"{source}: {problem}; the model cannot give meaningful outputs")
-        net.load_state_dict({k: v.to(own_state[k].dtype) for k, v in state.items()}, strict=True)
+        load_fitted(net, state)
         spec.arch, spec.arch_kwargs = arch, kwargs
         return net, spec
     raise BioimageioError(
