@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from ..core.image.files import long_name
 from . import UserError, announce_model, chosen_model, shown
 from .options import add_backend_option, add_channels_option, channel_map
 from .outputs import check_output_file, check_output_folder, write_failed
+from .stopping import StopFlag
 
 if TYPE_CHECKING:
     from ..core.model.preferences import ModelChoice
@@ -205,32 +207,38 @@ def run(args: argparse.Namespace) -> int:
     choice = chosen_model(args.model)
     mapping = channel_map(args.channels, choice.entry.spec.input.channels)
     bar = _Bar(args.quiet, choice)
-    try:
-        summary = run_batch(
-            args.folder,
-            args.out,
-            choice.entry,
-            device=args.device,
-            backend=args.backend,
-            batch_size=args.batch_size,
-            threads=args.threads,
-            infer=args.infer,
-            workers=args.workers,
-            cells=args.cells,
-            cam_dir=args.cam,
-            glob=args.glob,
-            recursive=not args.no_recursive,
-            scheduler=scheduler,
-            chunk_size=args.chunk_size,
-            channels=mapping,
-            progress=bar,
-        )
-    except BatchError as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:  # the disk filled up, or the folder became read-only, meanwhile
-        raise write_failed(args.out, exc) from None
-    finally:
-        bar.close()
+    # Ctrl-C stops at the next image: the table is synced and the pool shut down cleanly.
+    # SIGTERM keeps its default (the rows on disk are whole; the workers follow the main).
+    with StopFlag(signals=(signal.SIGINT,)) as interrupted:
+        try:
+            summary = run_batch(
+                args.folder,
+                args.out,
+                choice.entry,
+                device=args.device,
+                backend=args.backend,
+                batch_size=args.batch_size,
+                threads=args.threads,
+                infer=args.infer,
+                workers=args.workers,
+                cells=args.cells,
+                cam_dir=args.cam,
+                glob=args.glob,
+                recursive=not args.no_recursive,
+                scheduler=scheduler,
+                chunk_size=args.chunk_size,
+                channels=mapping,
+                progress=bar,
+                should_stop=interrupted,
+            )
+        except BatchError as exc:
+            raise UserError(str(exc)) from None
+        except OSError as exc:  # the disk filled up, or the folder became read-only, meanwhile
+            raise write_failed(args.out, exc) from None
+        finally:
+            bar.close()
     bar.announce()  # a run with nothing left to do sends no progress
     _report(summary)
+    if interrupted.stopped:
+        raise KeyboardInterrupt  # main() prints "interrupted" and exits 130, as before
     return 2 if summary.errors else 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +28,8 @@ from ..core.train.data import (
     load_csv,
     load_folder_per_class,
 )
-from ..jobs.record import STOP_ENV
 from . import UserError
+from .stopping import StopFlag
 
 CHANNEL_SETS = {"hpa": HPA_CHANNELS, "rgb": ("red", "green", "blue"), "gray": ("gray",)}
 #: small_cnn keywords of a new model trained from the command line (the library default,
@@ -400,40 +398,6 @@ def _printer(mode: str) -> Callable[[dict[str, Any]], None]:
                 print(event.get("message", "no model written"), file=sys.stderr)
 
     return jsonl if mode == "jsonl" else text if mode == "text" else (lambda e: None)
-
-
-class StopFlag:
-    """SIGTERM/SIGINT set the flag (stop after this batch); a second signal aborts.
-
-    In a job, the job's stop file (``$NAPARI_HPA_STOP_FILE``, made by "stop early")
-    sets it too: the one way to ask on Windows, where a signal kills.
-    """
-
-    def __init__(self) -> None:
-        self.stopped = False
-        self._old: dict[int, Any] = {}
-        named = os.environ.get(STOP_ENV)
-        self._stop_file = Path(named) if named else None
-
-    def __call__(self) -> bool:
-        """Return True once a stop signal has arrived or the stop file exists."""
-        if not self.stopped and self._stop_file is not None and self._stop_file.exists():
-            self.stopped = True
-        return self.stopped
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.stopped:
-            raise KeyboardInterrupt
-        self.stopped = True
-
-    def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -80,6 +80,7 @@ def test_user_errors_exit_2_with_one_line(
         assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow  # 16 s; test_reliability's SIGKILL trials cover losing nothing by default
 def test_kill_9_then_resume_gives_every_image_once(tmp_path: Path) -> None:
     folder = tmp_path / "screen"
     write_samples(folder, n=8, size=64, seed=7)

@@ -251,7 +251,11 @@ def _live_group(pgid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    # SIGTERM keeps the default action (12 s of setup for it): in the slow run
+    "sig",
+    [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+)
 def test_cli_batch_stops_on_a_signal_within_2s(tmp_path: Path, sig: signal.Signals) -> None:
     """``napari-hpa batch`` with a decode worker: Ctrl-C (SIGINT to the whole process
     group, as a terminal sends it) or SIGTERM (a scheduler) ends every process of the
