@@ -225,6 +225,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--search", type=int, default=0, metavar="N", help="hyperparameter search with N trials"
     )
     t.add_argument("--sampler", choices=["tpe", "grid"], default="tpe")
+    t.add_argument(
+        "--search-over",
+        type=_names,
+        metavar="NAMES",
+        help="what --search varies, comma-separated, among lr, weight_decay, width, "
+        "aug_strength, arch (efficientnet_lite0 or small_cnn) and epochs (grid: 4 or 8); "
+        "default lr,weight_decay,width,aug_strength",
+    )
     o = p.add_argument_group("output")
     o.add_argument(
         "--name", default="my-model", help="model name (the version is the next free one)"
@@ -235,6 +243,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--half", action="store_true", help="store weights as float16")
     o.add_argument("--progress", choices=["text", "jsonl", "none"], default="text")
     p.set_defaults(run=run)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip().replace("-", "_") for name in text.split(",") if name.strip()]
 
 
 def _task_arg(args: argparse.Namespace) -> Task | str | list[str] | None:
@@ -412,6 +424,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
     try:
         config = make_config(args)  # the name, the sizes and the architecture first
+        if args.search_over:
+            from ..core.train.search import search_params
+
+            try:
+                search_params(config, args.search_over)
+            except ValueError as exc:
+                raise UserError(f"--search-over: {exc}") from None
         output_folder(config)  # then where the model goes: before any data are read
         data = load_data(args)
         for w in data.warnings:
@@ -420,7 +439,9 @@ def run(args: argparse.Namespace) -> int:
             if args.search:
                 from ..core.train.search import run_search
 
-                result = run_search(config, data, args.search, args.sampler, emit, flag)
+                result = run_search(
+                    config, data, args.search, args.sampler, emit, flag, over=args.search_over
+                )
             else:
                 result = train_model(config, data, emit, flag)
     except UserError as exc:

@@ -87,6 +87,15 @@ def test_user_errors_exit_2_with_error_event(tmp_path: Path, capsys) -> None:
     assert main(["train", "--labels", "x.csv"]) == 2
 
 
+def test_search_over_a_name_it_cannot_search_is_one_line(synth: Path, tmp_path: Path, capsys):
+    labels = str(synth / "labels.csv")
+    rc = main(["train", "--data", str(synth), "--labels", labels, "--search", "4",
+               "--search-over", "lr,colour", "--out-root", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--search-over: cannot search colour" in err
+    assert not list(tmp_path.iterdir())  # refused before any data are read or folder made
+
+
 class _Proc:
     """``python -m napari_hpa`` in a subprocess, with its stdout lines on a queue."""
 

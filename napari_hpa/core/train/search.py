@@ -1,8 +1,10 @@
 """Hyperparameter search with optuna: many short trainings, the best one saved.
 
-Searched: learning rate, weight decay, network width (architectures that have
-one) and augmentation strength. Every trial uses the same seeded split, and
-shares one image cache, so trials differ only in the hyperparameters. Trials
+Searched by default: learning rate, weight decay, network width (architectures
+that have one) and augmentation strength; ``over`` names another set, which may
+include the architecture (the backbone) and the number of epochs. Every trial uses
+the same seeded split, and shares one image cache where the input cannot differ
+between trials, so trials differ only in the hyperparameters. Trials
 that lag the median at the same epoch are pruned to save time. The trial table
 (CSV) and a plot go into the saved model's ``report/`` folder.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from ..model.architectures import arch_parameters
 from .augment import ImageCache
-from .config import done_event, with_overrides
+from .config import PRETRAINED_ARCHS, done_event, with_overrides
 from .data import TrainData
 from .loop import (
     Progress,
@@ -36,15 +38,36 @@ GRID: dict[str, list[Any]] = {
     "weight_decay": [1e-5, 1e-3],
     "width": [8, 16, 32],
     "aug_strength": [0.5, 1.0],
+    # the ImageNet-started backbone against the small CNN from scratch
+    "arch": ["efficientnet_lite0", "small_cnn"],
+    "epochs": [4, 8],
 }
+
+#: Everything ``over`` may name.
+SEARCHABLE = tuple(GRID)
 
 
 def _has_width(arch: str) -> bool:
     return "width" in arch_parameters(arch)
 
 
-def search_params(config: TrainConfig) -> list[str]:
-    """Return the parameters searched here (width only where the architecture has one)."""
+def search_params(config: TrainConfig, over: list[str] | None = None) -> list[str]:
+    """Return the parameters searched (by default: width only where the architecture has one).
+
+    Raises
+    ------
+    ValueError
+        ``over`` names a parameter that cannot be searched.
+    """
+    if over:
+        unknown = [name for name in over if name not in SEARCHABLE]
+        if unknown:
+            raise ValueError(
+                f"cannot search {', '.join(unknown)}; searchable: {', '.join(SEARCHABLE)}"
+            )
+        if config.base and "arch" in over:
+            raise ValueError("a fine-tuning keeps its parent's architecture: drop arch")
+        return list(dict.fromkeys(over))
     names = ["lr", "weight_decay", "aug_strength"]
     if not config.base and _has_width(config.arch):
         names.insert(2, "width")
@@ -61,17 +84,29 @@ def _suggest(trial: Any, names: list[str]) -> dict[str, Any]:
         out["width"] = trial.suggest_categorical("width", [8, 16, 32])
     if "aug_strength" in names:
         out["aug_strength"] = trial.suggest_float("aug_strength", 0.0, 1.5)
+    if "arch" in names:
+        out["arch"] = trial.suggest_categorical("arch", GRID["arch"])
+    if "epochs" in names:
+        out["epochs"] = trial.suggest_categorical("epochs", GRID["epochs"])
     return out
 
 
 def _apply(config: TrainConfig, params: dict[str, Any]) -> TrainConfig:
+    """Return the trial's config: the searched values, the rest as given."""
     changes: dict[str, Any] = {
-        "lr": params["lr"],
-        "weight_decay": params["weight_decay"],
-        "aug_strength": params["aug_strength"],
+        k: params[k] for k in ("lr", "weight_decay", "aug_strength") if k in params
     }
-    if "width" in params:
-        changes["arch_kwargs"] = {**config.arch_kwargs, "width": int(params["width"])}
+    if "epochs" in params:
+        changes["epochs"] = int(params["epochs"])
+    arch_kwargs = dict(config.arch_kwargs)
+    if "arch" in params and params["arch"] != config.arch:
+        changes["arch"] = params["arch"]
+        # another backbone: its own defaults, and ImageNet weights only where installed
+        arch_kwargs = {}
+        changes["pretrained"] = config.pretrained and params["arch"] in PRETRAINED_ARCHS
+    if "width" in params and _has_width(changes.get("arch", config.arch)):
+        arch_kwargs["width"] = int(params["width"])
+    changes["arch_kwargs"] = arch_kwargs
     return with_overrides(config, **changes)
 
 
@@ -100,8 +135,11 @@ def run_search(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
     save: bool = True,
+    over: list[str] | None = None,
 ) -> TrainResult:
     """Run ``n_trials`` trainings (TPE or grid) and save the best as a new model version.
+
+    ``over`` names the parameters searched (:data:`SEARCHABLE`); None: the default set.
 
     Progress events of each trial carry a ``trial`` key; after each trial a
     ``{"event": "trial", ...}`` event gives its parameters and score.
@@ -111,7 +149,7 @@ def run_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     emit = progress or (lambda e: None)
     root = output_folder(config) if save else None  # a bad name or folder: before any trial
-    names = search_params(config)
+    names = search_params(config, over)
     if sampler == "grid":
         space = {k: v for k, v in GRID.items() if k in names}
         chooser: Any = optuna.samplers.GridSampler(space, seed=config.seed)
@@ -127,7 +165,7 @@ def run_search(
         sampler=chooser,
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
     )
-    cache = make_cache_for(config, data)
+    cache = None if "arch" in names else make_cache_for(config, data)
     state: dict[str, Any] = {"best": None, "trials": [], "cancelled": False}
 
     def objective(trial: optuna.Trial) -> float:
