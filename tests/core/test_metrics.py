@@ -134,6 +134,11 @@ def test_sample_f1_and_decide_multilabel_match_the_predictor() -> None:
     assert decide_multilabel(np.array([[0.8, 0.3]]), np.array([0.9, 0.2])).tolist() == [
         [False, True]
     ]
+    # a one-class task says no below its threshold: the top class is the only class
+    assert decide_multilabel(np.array([[0.03], [0.7]]), np.array([0.4])).tolist() == [
+        [False],
+        [True],
+    ]
 
 
 def test_threshold_floor_stops_many_labels_per_image() -> None:

@@ -145,10 +145,14 @@ def _best_threshold(t: np.ndarray, p: np.ndarray, grid: np.ndarray, default: flo
 def decide_multilabel(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Decide as the Predictor does: the classes over their threshold, else the top one.
 
-    :func:`napari_hpa.core.model.prediction.decide` calls this; returns booleans (N, K).
+    A one-class task ("is Cytosol present?") has no "else": below its threshold the
+    answer is no, or it could never say no. :func:`napari_hpa.core.model.prediction.decide`
+    calls this; returns booleans (N, K).
     """
     p = _as_2d(probs)
     pred = p >= np.asarray(thresholds)[None, :]
+    if p.shape[1] < 2:
+        return pred
     empty = ~pred.any(1)
     pred[np.flatnonzero(empty), p[empty].argmax(1)] = True
     return pred

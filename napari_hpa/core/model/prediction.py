@@ -71,7 +71,8 @@ class Prediction:
 
 
 def decide(probabilities: np.ndarray, spec: ModelSpec) -> list[int]:
-    """Predicted classes: over their threshold (multilabel; at least the top one), or the argmax."""
+    """Predicted classes: over their threshold (multilabel; at least the top one, unless the
+    task has one class), or the argmax."""
     if spec.task.multilabel:
         chosen = decide_multilabel(np.asarray(probabilities)[None], np.asarray(spec.thresholds))
         return [int(i) for i in np.flatnonzero(chosen[0])]
