@@ -68,6 +68,8 @@ class Comparison:
     parent_summary: dict[str, Any] = field(default_factory=dict)
     child_summary: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    #: Why the new version is worse, where the cause is known (:func:`worse_because`).
+    reasons: list[str] = field(default_factory=list)
 
     @property
     def delta(self) -> float:
@@ -97,12 +99,15 @@ class Comparison:
         elif self.delta < -SAME_TOLERANCE:
             word = "worse than"
         images = f"{self.n_images} held-out image{'' if self.n_images == 1 else 's'}"
-        return (
+        line = (
             f"{self.child} is {word} {self.parent} on {images}: "
             f"macro F1 {self.child_macro_f1:.3f} vs {self.parent_macro_f1:.3f} "
             f"({sign}{self.delta:.3f}); {len(self.improved())} class(es) improved, "
             f"{len(self.worse())} got worse."
         )
+        if self.reasons and (self.delta < -SAME_TOLERANCE or self.worse()):
+            line += " Likely why: " + "; ".join(self.reasons) + "."
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         """Return the comparison as plain data (the job's comparison file)."""
@@ -122,7 +127,29 @@ class Comparison:
             parent_summary=dict(data.get("parent_summary", {})),
             child_summary=dict(data.get("child_summary", {})),
             skipped=list(data.get("skipped", [])),
+            reasons=[str(r) for r in data.get("reasons", [])],
         )
+
+
+def worse_because(comp: Comparison, trained_on: dict[str, int], enough: int) -> list[str]:
+    """Say why classes got worse, where the training data show a cause.
+
+    ``trained_on`` counts the corrected training images of each class (by name). A class
+    that got worse with fewer than ``enough`` of them was likely not learned, only
+    disturbed; a comparison on very few held-out images is mostly noise.
+    """
+    reasons = [
+        f"too few corrected images of {r.name} to learn it ({trained_on.get(r.name, 0)}; "
+        f"{enough} or more help)"
+        for r in comp.worse()
+        if trained_on.get(r.name, 0) < enough
+    ]
+    if comp.n_images < enough:
+        reasons.append(
+            f"only {comp.n_images} held-out image{'' if comp.n_images == 1 else 's'}: "
+            "one image changes the score a lot"
+        )
+    return reasons
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:

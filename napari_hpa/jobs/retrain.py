@@ -33,7 +33,7 @@ from ..core.labels.store import AnnotationStore, open_readonly
 from ..core.model import registry
 from ..core.tasks import Task
 from ..core.train.data import split_indices
-from .compare import COMPARE_FILE, Comparison
+from .compare import COMPARE_FILE, Comparison, worse_because
 from .runner import Job, JobError, JobManager, python_command
 
 SNAPSHOT_FILE = "snapshot.sqlite"
@@ -441,9 +441,31 @@ def read_comparison(train_job: Job) -> Comparison | None:
     if not path.is_file():
         return None
     try:
-        return Comparison.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        comp = Comparison.from_dict(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
+    if not comp.reasons:
+        comp.reasons = worse_because(comp, _trained_on(train_job), MIN_IMAGES_PER_CLASS)
+    return comp
+
+
+def _trained_on(train_job: Job) -> dict[str, int]:
+    """Corrected training images per class name, from the job's training snapshot."""
+    db = train_job.folder / TRAIN_DB_FILE
+    task = str(train_job.record.meta.get("task", ""))
+    if not db.is_file() or not task:
+        return {}
+    try:
+        with open_readonly(db) as store:
+            counts = store.class_counts(task)
+        holdout = json.loads((train_job.folder / HOLDOUT_FILE).read_text(encoding="utf-8"))
+        classes = list(holdout.get("classes", []))
+    except Exception:  # noqa: BLE001 - a reason is a nicety: never fail the result on it
+        return {}
+    return {
+        classes[k] if 0 <= k < len(classes) else str(k): n_img
+        for k, (n_img, _cells) in counts.items()
+    }
 
 
 def describe(job: Job) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.labels.store import AnnotationStore
 from napari_hpa.core.model import preferences as settings
 from napari_hpa.core.model import registry
-from napari_hpa.jobs.compare import Comparison, compare_models
+from napari_hpa.jobs.compare import ClassDelta, Comparison, compare_models, worse_because
 from napari_hpa.jobs.job import started_ago_s
 from napari_hpa.jobs.retrain import (
     HOLDOUT_FILE,
@@ -395,6 +395,24 @@ def test_compare_models_on_the_same_images(tmp_path: Path) -> None:
     again = Comparison.from_dict(json.loads(json.dumps(comp.to_dict())))
     assert again.headline() == comp.headline()
     assert {r.verdict for r in comp.rows} <= {"better", "worse", "same", "n/a"}
+
+
+def test_a_worse_version_says_why_when_the_training_data_show_it() -> None:
+    """Worse on a class with 1 corrected training image: the headline names the class."""
+    comp = Comparison(
+        "m@1", "m@2", 12, 0.60, 0.50,
+        rows=[ClassDelta("Cytosol", 6, 0.8, 0.5), ClassDelta("Nucleoli", 6, 0.4, 0.5)],
+    )  # fmt: skip
+    comp.reasons = worse_because(comp, {"Cytosol": 1, "Nucleoli": 9}, enough=3)
+    assert comp.reasons == ["too few corrected images of Cytosol to learn it (1; 3 or more help)"]
+    assert comp.headline().endswith("Likely why: " + comp.reasons[0] + ".")
+    again = Comparison.from_dict(json.loads(json.dumps(comp.to_dict())))
+    assert again.reasons == comp.reasons
+    # enough images of the class that got worse: no reason is made up
+    assert worse_because(comp, {"Cytosol": 5}, enough=3) == []
+    # a better version says no "why"
+    better = Comparison("m@1", "m@2", 12, 0.5, 0.6, reasons=["x"])
+    assert "Likely why" not in better.headline()
 
 
 def test_preferred_model_setting() -> None:

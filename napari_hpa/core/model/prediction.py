@@ -71,8 +71,10 @@ class Prediction:
 
 
 def decide(probabilities: np.ndarray, spec: ModelSpec) -> list[int]:
-    """Predicted classes: over their threshold (multilabel; at least the top one, unless the
-    task has one class), or the argmax."""
+    """Predicted classes: over their threshold (multilabel), or the argmax.
+
+    Multilabel keeps at least the top class, unless the task has only one class.
+    """
     if spec.task.multilabel:
         chosen = decide_multilabel(np.asarray(probabilities)[None], np.asarray(spec.thresholds))
         return [int(i) for i in np.flatnonzero(chosen[0])]
