@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .schema import (
+    MAX_CLASS_ID,
     AnnotationStoreError,
     ImageRecord,
     cell_arg,
@@ -238,6 +239,50 @@ class LabelReader:
     def tasks(self) -> list[str]:
         """Return the names of the tasks that have labels, sorted."""
         return [r[0] for r in self._q("SELECT DISTINCT task FROM labels ORDER BY task")]
+
+    # -- the review queue ---------------------------------------------------------------------
+    def has_table(self, name: str) -> bool:
+        """Tell whether the file holds the table ``name`` (the review tables come lazily)."""
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(self._q(sql, (name,)))
+
+    def reviewed(self, task: str) -> set[tuple[str, int]]:
+        """Return the (source, cell) items reviewed for ``task`` (cell 0: the whole image).
+
+        Marked items (:meth:`~.store.AnnotationStore.mark_reviewed`) and corrected ones
+        (any user row) both count: a correction is a review. A file without the review
+        tables (an older napari-hpa wrote it) has only its corrections.
+        """
+        sql = (
+            "SELECT DISTINCT i.source, l.cell FROM labels l JOIN images i ON i.id = l.image "
+            "WHERE l.task = ? AND l.origin = 'user'"
+        )
+        if self.has_table("reviewed"):
+            sql += (
+                " UNION SELECT i.source, r.cell FROM reviewed r JOIN images i ON i.id = r.image "
+                "WHERE r.task = ?"
+            )
+        params = (task_name(task),) * sql.count("?")
+        rows = check_ids(self.path, self._q(sql, params), class_at=None, cell_at=1)
+        return {(str(source), int(cell)) for source, cell in rows}
+
+    def review_order(self, task: str) -> tuple[str, int | None] | None:
+        """Return the review order chosen for ``task`` (its key and class), or None.
+
+        None also for a file without the review tables. The key is what was stored
+        (the caller checks it against the orders it knows); a class id out of range reads
+        as None.
+        """
+        if not self.has_table("review_orders"):
+            return None
+        rows = self._q(
+            "SELECT ordering, class FROM review_orders WHERE task = ?", (task_name(task),)
+        )
+        if not rows:
+            return None
+        order, cls = rows[0]
+        good = type(cls) is int and 0 <= cls <= MAX_CLASS_ID
+        return str(order), cls if good else None
 
     # -- cell masks ---------------------------------------------------------------------------
     def cell_mask(self, source: str) -> np.ndarray | None:

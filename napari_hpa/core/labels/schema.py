@@ -56,6 +56,18 @@ CREATE TABLE history(
     state TEXT NOT NULL DEFAULT 'done' CHECK (state IN ('done', 'undone', 'dropped')));
 CREATE INDEX history_action ON history(action, state);
 """
+#: The review queue's tables, created when first written (``IF NOT EXISTS``), so that a
+#: file stays version 1 and older napari-hpa versions, which never read them, still open
+#: it; the readers take a file without them as "nothing reviewed, no order chosen".
+REVIEW_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reviewed(
+    image INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    cell INTEGER NOT NULL DEFAULT 0 CHECK (cell >= 0), task TEXT NOT NULL,
+    time TEXT NOT NULL, PRIMARY KEY (image, cell, task)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS review_orders(
+    task TEXT PRIMARY KEY, ordering TEXT NOT NULL,
+    class INTEGER CHECK (class IS NULL OR class >= 0), time TEXT NOT NULL);
+"""
 
 
 class AnnotationStoreError(RuntimeError):

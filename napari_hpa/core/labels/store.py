@@ -29,6 +29,7 @@ from .reading import LEVEL, LabelReader, task_name
 from .schema import (
     MAX_CELL_ID,
     MAX_CLASS_ID,
+    REVIEW_SCHEMA,
     SCHEMA_VERSION,
     AnnotationStoreError,
     Edit,
@@ -241,6 +242,39 @@ class AnnotationStore(LabelReader):
                 (pk, cell, task, cls, value, t),
             )
 
+    # -- the review queue ---------------------------------------------------------------------
+    def mark_reviewed(self, source: str, task: str, cell: int = 0) -> None:
+        """Record that the user looked at (image, cell) for ``task``: the queue moves past it.
+
+        Not an edit (nothing to undo). The review tables are created on the first write,
+        so a file no queue used keeps the tables older versions know.
+        """
+        cell, task = cell_arg(cell), task_name(task)
+        with self.transaction():
+            self._review_tables()
+            self._x(
+                "INSERT OR REPLACE INTO reviewed(image, cell, task, time) VALUES (?, ?, ?, ?)",
+                (self._pk_or_add(source), cell, task, _now()),
+            )
+
+    def set_review_order(self, task: str, order: str, class_index: int | None = None) -> None:
+        """Remember the queue's order for ``task``, so that the folder opens again in it.
+
+        ``order`` is a ``review.ORDERS`` key; ``class_index`` the class of ``"class"``.
+        """
+        cls = None if class_index is None else class_arg(class_index)
+        with self.transaction():
+            self._review_tables()
+            self._x(
+                "INSERT OR REPLACE INTO review_orders(task, ordering, class, time) "
+                "VALUES (?, ?, ?, ?)",
+                (task_name(task), str(order), cls, _now()),
+            )
+
+    def _review_tables(self) -> None:
+        for stmt in filter(str.strip, REVIEW_SCHEMA.split(";")):
+            self._x(stmt)
+
     # -- undo / redo --------------------------------------------------------------------------
     def undo(self) -> list[Edit] | None:
         """Revert the last user edit step of this store; None when there is nothing to undo."""
@@ -299,6 +333,8 @@ class AnnotationStore(LabelReader):
             if old is not None and not keep_labels and not np.array_equal(old, labels):
                 self._x("DELETE FROM labels WHERE image = ? AND cell > 0", (pk,))
                 self._x("UPDATE history SET state = 'dropped' WHERE image = ? AND cell > 0", (pk,))
+                if self.has_table("reviewed"):
+                    self._x("DELETE FROM reviewed WHERE image = ? AND cell > 0", (pk,))
             self._x(
                 "INSERT OR REPLACE INTO masks VALUES (?, ?, ?, ?, ?)",
                 (pk, buf.getvalue(), *labels.shape, _now()),
