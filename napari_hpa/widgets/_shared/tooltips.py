@@ -33,6 +33,16 @@ TOOLTIPS: dict[str, str] = {
     "previous": "Open the previous image of this folder.",
     "auto_predict": "Run Predict on every image that Next/Previous opens.",
     "database": "The annotations database of this image folder; every change is written at once.",
+    "queue_order": "The order Next opens the folder's images in. Least certain first: the "
+    "smallest gap between the two most probable classes (a correction there teaches the model "
+    "most), moved up when the cells disagree with the image. Next skips the images reviewed "
+    "already and marks the one it leaves; file order walks the folder as it is sorted.",
+    "queue_class": "Only the images whose most probable class is this one, least sure first.",
+    "queue_counts": "An image counts as reviewed once Next left it in the queue or once you "
+    "corrected one of its labels (or a cell's). Kept in the annotations database.",
+    "queue_predict": "Predict the folder's images that have no stored prediction yet, in the "
+    "background, so that the queue can rank them (image level; Predict adds the cells).",
+    "queue_cancel": "Stop predicting the folder; the images done so far are kept.",
     "export_csv": "Kaggle CSV (Id,Target): one row per annotated image, class ids.",
     "export_json": "JSON: every image with its image- and cell-level classes.",
     "export_tiff": "Per-cell label TIFFs (one per image with cells) in a folder.",

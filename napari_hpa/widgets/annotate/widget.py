@@ -1,12 +1,11 @@
 """The Annotate dock widget: correct predictions, image by image and cell by cell.
 
-Checkboxes show the *effective* labels of the image (or of the selected cell):
-the user's value where there is one, else the model's. Every toggle is written
-at once to the image folder's annotations database (``core.annotations``), so
-nothing is lost when napari closes or crashes. Number keys 1-9 toggle the most
-probable classes, Ctrl+Z / Ctrl+Shift+Z undo and redo, a click on a cell
-selects it (Esc goes back to the whole image), and Next / Previous image walk
-the folder.
+Checkboxes show the *effective* labels of the image (or of the selected cell): the user's
+value where there is one, else the model's. Every toggle is written at once to the image
+folder's annotations database (``core.annotations``), so nothing is lost when napari closes
+or crashes. Number keys 1-9 toggle the most probable classes, Ctrl+Z / Ctrl+Shift+Z undo and
+redo, a click on a cell selects it (Esc goes back to the whole image), and Next / Previous
+image walk the folder, in file order or in the review queue's order (``queue.py``).
 """
 
 from __future__ import annotations
@@ -60,7 +59,8 @@ from .database import (
     store_result,
 )
 from .export import ExportButtons
-from .folder import folder_images
+from .folder import folder_images, next_in
+from .queue import QueuePanel
 from .unsaved import PendingLabel, Unsaved
 
 if TYPE_CHECKING:
@@ -130,6 +130,7 @@ class AnnotateWidget(QWidget):
         nav.addWidget(self.prev_button)
         nav.addWidget(self.next_button)
         nav.addWidget(self.auto_predict)
+        self.queue = QueuePanel(self)  # the order Next walks the folder in
 
         self.scope_label = QLabel("")
         self.scope_label.setWordWrap(True)
@@ -163,6 +164,7 @@ class AnnotateWidget(QWidget):
         layout = QVBoxLayout(scroll_body(self))  # a short screen scrolls it
         layout.addWidget(self.image_label)
         layout.addLayout(nav)
+        layout.addWidget(self.queue)
         layout.addWidget(self.scope_label)
         layout.addWidget(self.list, 1)
         layout.addLayout(edit)
@@ -343,6 +345,7 @@ class AnnotateWidget(QWidget):
         for button in (self.prev_button, self.next_button):
             button.setEnabled(has_image and can)
         self.accept_button.setEnabled(self.has_prediction())
+        self.queue.follow()
         self._show_selected()
 
     def _show_selected(self) -> None:
@@ -454,18 +457,16 @@ class AnnotateWidget(QWidget):
         return folder_images(self.source)
 
     def step(self, offset: int) -> str | None:
-        """Open the image ``offset`` places away in the folder (in a worker); its source."""
+        """Open the image ``offset`` places away in the folder or the queue (in a worker)."""
         from napari.qt.threading import create_worker
-        from napari.utils.notifications import show_info
 
         sources = self.neighbours()
         if self.source not in sources:
             return None
-        i = sources.index(self.source) + offset
-        if not 0 <= i < len(sources):
-            show_info(f"This is the {'last' if offset > 0 else 'first'} image of the folder.")
+        queue = self.queue.active  # Next: the queue's first image not reviewed yet
+        target = self.queue.target(offset) if queue else next_in(sources, self.source, offset)
+        if target is None:
             return None
-        target = sources[i]
         self.status.setText(f"Opening {Path(target).name}…")
         self._loader = create_worker(read_source, target, _start_thread=False)
         self._loader.returned.connect(self._show_image)
