@@ -161,13 +161,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/napari_hpa_cytosol"))
     parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument(
+        "--reuse", action="store_true", help="score the model a previous run saved in --out"
+    )
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     train, held, every = write_split(out)
     pos = sum(every[i][2] for i in train)
     log(f"{len(train)} training items ({pos} Cytosol), {len(held)} held out")
-    model, minutes = search(out, args.trials)
+    saved = sorted((out / "models").glob("cytosol-present-v*"))
+    if args.reuse and saved:
+        model, minutes = saved[-1], float("nan")
+    else:
+        model, minutes = search(out, args.trials)
     rows = held_out_scores(out, model)
     source = {item_id: src for item_id, src, _, _ in every}
     print(f"\nsearch: {minutes:.1f} min; best model {model.name}\n")
