@@ -54,6 +54,11 @@ def _choose(combo, text: str) -> None:
     combo.activated.emit(i)
 
 
+def _ranked(qtbot, queue) -> None:
+    """Wait for the queue's ranking (a thread worker, as predicting the folder is)."""
+    qtbot.waitUntil(lambda: not queue.ranking and not queue.running, timeout=WAIT_MS)
+
+
 def _next(qtbot, annotate, offset: int = 1) -> str | None:
     target = annotate.step(offset)
     if target is not None:
@@ -77,6 +82,7 @@ def test_next_walks_the_least_certain_first_and_the_queue_is_kept(
     viewer.open(str(folder / "synth_0000_red.png"), plugin=None)
     first = str(folder / "synth_0000")
     assert annotate.source == first
+    _ranked(qtbot, queue)
     assert [queue.order_combo.itemText(i) for i in range(queue.order_combo.count())] == [
         "least certain first",
         "lowest confidence first",
@@ -87,8 +93,9 @@ def test_next_walks_the_least_certain_first_and_the_queue_is_kept(
     assert len(queue.missing) == N_IMAGES and queue.predict_button.isVisible()
 
     _choose(queue.order_combo, "least certain first")  # predicts the folder in the background
+    qtbot.waitUntil(lambda: queue.running, timeout=WAIT_MS)  # once ranked: 5 not predicted
     assert queue.running and queue.progress.isVisible() and queue.cancel_button.isVisible()
-    qtbot.waitUntil(lambda: not queue.running, timeout=WAIT_MS)
+    _ranked(qtbot, queue)
     assert not queue.missing and not queue.predict_button.isVisible()
     assert any(k == "show_info" and "Predicted 5 images" in m for k, m in notes), notes
     sources = sorted(str(folder / f"synth_{i:04d}") for i in range(N_IMAGES))
@@ -119,12 +126,15 @@ def test_next_walks_the_least_certain_first_and_the_queue_is_kept(
 
     _choose(queue.order_combo, "one predicted class")  # the class box appears
     assert queue.class_combo.isVisible()
+    _ranked(qtbot, queue)
     top = annotate.store.model_scores(annotate.source, TASK.name)
     best = max(top, key=top.get)
     _choose(queue.class_combo, TASK.classes[best])
+    _ranked(qtbot, queue)
     assert annotate.source in [i.source for i in queue.ranked]
     assert queue.reason_label.text().startswith(f"Why this image: predicted {TASK.classes[best]}")
     _choose(queue.order_combo, "lowest confidence first")
+    _ranked(qtbot, queue)
     assert not queue.class_combo.isVisible()
     assert not [m for k, m in notes if k == "show_error"], notes
 
@@ -133,6 +143,7 @@ def test_next_walks_the_least_certain_first_and_the_queue_is_kept(
     qtbot.wait(50)
     annotate = _dock(viewer, "Annotate")[1]
     shown = annotate.source
+    _ranked(qtbot, annotate.queue)
     assert shown in sources
     assert annotate.queue.order == "lowest_confidence"
     assert annotate.queue.order_combo.currentText() == "lowest confidence first"
@@ -147,6 +158,7 @@ def test_file_order_walks_the_folder_as_before(make_napari_viewer, monkeypatch, 
     annotate.auto_predict.setChecked(False)
     viewer.open(str(folder / "synth_0002_red.png"), plugin=None)
     _choose(annotate.queue.order_combo, "file order")  # nothing to predict for it
+    _ranked(qtbot, annotate.queue)
     assert not annotate.queue.running and not annotate.queue.active
     assert not annotate.queue.reason_label.isVisible()
     assert _next(qtbot, annotate) == str(folder / "synth_0003")

@@ -1,7 +1,8 @@
-"""Predicting the folder's images that have no stored prediction, for the review queue.
+"""The review queue's work off the GUI thread: ranking the folder, predicting what it needs.
 
-The queue ranks the images by their stored predictions, so the ones without any are
-predicted with the batch path (:func:`~napari_hpa.core.batch.run.run_batch`: the
+The queue ranks the images by their stored predictions (:func:`rank_folder`: hundreds of
+images with their cells are hundreds of milliseconds of queries), so the ones without any
+are predicted with the batch path (:func:`~napari_hpa.core.batch.run.run_batch`: the
 prediction Predict and ``napari-hpa batch`` give) into a table in a temporary folder,
 and its rows are stored as the model's labels, image level, in one transaction. It runs
 in a napari thread worker (no Qt here) and never raises: the outcome says what went wrong.
@@ -18,8 +19,10 @@ from pathlib import Path
 from ...core.batch.output import read_table
 from ...core.batch.records import decode_image
 from ...core.batch.run import BatchProgress, run_batch
+from ...core.labels import review
 from ...core.labels.store import AnnotationStore
 from ...core.model.registry import ModelEntry
+from .database import STORE_ERRORS, store_problem
 
 #: Below this many images the decoding stays in napari's process: starting worker
 #: processes (each imports torch) costs more than it saves.
@@ -96,3 +99,23 @@ def predict_into_store(
         text = " ".join(str(exc).split()) or type(exc).__name__
         outcome.problem = text[:300]
     return outcome
+
+
+def rank_folder(
+    store: AnnotationStore,
+    task: str,
+    classes: Sequence[str],
+    sources: Sequence[str],
+    order: str,
+    class_index: int | None = None,
+) -> tuple[list[review.ReviewItem], list[str]] | str:
+    """Rank ``sources`` by their stored predictions: the queue and the sources with none.
+
+    The problem in one line instead when the database fails.
+    """
+    try:
+        scored = review.stored_predictions(store, task, sources, len(classes))
+        ranked = review.rank_images(scored, classes, order, class_index)
+    except (*STORE_ERRORS, ValueError) as exc:
+        return f"Cannot rank the folder: {store_problem(exc, store.path)}"
+    return ranked, [s.source for s in scored if s.image is None]

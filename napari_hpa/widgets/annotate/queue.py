@@ -36,7 +36,7 @@ from .._shared.scrolling import narrow_combo
 from .._shared.tooltips import tip
 from .database import STORE_ERRORS, store_problem
 from .folder import folder_images
-from .folder_predict import FolderPrediction, predict_into_store
+from .folder_predict import FolderPrediction, predict_into_store, rank_folder
 
 if TYPE_CHECKING:
     from ...core.model.registry import ModelEntry
@@ -66,6 +66,10 @@ class QueuePanel(QWidget):
         #: The images Next came from, for Previous.
         self.history: list[str] = []
         self.worker: Any = None
+        #: The ranking in flight (a thread worker), its generation, and a predict to follow.
+        self.ranker: Any = None
+        self._generation = 0
+        self._predict_after = False
         self._key: tuple[str, str, str] | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -136,6 +140,11 @@ class QueuePanel(QWidget):
         return self.order != "file" and bool(self.sources)
 
     @property
+    def ranking(self) -> bool:
+        """Whether the folder is being ranked."""
+        return self.ranker is not None
+
+    @property
     def running(self) -> bool:
         """Whether the folder is being predicted."""
         return self.worker is not None
@@ -149,9 +158,8 @@ class QueuePanel(QWidget):
                 store.set_review_order(task.name, self.order, self.class_index)
             except STORE_ERRORS as exc:
                 _error(f"The queue's order was not saved: {store_problem(exc, store.path)}")
+        self._predict_after = self.order != "file"  # once ranked: what is not predicted
         self.rerank()
-        if self.order != "file" and self.missing and not self.running:
-            self.predict_folder()
 
     def _restore(self) -> None:
         """Show the order stored for this task (the default where none is)."""
@@ -195,21 +203,41 @@ class QueuePanel(QWidget):
         except STORE_ERRORS:
             return False
 
-    def rerank(self) -> None:
-        """Rank the folder's images by their stored predictions, in the chosen order."""
+    def rerank(self, now: bool = False) -> None:
+        """Rank the folder's images by their stored predictions, in the chosen order.
+
+        In a thread worker (the queries of a big folder take a while); ``now`` ranks
+        here, for a Next that cannot wait.
+        """
         store, task = self.dock.store, self.dock.task
         self.sources = folder_images(self.dock.source)
-        self.ranked, self.missing = [], []
-        if store is not None and self.sources:
-            try:
-                scored = review.stored_predictions(
-                    store, task.name, self.sources, len(task.classes)
-                )
-                self.missing = [s.source for s in scored if s.image is None]
-                self.ranked = review.rank_images(scored, task.classes, self.order, self.class_index)
-            except (*STORE_ERRORS, ValueError) as exc:
-                _error(f"Cannot rank the folder: {store_problem(exc, store.path)}")
+        self._generation += 1
+        self.ranker = None
+        if store is None or not self.sources:
+            self.ranked, self.missing = [], []
+            self.update_text()
+            return
+        args = (store, task.name, task.classes, self.sources, self.order, self.class_index)
+        if now:
+            self._on_ranked((self._generation, rank_folder(*args)))
+            return
+        self.ranker = run_in_background(_numbered, self._generation, *args, done=self._on_ranked)
         self.update_text()
+
+    def _on_ranked(self, numbered: tuple[int, Any]) -> None:
+        generation, outcome = numbered
+        if generation != self._generation:
+            return  # an older ranking: a newer one is in flight or done
+        self.ranker = None
+        if isinstance(outcome, str):
+            self.ranked, self.missing = [], []
+            _error(outcome)
+        else:
+            self.ranked, self.missing = outcome
+        self.update_text()
+        if self._predict_after and self.missing and not self.running:
+            self.predict_folder()
+        self._predict_after = False
 
     def _reviewed(self) -> set[str]:
         store = self.dock.store
@@ -224,6 +252,11 @@ class QueuePanel(QWidget):
         """Say where the queue stands, and why the image shown is where it is."""
         if not self.sources:
             self.counts_label.setText("Queue: open an image of a folder.")
+            self.reason_label.setVisible(False)
+            self._show_busy(self.running)
+            return
+        if self.ranking and not self.ranked:
+            self.counts_label.setText("Queue: ranking the folder's images…")
             self.reason_label.setVisible(False)
             self._show_busy(self.running)
             return
@@ -267,6 +300,8 @@ class QueuePanel(QWidget):
                 show_info("This is the first image of the queue.")
                 return None
             return self.sources[i]
+        if self.ranking:
+            self.rerank(now=True)
         if current and store is not None:
             try:
                 store.mark_reviewed(current, self.dock.task.name)
@@ -381,3 +416,8 @@ def _error(message: str) -> None:
     from napari.utils.notifications import show_error
 
     show_error(" ".join(message.split()))
+
+
+def _numbered(generation: int, *args: Any) -> tuple[int, Any]:
+    """Worker: :func:`rank_folder`, its outcome numbered, so that a stale one is dropped."""
+    return generation, rank_folder(*args)
