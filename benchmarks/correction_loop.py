@@ -15,8 +15,9 @@ Steps:
    rest are the pool the simulated user corrects.
 2. The parent predicts the pool once (image and cells), as a user's first Predict of the
    folder; :func:`napari_hpa.core.labels.review.rank_images` orders it. The orders
-   compared: the queue's (least certain first), random (one order per seed) and file
-   order.
+   compared: the queue's (least certain first: the margin, moved up by disagreeing
+   cells), the margin alone (``margin``: is the disagreement term worth keeping?),
+   random (one order per seed) and file order.
 3. In rounds, the user "corrects" the next sets of the order (the true label from the
    labels file, stored as a user label in an annotations database), then presses
    Retrain: :func:`napari_hpa.jobs.retrain.start_retrain`, quick preset, the job runner's
@@ -30,7 +31,7 @@ lowest of the random curves' best values); ``corrections_to_target`` is the firs
 that reaches it. The last line is ``corrections_to_target_ranked=<n>
 corrections_to_target_random=<n> ratio=<random/ranked>`` (means over the seeds).
 
-Run: ``python benchmarks/correction_loop.py [--seeds 3] [--rounds 5,10,20,30,50]``.
+Run: ``python benchmarks/correction_loop.py [--seeds 3] [--rounds 5,10,15,20,30,40,50]``.
 Writes ``<out>/curves.png`` and ``<out>/curves.json``.
 """
 
@@ -124,7 +125,12 @@ def orders(
         for src, img, cells in zip(scores.names, scores.image_probs, scores.cell_probs, strict=True)
     ]
     ranked = rank_images(scored, classes, "least_certain")
-    out = {"ranked": [r.source for r in ranked], "file": sources}
+    margin_only = rank_images(scored, classes, "least_certain", disagreement_weight=0.0)
+    out = {
+        "ranked": [r.source for r in ranked],
+        "margin": [r.source for r in margin_only],
+        "file": sources,
+    }
     for seed in seeds:
         out[f"random-{seed}"] = [
             sources[i] for i in np.random.default_rng(seed).permutation(len(sources))
@@ -198,7 +204,12 @@ def plot(curves: dict[str, list[dict[str, float]]], parent_top1: float, target: 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    colours = {"ranked": "tab:red", "random": "tab:blue", "file": "tab:gray"}
+    colours = {
+        "ranked": "tab:red",
+        "margin": "tab:orange",
+        "random": "tab:blue",
+        "file": "tab:gray",
+    }
     for key, points in curves.items():
         kind = key.split("-")[0]
         ax.plot([p["corrected"] for p in points], [p["cell_top1"] for p in points],
@@ -218,7 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/napari_hpa_correction_loop"))
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", default="5,10,20,30,50")
+    parser.add_argument("--rounds", default="5,10,15,20,30,40,50")
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -239,6 +250,9 @@ def main() -> None:
     for seed in seeds:
         curves[f"ranked-s{seed}"] = run_curve("ranked", ordered["ranked"], pool, rounds, seed,
                                               parent, test, masks, out)  # fmt: skip
+        curves[f"margin-s{seed}"] = run_curve(
+            "margin", ordered["margin"], pool, rounds, seed, parent, test, masks, out
+        )
         curves[f"random-s{seed}"] = run_curve("random", ordered[f"random-{seed}"], pool, rounds,
                                               seed, parent, test, masks, out)  # fmt: skip
         (out / "curves.json").write_text(json.dumps({"parent": parent_top1, "curves": curves}))

@@ -82,7 +82,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--db",
         type=Path,
-        help="annotation database (annotations.sqlite): train on corrected labels",
+        help="annotation database (annotations.sqlite): train on corrected labels, the "
+        "corrected images and their stored cells (a cell's own labels, else its image's)",
+    )
+    src.add_argument(
+        "--no-cells",
+        action="store_true",
+        help="with --db: the corrected images only, not their cells",
     )
     src.add_argument(
         "--task",
@@ -280,7 +286,7 @@ def load_data(args: argparse.Namespace) -> TrainData:
         if isinstance(task, list):
             kind = "multiclass" if args.kind == "multiclass" else "multilabel"
             task = make_task(task, kind, channels or HPA_CHANNELS)
-        return load_annotations(args.db, task)
+        return load_annotations(args.db, task, cells=not args.no_cells)
     if args.data is None:
         raise UserError("give --data DIR (with --labels CSV or --folder-per-class) or --db FILE")
     if args.folder_per_class:

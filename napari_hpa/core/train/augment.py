@@ -33,6 +33,7 @@ from ..image.channels import adapt_channels
 from ..image.io import ImageReadError, read_image
 from ..model.checkpoint import InputSpec
 from ..model.tiles import pad_to_square, percentile_normalize, prepare_tiles, resize
+from .cells import CellViews, split_cell_key
 
 if TYPE_CHECKING:
     from .data import Sample
@@ -395,10 +396,18 @@ def preload(
     return good
 
 
-def make_cache(spec: InputSpec, min_crop: float, max_bytes: int) -> ImageCache:
-    """Make a view cache for ``spec``; share one across runs only while ``spec`` stays the same."""
+def make_cache(
+    spec: InputSpec, min_crop: float, max_bytes: int, mask_db: str | None = None
+) -> ImageCache:
+    """Make a view cache for ``spec``; share one across runs only while ``spec`` stays the same.
+
+    ``mask_db`` (:attr:`TrainData.mask_db`) cuts the cell samples' tiles (:mod:`.cells`).
+    """
+    cells = CellViews(mask_db) if mask_db else None
 
     def load(source: str) -> tuple[np.ndarray, float]:
+        if cells is not None and split_cell_key(source) is not None:
+            return cells.view(source, spec), 1.0  # the whole tile: no room to crop in
         image = read_image(source)
         return base_view(image.data, image.channel_names, spec, min_crop)
 
@@ -406,13 +415,23 @@ def make_cache(spec: InputSpec, min_crop: float, max_bytes: int) -> ImageCache:
 
 
 def validation_tiles(
-    samples: list[Sample], spec: InputSpec, progress: Progress, stop: Callable[[], None]
+    samples: list[Sample],
+    spec: InputSpec,
+    progress: Progress,
+    stop: Callable[[], None],
+    mask_db: str | None = None,
 ) -> tuple[list[np.ndarray], list[int]]:
-    """Prediction tiles of the validation images, exactly as Predictor.prepare makes them."""
+    """Prediction tiles of the validation images and cells, as the Predictor makes them."""
     tiles, bad = [], []
+    cells = CellViews(mask_db) if mask_db else None
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    std = np.asarray(spec.std, np.float32)[:, None, None]
     for i, s in enumerate(samples):
         stop()
         try:
+            if cells is not None and split_cell_key(s.source) is not None:
+                tiles.append(((cells.view(s.source, spec) - mean) / std)[None])
+                continue
             image = read_image(s.source)
             tiles.append(prepare_tiles(image.data, image.channel_names, spec)[0])
         except (ImageReadError, ValueError) as exc:

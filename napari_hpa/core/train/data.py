@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from ..image.io import read_image
 from ..image.sources import IMAGE_EXTENSIONS, find_images, split_hpa_name
 from ..model.names import printable
 from ..tasks import BUILTIN_TASKS, HPA_CHANNELS, Task
+from .cells import cell_key, pick_cells, split_cell_key
 from .label_csv import DataError, build_task, read_label_csv, read_label_groups
 
 #: Re-exported: where training data are read, their errors and label parsing are used too.
@@ -67,6 +68,9 @@ class TrainData:
     val_samples: list[Sample] | None = None
     origin: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: The annotations database whose cell masks cell samples are cut with
+    #: (:mod:`.cells`); None when the samples are whole images only.
+    mask_db: str | None = None
 
     def targets_matrix(self, samples: Sequence[Sample] | None = None) -> np.ndarray:
         """Multi-hot (N, K) float32 targets."""
@@ -231,10 +235,12 @@ def load_folder_per_class(
     return TrainData(new_task, samples, origin=f"{data_dir} (folder per class)", warnings=warnings)
 
 
-def load_annotations(db_path: str | Path, task: Task) -> TrainData:
+def load_annotations(db_path: str | Path, task: Task, cells: bool = True) -> TrainData:
     """Images whose labels a user corrected in the annotation database, for ``task``.
 
-    The database is only read (:func:`~napari_hpa.core.labels.store.open_readonly`): a
+    With ``cells``, each corrected image with a stored cell mask also gives its cells as
+    samples (:mod:`.cells`): a cell's own corrected labels, else the image's. The
+    database is only read (:func:`~napari_hpa.core.labels.store.open_readonly`): a
     read-only folder will do, and a writer elsewhere is never waited for.
     """
     from ..labels.store import AnnotationStoreError, open_readonly
@@ -245,26 +251,42 @@ def load_annotations(db_path: str | Path, task: Task) -> TrainData:
     try:
         with open_readonly(db_path) as store:
             rows = store.corrected_images(task.name)
+            own = {(s, c): lab for s, _i, c, lab in store.corrected_cells(task.name)}
+            masks = {row[0]: store.cells(row[0]) for row in rows} if cells else {}
     except AnnotationStoreError as exc:
         raise DataError(str(exc)) from None
     samples = []
     for row in rows:  # (source, image_id, effective labels)
-        source, labels = row[0], row[-1]
-        try:
-            idx = tuple(sorted({task.class_index(int(c)) for c in labels}))
-        except (ValueError, TypeError, OverflowError) as exc:
-            raise DataError(f"{db_path}: image {printable(source)}: {exc}") from None
-        if task.kind == "multiclass" and len(idx) != 1:
+        source = str(row[0])
+        image_idx = _indices(task, row[-1], db_path, source)
+        if task.kind == "multiclass" and len(image_idx) != 1:
             continue
-        samples.append(Sample(str(source), idx))
+        group = source if masks.get(source) else None
+        samples.append(Sample(source, image_idx, group))
+        for cell in pick_cells(masks.get(source, [])):
+            idx = image_idx
+            if (source, cell) in own:
+                idx = _indices(task, own[(source, cell)], db_path, source)
+            if idx and (task.kind != "multiclass" or len(idx) == 1):
+                samples.append(Sample(cell_key(source, cell), idx, source))
     if not samples:
         raise DataError(f"{db_path}: no corrected labels for task {task.name!r}")
-    return TrainData(task, samples, origin=f"{db_path} (corrected labels)")
+    n_cells = sum(split_cell_key(s.source) is not None for s in samples)
+    origin = f"{db_path} (corrected labels" + (f", {n_cells} cells)" if n_cells else ")")
+    return TrainData(task, samples, origin=origin, mask_db=str(db_path) if n_cells else None)
+
+
+def _indices(task: Task, labels: Iterable[int], db_path: Path, source: str) -> tuple[int, ...]:
+    try:
+        return tuple(sorted({task.class_index(int(c)) for c in labels}))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"{db_path}: image {printable(source)}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- provenance
 def _files_of(source: str) -> list[Path]:
-    p = Path(source)
+    cell = split_cell_key(source)
+    p = Path(cell[0] if cell else source)
     if p.is_file():
         return [p]
     return sorted(

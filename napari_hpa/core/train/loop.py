@@ -123,6 +123,7 @@ class _Run:
         self.net, self.spec, self.info = setup_model(config, data.task)
         self.task = self.spec.task
         self.train_s, self.val_s = split(data, config.val_fraction, config.seed)
+        self.mask_db = data.mask_db
         if not self.train_s or not self.val_s:
             raise DataError(
                 f"need at least 2 labelled images (one to validate on), got {len(data.samples)}"
@@ -144,7 +145,7 @@ class _Run:
         if self.check_room is not None:  # before the first image is decoded
             self.check_room(self.net)
         if cache is None:
-            cache = make_cache(spec, cfg.augment.crop_scale[0], cfg.cache_mb * 2**20)
+            cache = make_cache(spec, cfg.augment.crop_scale[0], cfg.cache_mb * 2**20, self.mask_db)
         self.train_s = preload(self.train_s, cache, self.emit, self.stop)
         if not self.train_s:
             raise DataError("no readable training image")
@@ -157,7 +158,7 @@ class _Run:
         sources = [s.source for s in self.train_s]
         aug, crops = cfg.augment, cfg.crops_per_image
         dataset = TrainDataset(sources, y_train, cache, spec, aug, crops, cfg.seed)
-        self.tiles, bad = validation_tiles(self.val_s, spec, self.emit, self.stop)
+        self.tiles, bad = validation_tiles(self.val_s, spec, self.emit, self.stop, self.mask_db)
         self.val_s = [s for i, s in enumerate(self.val_s) if i not in set(bad)]
         if not self.val_s:
             raise DataError("no readable validation image")

@@ -238,4 +238,4 @@ def make_cache_for(config: TrainConfig, data: TrainData) -> ImageCache | None:
     if config.base:
         return None  # the parent's input spec decides; fit builds its own cache
     spec = new_input_spec(config, data.task)
-    return make_cache(spec, config.augment.crop_scale[0], config.cache_mb * 2**20)
+    return make_cache(spec, config.augment.crop_scale[0], config.cache_mb * 2**20, data.mask_db)
