@@ -22,7 +22,8 @@ Steps:
    labels file, stored as a user label in an annotations database), then presses
    Retrain: :func:`napari_hpa.jobs.retrain.start_retrain`, quick preset, the job runner's
    subprocess, exactly as the Retrain dock does. Each round retrains the parent on all
-   corrections so far.
+   corrections so far. The database holds the cells Predict segmented, as napari stores
+   them, so the retrain also learns each corrected set's cells (its label as theirs).
 4. After each round the new model classifies every cell of the test sets through the
    Predictor (segmented once, the same masks for every model): per-cell top-1.
 
@@ -176,6 +177,8 @@ def run_curve(
     for budget in rounds:
         with AnnotationStore(db) as store, store.transaction():
             for source in order[done:budget]:
+                # Predict stored the cells it segmented; the user's label is the set's
+                store.set_cell_mask(source, masks[source])
                 store.set_user_labels(source, TASK, {pool[source]: True})
         done = budget
         child, seconds = retrain(parent, db, seed)
