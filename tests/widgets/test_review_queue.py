@@ -97,6 +97,8 @@ def test_next_walks_the_least_certain_first_and_the_queue_is_kept(
     assert queue.running and queue.progress.isVisible() and queue.cancel_button.isVisible()
     _ranked(qtbot, queue)
     assert not queue.missing and not queue.predict_button.isVisible()
+    # the image shown was predicted with the folder: its checklist shows the probabilities
+    assert any(ch.isdigit() for ch in annotate.list.item(0).text().split("]")[-1])
     assert any(k == "show_info" and "Predicted 5 images" in m for k, m in notes), notes
     sources = sorted(str(folder / f"synth_{i:04d}") for i in range(N_IMAGES))
     ranked = rank_images(

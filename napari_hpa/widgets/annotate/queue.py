@@ -391,6 +391,7 @@ class QueuePanel(QWidget):
             _error(outcome.summary())
         else:
             show_info(outcome.summary())
+        self.dock.refresh()  # the image shown may be one just predicted: its probabilities
         self.rerank()
 
     def _on_failed(self, exc: BaseException) -> None:

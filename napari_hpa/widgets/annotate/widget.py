@@ -204,10 +204,10 @@ class AnnotateWidget(QWidget):
             self._set_image(str(shown[-1]["source"]), str(shown[-1].get("image_id", "")))
         else:
             self.source, self.image_id = None, ""
-            self._refresh()
+            self.refresh()
 
     def _on_cell_selected(self, _cell: Any) -> None:
-        self._refresh()
+        self.refresh()
 
     def _on_image_changed(self, source: str) -> None:
         """Follow an image another dock showed in the same layers (Batch's double-click)."""
@@ -243,7 +243,7 @@ class AnnotateWidget(QWidget):
     def _set_image(self, source: str, image_id: str) -> None:
         self.source, self.image_id = source, image_id or Path(source).name
         self._open_store(source)
-        self._refresh()
+        self.refresh()
 
     def db_path_for(self, source: str) -> Path:
         """Return the annotations database of an image (``database.db_path_for``)."""
@@ -265,7 +265,7 @@ class AnnotateWidget(QWidget):
     def _on_prediction(self, result: PredictionResult | None) -> None:
         """Store a new prediction's labels (in a worker: the mask is big), then show them."""
         if result is None:
-            self._refresh()
+            self.refresh()
             return
         from napari.qt.threading import create_worker
 
@@ -282,7 +282,7 @@ class AnnotateWidget(QWidget):
         # A result is published twice (image, then cells): only the last writer's end counts.
         if worker is self._writer:
             self._writer = None
-        self._refresh()
+        self.refresh()
         if problem:
             self.status.setText(f"The prediction was not saved: {problem}")
 
@@ -301,7 +301,7 @@ class AnnotateWidget(QWidget):
             return None if pred is None else pred.probabilities
         return result.prediction.probabilities
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         """Rebuild the checklist from the database (effective labels of the current level)."""
         classes = self.task.classes
         probs = self._probabilities()
@@ -370,14 +370,14 @@ class AnnotateWidget(QWidget):
         try:
             self._unsaved.flush(self.store)
         except STORE_ERRORS as exc:
-            self._refresh()
+            self.refresh()
             self._store_failed(exc)
             return
         self.status.setText(
             f"{'Set' if value else 'Cleared'} {self.task.classes[class_index]}"
             + (f" for cell {self.cell}" if self.cell else "")
         )
-        self._refresh()
+        self.refresh()
 
     def _store_failed(self, exc: BaseException) -> None:
         """Say in one line that the database failed (after it was opened); nothing raises."""
@@ -427,7 +427,7 @@ class AnnotateWidget(QWidget):
         self.status.setText(
             f"Accepted the prediction ({counted(len(edits), 'class', 'classes')} confirmed)."
         )
-        self._refresh()
+        self.refresh()
 
     def undo(self) -> None:
         """Undo the last change (of any image of this database)."""
@@ -449,7 +449,7 @@ class AnnotateWidget(QWidget):
         e = edits[0]
         where = "" if e.source == self.source else f" on {Path(e.source).name}"
         self.status.setText(f"{verb} {counted(len(edits), 'change')}{where}.")
-        self._refresh()
+        self.refresh()
 
     # -- walking the folder ----------------------------------------------------------------
     def neighbours(self) -> list[str]:
