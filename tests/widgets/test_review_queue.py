@@ -168,3 +168,40 @@ def test_file_order_walks_the_folder_as_before(make_napari_viewer, monkeypatch, 
     assert _next(qtbot, annotate, -1) == str(folder / "synth_0001")
     assert annotate.store.reviewed(TASK.name) == set()  # file order marks nothing
     assert annotate.store.review_order(TASK.name) == ("file", None)
+
+
+def test_next_cell_walks_the_cells_least_certain_first(
+    make_napari_viewer, monkeypatch, qtbot, tmp_path
+):
+    """After Predict, "Next cell" selects the image's cells in rank_cells' order, each once."""
+    from napari_hpa.core.labels.review import Scored, rank_cells
+
+    fields = write_samples(tmp_path / "cells", n=1, size=160, seed=7)
+    model = write_tiny_model(user_models_dir(), name="tiny-cells")
+    viewer = _viewer(make_napari_viewer, monkeypatch)
+    predict = _dock(viewer, "Predict")[1]
+    assert predict.select_model(str(model))
+    predict.backend_combo.setCurrentText("torch")
+    annotate = _dock(viewer, "Annotate")[1]
+    cells = annotate.queue.cells
+    viewer.open(str(fields / "synth_0000_red.png"), plugin=None)
+    assert cells.next_cell() is None and "Predict this image first" in cells.reason_label.text()
+    predict.predict_button.click()
+    qtbot.waitUntil(lambda: predict.session.result is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: bool(predict.session.result.cells), timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: not predict.state.running, timeout=WAIT_MS)
+    result = predict.session.result
+    scored = Scored(
+        result.source,
+        result.prediction.probabilities,
+        {c: p.probabilities for c, p in result.cells.items()},
+    )
+    expected = [i.cell for i in rank_cells(scored, TASK.classes, "least_certain")]
+    assert len(expected) >= 2
+    walked = [cells.next_cell() for _ in expected]
+    assert walked == expected
+    assert annotate.cell == expected[-1]  # the checklist edits the selected cell
+    assert cells.reason_label.text().startswith(f"Cell {expected[-1]} ({len(expected)} of ")
+    assert cells.next_cell() is None and "were visited" in cells.reason_label.text()
+    reviewed = annotate.store.reviewed(TASK.name)
+    assert {(result.source, c) for c in expected} <= reviewed

@@ -43,6 +43,8 @@ TOOLTIPS: dict[str, str] = {
     "queue_predict": "Predict the folder's images that have no stored prediction yet, in the "
     "background, so that the queue can rank them (image level; Predict adds the cells).",
     "queue_cancel": "Stop predicting the folder; the images done so far are kept.",
+    "queue_cell": "Select this image's next cell in the queue's order (least certain and "
+    "disagreeing with the image first), to correct its labels; it is marked reviewed.",
     "export_csv": "Kaggle CSV (Id,Target): one row per annotated image, class ids.",
     "export_json": "JSON: every image with its image- and cell-level classes.",
     "export_tiff": "Per-cell label TIFFs (one per image with cells) in a folder.",

@@ -34,6 +34,7 @@ from ...core.model import preferences as settings
 from .._shared.background import run_in_background
 from .._shared.scrolling import narrow_combo
 from .._shared.tooltips import tip
+from .cell_queue import CellQueue
 from .database import STORE_ERRORS, store_problem
 from .folder import folder_images
 from .folder_predict import FolderPrediction, predict_into_store, rank_folder
@@ -120,6 +121,8 @@ class QueuePanel(QWidget):
         layout.addWidget(self.counts_label)
         layout.addWidget(self.reason_label)
         layout.addLayout(buttons)
+        self.cells = CellQueue(self.dock, lambda: self.order)  # within the image: its cells
+        layout.addWidget(self.cells)
         self._show_busy(False)
 
     # -- the order -------------------------------------------------------------------------
