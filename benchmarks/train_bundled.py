@@ -43,9 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="keep the bundled trained weights; plankton: redo the prior correction, "
-        "evaluation and card; hpa: redo model.json's input, the held-out figures and the "
-        "card (minutes instead of an hour)",
+        help="keep the bundled trained weights; plankton: redo the prior correction (kept "
+        "where the weights carry it already), model.json's input, the evaluation and card; "
+        "hpa: redo model.json's input, the held-out figures and the card (minutes instead of "
+        "an hour)",
     )
     args = parser.parse_args(argv)
     t0 = time.time()

@@ -84,6 +84,22 @@ def model_card(
             f"   {fmt(adj['mean_per_class_recall_before'])} -> {fmt(recall_after)}"
             " (rare classes are called less often).",
         ]
+    views = tr.get("views_before")
+    if spec.input.views == "d4":
+        step = 2 + bool(ft) + bool(adj)
+        lines += [
+            f"{step}. Test-time views (`input.views: d4` in `model.json`): the Predictor averages",
+            "   the probabilities of the 8 rotations and flips of every image (a plankter has no",
+            "   up), at 8 times the inference cost."
+            + (
+                f" The same weights held out through the Predictor without them: top-1"
+                f" {fmt(views.get('top1'))}, top-5 {fmt(views.get('top5'))}, log loss"
+                f" {fmt(views.get('log_loss'))} (`benchmarks/tta_views.py` measures both side by"
+                " side)."
+                if views
+                else ""
+            ),
+        ]
     lines += [
         "",
         f"Rebuild: `python benchmarks/train_bundled.py plankton` — {tr['total_seconds'] / 60:.0f} min",
