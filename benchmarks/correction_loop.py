@@ -233,6 +233,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/napari_hpa_correction_loop"))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--rounds", default="5,10,15,20,30,40,50")
+    parser.add_argument(
+        "--orders", default="ranked,margin,random,file", help="the curves to run (comma list)"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the curves a previous run saved in --out"
+    )
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -249,18 +255,21 @@ def main() -> None:
     parent_top1 = cell_top1(parent_scores, test)
     log(f"parent @2: test per-cell top-1 {parent_top1:.3f}")
     ordered = orders(parent, pool, seeds, masks)
+    wanted = args.orders.split(",")
+    saved = out / "curves.json"
     curves: dict[str, list[dict[str, float]]] = {}
-    for seed in seeds:
-        curves[f"ranked-s{seed}"] = run_curve("ranked", ordered["ranked"], pool, rounds, seed,
-                                              parent, test, masks, out)  # fmt: skip
-        curves[f"margin-s{seed}"] = run_curve(
-            "margin", ordered["margin"], pool, rounds, seed, parent, test, masks, out
-        )
-        curves[f"random-s{seed}"] = run_curve("random", ordered[f"random-{seed}"], pool, rounds,
-                                              seed, parent, test, masks, out)  # fmt: skip
-        (out / "curves.json").write_text(json.dumps({"parent": parent_top1, "curves": curves}))
-    curves["file-s0"] = run_curve("file", ordered["file"], pool, rounds, 0, parent, test,
-                                  masks, out)  # fmt: skip
+    if args.resume and saved.is_file():
+        old = json.loads(saved.read_text())
+        curves = {k: v for k, v in old["curves"].items() if [p["corrected"] for p in v] == rounds}
+        log(f"resumed: {', '.join(curves)}")
+    plan = [(f"{name}-s{seed}", name, seed) for seed in seeds
+            for name in ("ranked", "margin", "random") if name in wanted]  # fmt: skip
+    plan += [("file-s0", "file", 0)] if "file" in wanted else []
+    for key, name, seed in plan:
+        if key not in curves:
+            order = ordered[f"random-{seed}" if name == "random" else name]
+            curves[key] = run_curve(name, order, pool, rounds, seed, parent, test, masks, out)
+            saved.write_text(json.dumps({"parent": parent_top1, "curves": curves}))
     randoms = [v for k, v in curves.items() if k.startswith("random")]
     ranked = [v for k, v in curves.items() if k.startswith("ranked")]
     target = min(max(p["cell_top1"] for p in c) for c in randoms)
