@@ -112,3 +112,22 @@ def test_stored_predictions_read_back_from_the_database(tmp_path: Path) -> None:
     assert sorted(a.cells) == [1, 2] and a.cells[1][0] == pytest.approx(0.6)
     assert b.image is None and b.cells == {}
     assert [r.source for r in rank_images(scored, CLASSES)] == ["/d/a.png", "/d/b.png"]
+
+
+def test_spread_confusions_takes_each_pair_in_turn() -> None:
+    """Three unsure Nucleoplasm/Cytosol images and one Cytosol/Mitochondria: the second
+    pair's image comes second, not fourth; within a pair the margin order is kept."""
+    from napari_hpa.core.labels.review import spread_confusions
+
+    items = [
+        Scored("a", _p(0.50, 0.49, 0.01)),
+        Scored("b", _p(0.52, 0.47, 0.01)),
+        Scored("c", _p(0.55, 0.44, 0.01)),
+        Scored("d", _p(0.05, 0.60, 0.35)),
+        Scored("e", None),
+    ]
+    ranked = rank_images(items, CLASSES, disagreement_weight=0)
+    assert [r.source for r in ranked] == ["a", "b", "c", "d", "e"]
+    spread = spread_confusions(ranked, items)
+    assert [r.source for r in spread] == ["a", "d", "b", "c", "e"]
+    assert spread[1].reason == ranked[3].reason  # the reasons travel with their items

@@ -138,6 +138,34 @@ def rank_images(
     return [r for _, _, r in ranked] + ([] if order == "class" else unscored)
 
 
+def spread_confusions(ranked: Sequence[ReviewItem], items: Sequence[Scored]) -> list[ReviewItem]:
+    """Reorder ``ranked`` so that each round visits every confusion once, least certain first.
+
+    A confusion is an image's two most probable classes (unordered). A model that is wrong
+    on most images is often unsure between the same two classes, and the margin alone
+    would then fill the first corrections with one pair; taking the least certain image of
+    each pair in turn spreads them over the classes. Images without a prediction stay last.
+    """
+    pair_of: dict[str, tuple[int, ...]] = {}
+    for item in items:
+        if item.image is not None and len(item.image) > 1:
+            top = np.argsort(-item.image, kind="stable")[:2]
+            pair_of[item.source] = tuple(sorted(int(t) for t in top))
+    groups: dict[tuple[int, ...], list[ReviewItem]] = {}
+    rest = []
+    for r in ranked:
+        if r.source in pair_of:
+            groups.setdefault(pair_of[r.source], []).append(r)  # in margin order
+        else:
+            rest.append(r)
+    out: list[ReviewItem] = []
+    queues = list(groups.values())  # ordered by each pair's least certain image
+    while queues:
+        out += [q.pop(0) for q in queues]
+        queues = [q for q in queues if q]
+    return out + rest
+
+
 def rank_cells(
     item: Scored, classes: Sequence[str], order: str = "least_certain"
 ) -> list[ReviewItem]:
