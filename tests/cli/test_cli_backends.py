@@ -46,6 +46,7 @@ def _table(path: Path) -> dict[str, dict[str, str]]:
         return {row["image"]: row for row in csv.DictReader(f)}
 
 
+@pytest.mark.slow  # 9 s; predict's agreement test covers the runtimes in the default run
 @pytest.mark.skipif(not RUNTIMES, reason="neither onnxruntime nor openvino is installed")
 def test_batch_with_auto_gives_the_torch_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -144,10 +144,10 @@ def test_lung_model_on_real_held_out_tiles() -> None:
     )
     assert len(spec.input.channels) == 3
     labels = ("lung_aca", "lung_n", "lung_scc")  # the data's tokens, in the classes' order
-    picked = [r for c in labels for r in [r for r in rows if r["label"] == c][:5]]
+    picked = [r for c in labels for r in [r for r in rows if r["label"] == c][:3]]
     right = 0
     for r in picked:
         p = pred.predict_one(read_image(images / r["file"])).probabilities
         right += labels[int(np.argmax(p))] == r["label"]
         assert abs(float(p.sum()) - 1) < 1e-4  # softmax
-    assert right >= 12, f"{right} of {len(picked)} held-out tiles right"
+    assert right >= 7, f"{right} of {len(picked)} held-out tiles right"
