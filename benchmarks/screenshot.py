@@ -47,6 +47,23 @@ def central_pixel(labels: np.ndarray) -> tuple[int, int]:
     return int(ys[i]), int(xs[i])
 
 
+def maximized_viewer():
+    """A napari viewer filling the screen as a user's maximized window does; (viewer, window, app).
+
+    Xvfb has no window manager, so the window is also resized to the screen.
+    """
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(title="napari-hpa", show=True)
+    window = viewer.window._qt_window
+    window.showMaximized()
+    window.resize(QApplication.primaryScreen().size())
+    app = QApplication.instance()
+    settle(app, 1.0)
+    return viewer, window, app
+
+
 def grab(app, window, path: Path) -> None:
     """Save the whole window, without napari's notification toasts."""
     from napari._qt.dialogs.qt_notification import NapariQtNotification

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from screenshot import grab, settle, wait  # noqa: E402
+from screenshot import grab, maximized_viewer, settle, wait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DULOC = ROOT.parent / "shared" / "data" / "hpa_duloc_single_cells" / "images"
@@ -61,21 +61,15 @@ def main() -> int:  # noqa: PLR0915 - one journey, step by step
         print(f"no DULoc data at {DULOC}")
         return 1
 
-    import napari
     from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
-    from qtpy.QtWidgets import QApplication, QFileDialog
+    from qtpy.QtWidgets import QFileDialog
 
     work = Path(tempfile.mkdtemp(prefix="napari-hpa-loop-"))
     images = work / "screen"
     images.mkdir()
     greens = sorted(copy_sets(images))  # Next image walks the folder in name order
-    viewer = napari.Viewer(title="napari-hpa", show=True)
-    window = viewer.window._qt_window
-    window.showMaximized()
-    window.resize(QApplication.primaryScreen().size())  # Xvfb has no window manager
-    app = QApplication.instance()
-    settle(app, 1.0)
+    viewer, window, app = maximized_viewer()
     n = 0
 
     def shot(step: str, what: str) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from screenshot import grab, settle, wait  # noqa: E402
+from screenshot import grab, maximized_viewer, settle, wait  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -76,17 +76,10 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    import napari
     from napari.errors import MultipleReaderError
-    from qtpy.QtWidgets import QApplication
 
     work = Path(tempfile.mkdtemp(prefix="napari-hpa-seen-"))
-    viewer = napari.Viewer(title="napari-hpa", show=True)
-    window = viewer.window._qt_window
-    window.showMaximized()
-    window.resize(QApplication.primaryScreen().size())  # Xvfb has no window manager
-    app = QApplication.instance()
-    settle(app, 1.0)
+    viewer, window, app = maximized_viewer()
     _, predict = viewer.window.add_plugin_dock_widget("napari-hpa", "Predict")
     _, annotate = viewer.window.add_plugin_dock_widget("napari-hpa", "Annotate", tabify=True)
     settle(app, 1.0)

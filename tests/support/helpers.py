@@ -70,3 +70,13 @@ def make_screen(folder: Path, n_good: int = 37, size: int = 64, seed: int = 0) -
     sub.mkdir()
     (sub / "notes.png").write_text("this is not a picture\n", encoding="utf-8")
     return folder
+
+
+def prefer_napari_hpa(monkeypatch, patterns: list[str]) -> None:
+    """Make napari-hpa the remembered reader of ``patterns`` (in memory: nothing is saved),
+    as a user's earlier choice in napari's reader dialog does."""
+    from napari.settings import get_settings
+
+    readers = get_settings().plugins.extension2reader
+    for pattern in patterns:
+        monkeypatch.setitem(readers, pattern, "napari-hpa")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import GUI_TEST
-from helpers import write_tiny_model
+from helpers import prefer_napari_hpa, write_tiny_model
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAction, QApplication, QFileDialog, QPushButton
 
@@ -43,12 +43,8 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _viewer(make_napari_viewer, monkeypatch):
-    from napari.settings import get_settings
-
     viewer = make_napari_viewer(show=True)
-    readers = get_settings().plugins.extension2reader  # in place: nothing is saved
-    for pattern in PATTERNS:
-        monkeypatch.setitem(readers, pattern, "napari-hpa")
+    prefer_napari_hpa(monkeypatch, PATTERNS)
     return viewer
 
 

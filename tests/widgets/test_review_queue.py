@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import GUI_TEST
-from helpers import write_tiny_model
+from helpers import prefer_napari_hpa, write_tiny_model
 
 from napari_hpa.core.image.synth import write_samples
 from napari_hpa.core.labels.review import rank_images, stored_predictions
@@ -33,12 +33,8 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _viewer(make_napari_viewer, monkeypatch):
-    from napari.settings import get_settings
-
     viewer = make_napari_viewer(show=True)
-    readers = get_settings().plugins.extension2reader  # in place: nothing is saved
-    for pattern in PATTERNS:
-        monkeypatch.setitem(readers, pattern, "napari-hpa")
+    prefer_napari_hpa(monkeypatch, PATTERNS)
     return viewer
 
 
