@@ -24,11 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bundled.common import DATA, MODELS  # noqa: E402
+from benchmarks.bundled.lung_card import NAMES  # noqa: E402
 
 PLANKTON = "plankton121-efficientnet_lite0"
 LUNG = "lung3-efficientnet_lite0"
-#: The lung data's class tokens, in the model's class order.
-LUNG_TOKENS = ("lung_aca", "lung_n", "lung_scc")
+#: The lung data's class tokens, in the model's class order (the recipe's names).
+LUNG_TOKENS = tuple(NAMES)
 
 
 def held_out(model: str) -> tuple[list[Path], list[str]]:

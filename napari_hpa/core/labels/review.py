@@ -80,6 +80,13 @@ def disagreement(item: Scored) -> tuple[float, int]:
     return len(others) / len(tops), most
 
 
+def _confidence(probs: np.ndarray, classes: Sequence[str]) -> tuple[float, str]:
+    """Return ``1 - `` the top probability (higher: less confident), and it said in words."""
+    top = int(np.argmax(probs))
+    p = float(probs[top])
+    return 1.0 - p, f"confidence {p:.2f}: {classes[top]}"
+
+
 def _least_certain(item: Scored, classes: Sequence[str], weight: float) -> tuple[float, str]:
     assert item.image is not None
     gap, reason = margin(item.image, classes)
@@ -128,7 +135,7 @@ def rank_images(
         if order == "least_certain":
             score, reason = _least_certain(item, classes, disagreement_weight)
         elif order == "lowest_confidence":
-            score, reason = 1.0 - p, f"confidence {p:.2f}: {classes[top]}"
+            score, reason = _confidence(item.image, classes)
         else:
             if top != class_index:
                 continue
@@ -181,7 +188,7 @@ def rank_cells(
             continue
         top = int(np.argmax(probs))
         if order == "lowest_confidence":
-            score, reason = 1.0 - float(probs[top]), f"confidence {probs[top]:.2f}: {classes[top]}"
+            score, reason = _confidence(probs, classes)
         else:
             gap, reason = margin(probs, classes)
             score = 1.0 - gap

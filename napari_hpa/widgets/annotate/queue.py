@@ -312,10 +312,11 @@ class QueuePanel(QWidget):
                 _error(f"Not marked reviewed: {store_problem(exc, store.path)}")
         done = self._reviewed() | {current}
         scored = [i.source for i in self.ranked if i.score != float("-inf")]
-        here = self.sources.index(current) if current in self.sources else -1
+        position = {s: n for n, s in enumerate(self.sources)}  # not index() per image: O(n)
+        here = position.get(current, -1)
         later = sorted(
             (i.source for i in self.ranked if i.score == float("-inf")),
-            key=lambda s: (self.sources.index(s) <= here, self.sources.index(s)),
+            key=lambda s: (position[s] <= here, position[s]),
         )
         target = next((s for s in scored + later if s not in done), None)
         if target is None:
